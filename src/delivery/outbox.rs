@@ -1,0 +1,81 @@
+//! The dev outbox: each queued message becomes `<outbox>/<id>.eml` (file and
+//! folder fsync'd) and only then leaves the spool. A crash in between
+//! rewrites the same file on restart: delivery is at least once.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{Event, Events};
+use crate::spool::{QueueEntry, Spool};
+
+pub async fn run_outbox(
+    spool: Arc<dyn Spool>,
+    dir: PathBuf,
+    events: Arc<dyn Events>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match deliver_ready(&*spool, &dir, &*events).await {
+            Ok(()) => backoff = Duration::from_secs(1),
+            Err(e) => {
+                tracing::error!(event = "delivery.error", target = "outbox", error = %e);
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+        tokio::select! {
+            _ = spool.wait_for_work(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> anyhow::Result<()> {
+    for entry in spool.ready().await? {
+        let Some(body) = spool.body(entry.id).await? else {
+            continue;
+        };
+        let path = dir.join(format!("{}.eml", entry.id));
+        let write_path = path.clone();
+        let written = tokio::task::spawn_blocking(move || write_durably(&write_path, &body)).await?;
+        written.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        spool.remove(entry.id).await?;
+        emit_success(events, &entry, &path);
+    }
+    Ok(())
+}
+
+fn emit_success(events: &dyn Events, entry: &QueueEntry, path: &Path) {
+    events.emit(
+        Event::new("delivery.success")
+            .account(&entry.envelope.account)
+            .message_id(entry.id.to_string())
+            .recipients(entry.envelope.recipients.len())
+            .size(entry.envelope.size)
+            .target(format!("outbox:{}", path.display())),
+    );
+}
+
+/// Write to a temporary name, fsync, rename, fsync the folder.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("outbox files live in a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("message")
+    ));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,18 @@
+//! mailwarden: an SMTP submission server with built-in outbound-abuse
+//! blocking. See DESIGN.md in the docs for the data flow and contracts.
+
+pub mod accounts;
+pub mod address;
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod events;
+pub mod policy;
+pub mod server;
+pub mod smtp;
+pub mod spool;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

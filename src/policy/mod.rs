@@ -1,0 +1,70 @@
+//! The `Policy` seam: asked at MAIL, at each RCPT and at the end of DATA
+//! whether the account may send. The first implementation accepts everything;
+//! the scorer (a later issue) plugs in here without touching the session.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+
+use crate::smtp::reply::Reply;
+
+/// What the session knows when it asks.
+pub struct MailContext<'a> {
+    pub account: &'a str,
+    pub client_ip: IpAddr,
+    pub from: &'a str,
+    /// SIZE= from MAIL, 0 if not given.
+    pub declared_size: u64,
+}
+
+pub struct RcptContext<'a> {
+    pub account: &'a str,
+    pub client_ip: IpAddr,
+    pub from: &'a str,
+    pub recipient: &'a str,
+    /// Recipients accepted so far in this transaction.
+    pub accepted: usize,
+}
+
+pub struct MessageContext<'a> {
+    pub account: &'a str,
+    pub client_ip: IpAddr,
+    pub from: &'a str,
+    pub recipients: &'a [String],
+    /// The message as it will be queued (Received header included).
+    pub message: &'a [u8],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    /// A temporary refusal for the whole message (`451 4.7.1`).
+    Defer(Reply),
+    /// A block: this reply answers MAIL and every later RCPT, DATA and BDAT
+    /// of the transaction.
+    Block(Reply),
+}
+
+#[async_trait]
+pub trait Policy: Send + Sync + 'static {
+    async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision;
+    async fn on_rcpt(&self, ctx: &RcptContext<'_>) -> Decision;
+    async fn on_message(&self, ctx: &MessageContext<'_>) -> Decision;
+}
+
+/// Accepts everything: the policy until the scorer exists.
+#[derive(Debug, Default)]
+pub struct AcceptAll;
+
+#[async_trait]
+impl Policy for AcceptAll {
+    async fn on_mail(&self, _: &MailContext<'_>) -> Decision {
+        Decision::Accept
+    }
+    async fn on_rcpt(&self, _: &RcptContext<'_>) -> Decision {
+        Decision::Accept
+    }
+    async fn on_message(&self, _: &MessageContext<'_>) -> Decision {
+        Decision::Accept
+    }
+}

@@ -1,0 +1,104 @@
+//! Accepts connections on the submission (STARTTLS) and submissions
+//! (implicit TLS) ports and runs one session per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
+
+use super::SmtpShared;
+use super::connection::Connection;
+use super::session::{Flow, Session};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// Port 587: plaintext until STARTTLS.
+    Submission,
+    /// Port 465: TLS from the first byte.
+    Submissions,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts until shutdown; each connection runs on `tracker`.
+pub async fn serve(listener: TcpListener, kind: PortKind, shared: Arc<SmtpShared>, tracker: TaskTracker) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                tracker.spawn(handle(tcp, peer, kind, shared.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(event = "listener.accept_error", error = %e);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<SmtpShared>) {
+    let _ = tcp.set_nodelay(true);
+    let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let implicit = kind == PortKind::Submissions;
+    let mut session = Session::new(shared.clone(), id, peer, implicit);
+    shared.events.emit(
+        crate::events::Event::new("session.start")
+            .session(id, session.ip())
+            .tls(implicit),
+    );
+    let handshake_limit = shared.limits.command_timeout;
+    if implicit {
+        match tokio::time::timeout(handshake_limit, shared.tls.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                run(&mut session, Connection::new(tls), true).await;
+            }
+            Ok(Err(e)) => tls_failed(&session, &e.to_string()),
+            Err(_) => tls_failed(&session, "handshake timeout"),
+        }
+    } else {
+        let mut plain = Connection::new(tcp);
+        session.greet(&mut plain);
+        if let Flow::StartTls = session.run(&mut plain).await {
+            let _ = plain.flush().await;
+            // Dropping the plaintext buffer discards pipelined bytes (RFC 3207 §5).
+            let tcp = plain.into_inner();
+            match tokio::time::timeout(handshake_limit, shared.tls.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    session.tls_started();
+                    run(&mut session, Connection::new(tls), false).await;
+                }
+                Ok(Err(e)) => tls_failed(&session, &e.to_string()),
+                Err(_) => tls_failed(&session, "handshake timeout"),
+            }
+        } else {
+            plain.shutdown().await;
+        }
+    }
+    let mut end = crate::events::Event::new("session.end")
+        .session(id, session.ip())
+        .duration_ms(session.elapsed_ms())
+        .messages(session.messages as u64);
+    if let Some(account) = session.account() {
+        end = end.account(account);
+    }
+    shared.events.emit(end);
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(session: &mut Session, mut conn: Connection<S>, greet: bool) {
+    if greet {
+        session.greet(&mut conn);
+    }
+    let _ = session.run(&mut conn).await;
+    conn.shutdown().await;
+}
+
+fn tls_failed(session: &Session, why: &str) {
+    tracing::info!(event = "session.tls_failed", session = session.id(), ip = %session.ip(), error = why);
+}

@@ -1,0 +1,36 @@
+//! The SMTP side: listeners, the per-connection session, replies, SASL.
+
+pub mod connection;
+pub mod data;
+mod listener;
+pub mod reply;
+pub mod sasl;
+pub mod session;
+
+use std::sync::Arc;
+
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use listener::{PortKind, serve};
+
+use crate::accounts::Authenticator;
+use crate::clock::Clock;
+use crate::config::SmtpConfig;
+use crate::events::Events;
+use crate::policy::Policy;
+use crate::spool::Spool;
+
+/// What every session shares: limits and the seams it talks to.
+pub struct SmtpShared {
+    pub hostname: String,
+    pub limits: SmtpConfig,
+    pub tls: TlsAcceptor,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub policy: Arc<dyn Policy>,
+    pub spool: Arc<dyn Spool>,
+    pub events: Arc<dyn Events>,
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled when the server stops: sessions answer 421 between commands.
+    pub shutdown: CancellationToken,
+}

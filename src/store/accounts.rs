@@ -1,0 +1,80 @@
+//! Account records: one JSON value per normalised primary address.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::{ACCOUNTS, Store, StoreError};
+use crate::accounts::Account;
+
+impl Store {
+    pub fn account_get(&self, address: &str) -> Result<Option<Account>, StoreError> {
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(ACCOUNTS)?;
+        let Some(value) = table.get(address)? else {
+            return Ok(None);
+        };
+        Ok(Some(serde_json::from_slice(value.value())?))
+    }
+
+    /// Inserts a new account; `false` if the address is taken.
+    pub fn account_create(&self, account: &Account) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        {
+            let mut table = tx.open_table(ACCOUNTS)?;
+            if table.get(account.address.as_str())?.is_some() {
+                return Ok(false);
+            }
+            let bytes = serde_json::to_vec(account)?;
+            table.insert(account.address.as_str(), bytes.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Reads, changes and writes back one account in one transaction.
+    /// `None` if there is no such account; the closure's error aborts.
+    pub fn account_update<T, E>(
+        &self,
+        address: &str,
+        change: impl FnOnce(&mut Account) -> Result<T, E>,
+    ) -> Result<Option<Result<T, E>>, StoreError> {
+        let tx = self.db().begin_write()?;
+        let result = {
+            let mut table = tx.open_table(ACCOUNTS)?;
+            let Some(value) = table.get(address)? else {
+                return Ok(None);
+            };
+            let mut account: Account = serde_json::from_slice(value.value())?;
+            drop(value);
+            match change(&mut account) {
+                Ok(out) => {
+                    let bytes = serde_json::to_vec(&account)?;
+                    table.insert(address, bytes.as_slice())?;
+                    Ok(out)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if result.is_ok() {
+            tx.commit()?;
+        }
+        Ok(Some(result))
+    }
+
+    pub fn account_list(&self) -> Result<Vec<Account>, StoreError> {
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(ACCOUNTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            out.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn account_delete(&self, address: &str) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        let existed = tx.open_table(ACCOUNTS)?.remove(address)?.is_some();
+        tx.commit()?;
+        Ok(existed)
+    }
+}

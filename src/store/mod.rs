@@ -1,0 +1,141 @@
+//! The embedded store: one redb file in the data folder holding accounts and
+//! the spool. A commit returns only after fsync (`Durability::Immediate`).
+//!
+//! The rest of the server sees this through the `Authenticator` and `Spool`
+//! seams, so a shared store can replace it without touching the protocol.
+
+mod accounts;
+mod queue;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+
+pub const STORE_FILE: &str = "mailwarden.redb";
+
+/// Why a store operation failed, in the terms the SMTP replies need.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The disk is full: `452 4.3.1`.
+    NoSpace(String),
+    /// Another process holds the store open.
+    Locked(PathBuf),
+    /// The store does not exist and was not to be created.
+    Missing(PathBuf),
+    /// Anything else: `451 4.3.0`.
+    Failed(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSpace(e) => write!(f, "store: no space left on device ({e})"),
+            Self::Locked(p) => write!(f, "store {} is in use by another process", p.display()),
+            Self::Missing(p) => write!(f, "no store at {}", p.display()),
+            Self::Failed(e) => write!(f, "store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        match &e {
+            redb::Error::Io(io) if is_no_space(io) => Self::NoSpace(e.to_string()),
+            _ => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                redb::Error::from(e).into()
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::StorageError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::CommitError
+);
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Failed(format!("corrupt record: {e}"))
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn path_in(data_dir: &Path) -> PathBuf {
+        data_dir.join(STORE_FILE)
+    }
+
+    /// Opens the store in `data_dir`, creating it (and the folder) if needed.
+    /// Only `serve` creates a store.
+    pub fn open_or_create(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let path = Self::path_in(data_dir);
+        let db = Database::create(&path).map_err(|e| Self::open_error(e, &path))?;
+        Self::init(db, path)
+    }
+
+    /// Opens an existing store; never creates one.
+    pub fn open_existing(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = Self::path_in(data_dir);
+        if !path.exists() {
+            return Err(StoreError::Missing(path));
+        }
+        let db = Database::open(&path).map_err(|e| Self::open_error(e, &path))?;
+        Self::init(db, path)
+    }
+
+    fn open_error(e: redb::DatabaseError, path: &Path) -> StoreError {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+            other => StoreError::from(redb::Error::from(other)),
+        }
+    }
+
+    fn init(db: Database, path: PathBuf) -> Result<Self, StoreError> {
+        let tx = db.begin_write()?;
+        tx.open_table(ACCOUNTS)?;
+        tx.open_table(QUEUE)?;
+        tx.open_table(BODIES)?;
+        tx.commit()?;
+        Ok(Self {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+}
