@@ -68,8 +68,7 @@ pub fn normalize_domain(domain: &str) -> Result<String, AddressError> {
         return Ok(domain.to_ascii_lowercase());
     }
     let ascii = idna::domain_to_ascii(domain).map_err(|_| AddressError::BadDomain)?;
-    if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || ascii.contains("..")
-    {
+    if ascii.is_empty() || ascii.starts_with('.') || ascii.ends_with('.') || ascii.contains("..") {
         return Err(AddressError::BadDomain);
     }
     Ok(ascii)
@@ -131,7 +130,10 @@ mod tests {
         assert_eq!(normalize("alice"), Err(AddressError::MissingAt));
         assert_eq!(normalize("@x.com"), Err(AddressError::EmptyLocalPart));
         assert_eq!(normalize("a@"), Err(AddressError::EmptyDomain));
-        assert_eq!(normalize("a b@x.com"), Err(AddressError::ForbiddenCharacter));
+        assert_eq!(
+            normalize("a b@x.com"),
+            Err(AddressError::ForbiddenCharacter)
+        );
         assert_eq!(normalize("a@x..com"), Err(AddressError::BadDomain));
     }
 
@@ -139,7 +141,11 @@ mod tests {
     fn ownership_covers_aliases_and_tags() {
         let aliases = vec!["sales@example.com".to_string()];
         assert!(owns("alice@example.com", &aliases, "alice@example.com"));
-        assert!(owns("alice@example.com", &aliases, "alice+news@example.com"));
+        assert!(owns(
+            "alice@example.com",
+            &aliases,
+            "alice+news@example.com"
+        ));
         assert!(owns("alice@example.com", &aliases, "sales+x@example.com"));
         assert!(!owns("alice@example.com", &aliases, "bob@example.com"));
         assert!(!owns("alice@example.com", &aliases, "alice@example.org"));

@@ -19,10 +19,14 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "mailwarden", version, about = "SMTP submission server with outbound-abuse blocking")]
+#[command(
+    name = "mailwarden",
+    version,
+    about = "SMTP submission server with outbound-abuse blocking"
+)]
 pub struct Cli {
     /// Config file (TOML). Without it, the embedded development defaults.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "MAILWARDEN_CONFIG")]
     pub config: Option<PathBuf>,
     /// Print results as JSON.
     #[arg(long, global = true)]
@@ -104,7 +108,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 running.until_signal().await
             })
         }
-        Command::Config { command: ConfigCommand::Check } => {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
             let config = load_config(cli.config.as_ref())?;
             let summary = serde_json::json!({
                 "ok": true,
@@ -122,7 +128,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Cert { command: CertCommand::Generate { out } } => {
+        Command::Cert {
+            command: CertCommand::Generate { out },
+        } => {
             let config = load_config(cli.config.as_ref())?;
             let cert = out.join("fullchain.pem");
             let key = out.join("privkey.pem");
@@ -140,7 +148,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 async fn account(command: AccountCommand, config: &Config, json: bool) -> anyhow::Result<()> {
     let target = Target::reach(config).await?;
     match command {
-        AccountCommand::Add { email, password_stdin } => {
+        AccountCommand::Add {
+            email,
+            password_stdin,
+        } => {
             let password = read_new_password(password_stdin)?;
             let view = match &target {
                 Target::Server(client) => {
@@ -169,11 +180,18 @@ async fn account(command: AccountCommand, config: &Config, json: bool) -> anyhow
                     let path = format!("/v1/accounts/{}", percent_encode(&email));
                     client.call(Method::GET, &path, None).await?
                 }
-                Target::Store(accounts) => {
-                    serde_json::to_value(crate::admin::AccountView::from(accounts.get(&email).await?))?
-                }
+                Target::Store(accounts) => serde_json::to_value(crate::admin::AccountView::from(
+                    accounts.get(&email).await?,
+                ))?,
             };
-            println!("{}", if json { view.to_string() } else { serde_json::to_string_pretty(&view)? });
+            println!(
+                "{}",
+                if json {
+                    view.to_string()
+                } else {
+                    serde_json::to_string_pretty(&view)?
+                }
+            );
         }
     }
     Ok(())

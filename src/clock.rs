@@ -33,14 +33,18 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: SystemTime) -> Self {
-        let millis = start.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let millis = start
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         Self {
             millis: AtomicU64::new(millis),
         }
     }
 
     pub fn advance(&self, by: Duration) {
-        self.millis.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.millis
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 

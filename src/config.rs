@@ -288,8 +288,8 @@ impl Config {
     }
 
     fn finish(mut self, base: PathBuf, source: ConfigSource) -> anyhow::Result<Self> {
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        self.server.data_dir = resolve(&self.server.data_dir);
+        let resolve = |p: &Path| resolve_path(&base, p);
+        self.server.data_dir = resolve_path(&base, &self.server.data_dir);
         self.server.secret_key_file = self.server.secret_key_file.as_deref().map(resolve);
         self.tls.cert = self.tls.cert.as_deref().map(resolve);
         self.tls.key = self.tls.key.as_deref().map(resolve);
@@ -349,6 +349,15 @@ impl Config {
     }
 }
 
+/// A path from the config file, relative to the file's folder.
+fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path.strip_prefix(".").unwrap_or(path))
+    }
+}
+
 /// "25MiB", "10MB", "1048576" or an integer.
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     #[derive(Deserialize)]
@@ -379,7 +388,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<Config> {
-        Config::from_toml(text, PathBuf::from("/etc/mw"), ConfigSource::EmbeddedDefault)
+        Config::from_toml(
+            text,
+            PathBuf::from("/etc/mw"),
+            ConfigSource::EmbeddedDefault,
+        )
     }
 
     const MINIMAL: &str = "[delivery]\nmode = \"outbox\"\n[tls]\nself_signed = true\n";
@@ -387,7 +400,7 @@ mod tests {
     #[test]
     fn minimal_file_takes_defaults_and_resolves_paths() {
         let cfg = parse(MINIMAL).unwrap();
-        assert_eq!(cfg.server.data_dir, PathBuf::from("/etc/mw/./data"));
+        assert_eq!(cfg.server.data_dir, PathBuf::from("/etc/mw/data"));
         assert_eq!(cfg.smtp.max_message_size, 25 * 1024 * 1024);
         assert_eq!(cfg.smtp.command_timeout, Duration::from_secs(300));
         assert_eq!(cfg.listeners.admin.port(), 9090);
@@ -419,5 +432,36 @@ mod tests {
         assert_eq!(cfg.smtp.command_timeout, Duration::from_secs(30));
         let err = parse(&format!("{MINIMAL}[smtp]\ndata_timeout = \"soon\"\n")).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../config/mailwarden.toml");
+        let cfg = Config::from_toml(
+            text,
+            PathBuf::from("/etc/mailwarden"),
+            ConfigSource::EmbeddedDefault,
+        )
+        .unwrap();
+        assert_eq!(cfg.server.hostname, "mail.example.com");
+        assert_eq!(cfg.listeners.submission.len(), 2);
+        assert_eq!(cfg.delivery_mode(), DeliveryMode::Outbox);
+    }
+
+    #[test]
+    fn the_docker_config_is_valid() {
+        let text = include_str!("../config/docker.toml");
+        let cfg = Config::from_toml(
+            text,
+            PathBuf::from("/etc/mailwarden"),
+            ConfigSource::EmbeddedDefault,
+        )
+        .unwrap();
+        assert_eq!(cfg.server.data_dir, PathBuf::from("/var/lib/mailwarden"));
     }
 }

@@ -45,7 +45,11 @@ pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Ru
     start_with(config, events, Overrides::default()).await
 }
 
-pub async fn start_with(config: Config, events: Arc<dyn Events>, overrides: Overrides) -> anyhow::Result<Running> {
+pub async fn start_with(
+    config: Config,
+    events: Arc<dyn Events>,
+    overrides: Overrides,
+) -> anyhow::Result<Running> {
     let mode = config.delivery_mode();
     if mode != DeliveryMode::Outbox {
         bail!("delivery.mode = {mode:?} is not available in this version yet; use \"outbox\"");
@@ -98,7 +102,10 @@ pub async fn start_with(config: Config, events: Arc<dyn Events>, overrides: Over
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
-    for (listeners, kind) in [(submission, PortKind::Submission), (submissions, PortKind::Submissions)] {
+    for (listeners, kind) in [
+        (submission, PortKind::Submission),
+        (submissions, PortKind::Submissions),
+    ] {
         for listener in listeners {
             let addr = listener.local_addr()?;
             tracing::info!(event = "listener.ready", kind = ?kind, addr = %addr);
@@ -133,15 +140,22 @@ pub async fn start_with(config: Config, events: Arc<dyn Events>, overrides: Over
     } else {
         tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
     }
-    tracker.spawn(delivery::run_outbox(spool, outbox, events, shutdown.clone()));
+    tracker.spawn(delivery::run_outbox(
+        spool,
+        outbox,
+        events,
+        shutdown.clone(),
+    ));
     Ok(running)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| match addr.port() {
-        0 => format!("cannot listen on {addr}"),
-        _ => format!("cannot listen on {addr} (is another program using the port?)"),
-    })
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| match addr.port() {
+            0 => format!("cannot listen on {addr}"),
+            _ => format!("cannot listen on {addr} (is another program using the port?)"),
+        })
 }
 
 impl Running {
@@ -153,7 +167,10 @@ impl Running {
             .await
             .is_err()
         {
-            tracing::warn!(event = "server.shutdown_timeout", "some sessions did not finish in 30s");
+            tracing::warn!(
+                event = "server.shutdown_timeout",
+                "some sessions did not finish in 30s"
+            );
         }
     }
 

@@ -38,7 +38,9 @@ impl Identity {
 pub enum AuthOutcome {
     Success(Identity),
     /// Wrong secret, unknown login, disabled account, bad authzid: one reply.
-    Failure { reason: &'static str },
+    Failure {
+        reason: &'static str,
+    },
     /// Too many failures from this client or for this account: `454 4.7.0`.
     LockedOut,
     /// The verification queue is full: `454 4.7.0 Temporary ...`.
@@ -67,7 +69,9 @@ impl Authenticator for StoreAuthenticator {
     async fn authenticate(&self, req: AuthRequest<'_>) -> AuthOutcome {
         let login = address::normalize(req.login).ok();
         let authzid_ok = req.authzid.is_empty()
-            || address::normalize(req.authzid).ok().is_some_and(|a| Some(&a) == login.as_ref());
+            || address::normalize(req.authzid)
+                .ok()
+                .is_some_and(|a| Some(&a) == login.as_ref());
         let account = match &login {
             Some(login) => {
                 let store = self.store.clone();
@@ -95,10 +99,16 @@ impl Authenticator for StoreAuthenticator {
                 account: a.address,
                 aliases: a.aliases,
             }),
-            (None, _) => AuthOutcome::Failure { reason: "unknown_account" },
+            (None, _) => AuthOutcome::Failure {
+                reason: "unknown_account",
+            },
             (Some(a), false) if a.disabled => AuthOutcome::Failure { reason: "disabled" },
-            (Some(_), false) if !authzid_ok => AuthOutcome::Failure { reason: "authzid_mismatch" },
-            (Some(_), false) => AuthOutcome::Failure { reason: "bad_password" },
+            (Some(_), false) if !authzid_ok => AuthOutcome::Failure {
+                reason: "authzid_mismatch",
+            },
+            (Some(_), false) => AuthOutcome::Failure {
+                reason: "bad_password",
+            },
         }
     }
 }

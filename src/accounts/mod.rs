@@ -94,10 +94,14 @@ impl From<StoreError> for AccountError {
 pub fn check_password_rule(address: &str, password: &str) -> Result<(), AccountError> {
     let len = password.chars().count();
     if len < 12 {
-        return Err(AccountError::Password("it must be at least 12 characters long"));
+        return Err(AccountError::Password(
+            "it must be at least 12 characters long",
+        ));
     }
     if len > 1024 {
-        return Err(AccountError::Password("it must be at most 1024 characters long"));
+        return Err(AccountError::Password(
+            "it must be at most 1024 characters long",
+        ));
     }
     let lowered = password.trim().to_lowercase();
     let local = address.split('@').next().unwrap_or_default();
@@ -146,7 +150,12 @@ impl Accounts {
             .map_err(AccountError::Store)
     }
 
-    pub async fn add(&self, address: &str, password: &str, via: &str) -> Result<Account, AccountError> {
+    pub async fn add(
+        &self,
+        address: &str,
+        password: &str,
+        via: &str,
+    ) -> Result<Account, AccountError> {
         let address = address::normalize(address).map_err(AccountError::Address)?;
         check_password_rule(&address, password)?;
         let password_hash = self

@@ -23,7 +23,9 @@ pub struct AdminClient {
 pub enum Reach {
     Server(AdminClient),
     /// Nothing answers at `addr`: work on the store directly.
-    NoServer { addr: SocketAddr },
+    NoServer {
+        addr: SocketAddr,
+    },
 }
 
 impl AdminClient {
@@ -34,7 +36,8 @@ impl AdminClient {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(config.listeners.admin);
-        let connected = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await;
+        let connected =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await;
         if !matches!(connected, Ok(Ok(_))) {
             return Ok(Reach::NoServer { addr });
         }

@@ -50,7 +50,10 @@ struct AdminState {
 pub fn router(token: String, accounts: Accounts) -> Router {
     let state = AdminState { token, accounts };
     Router::new()
-        .route("/v1/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"ok": true})) }),
+        )
         .route("/v1/accounts", post(add_account))
         .route("/v1/accounts/{address}", get(show_account))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -60,7 +63,10 @@ pub fn router(token: String, accounts: Accounts) -> Router {
 async fn guard(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     if headers.contains_key(header::ORIGIN) {
-        return error(StatusCode::FORBIDDEN, "requests with an Origin header are refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "requests with an Origin header are refused",
+        );
     }
     if !bearer_matches(headers, &state.token) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -85,7 +91,13 @@ pub struct ErrorBody {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(ErrorBody { error: message.to_string() })).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: message.to_string(),
+        }),
+    )
+        .into_response()
 }
 
 impl IntoResponse for AccountError {
@@ -130,7 +142,10 @@ async fn add_account(
     State(state): State<AdminState>,
     Json(new): Json<NewAccount>,
 ) -> Result<(StatusCode, Json<AccountView>), AccountError> {
-    let account = state.accounts.add(&new.address, &new.password, "admin-api").await?;
+    let account = state
+        .accounts
+        .add(&new.address, &new.password, "admin-api")
+        .await?;
     Ok((StatusCode::CREATED, Json(account.into())))
 }
 

@@ -45,7 +45,8 @@ async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> an
         };
         let path = dir.join(format!("{}.eml", entry.id));
         let write_path = path.clone();
-        let written = tokio::task::spawn_blocking(move || write_durably(&write_path, &body)).await?;
+        let written =
+            tokio::task::spawn_blocking(move || write_durably(&write_path, &body)).await?;
         written.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         spool.remove(entry.id).await?;
         emit_success(events, &entry, &path);
@@ -70,7 +71,9 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("message")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("message")
     ));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(bytes)?;

@@ -96,7 +96,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Feeds input to `reader` until the end of DATA. `false` on EOF.
-    pub async fn read_data(&mut self, reader: &mut DataReader, out: &mut Vec<u8>) -> io::Result<bool> {
+    pub async fn read_data(
+        &mut self,
+        reader: &mut DataReader,
+        out: &mut Vec<u8>,
+    ) -> io::Result<bool> {
         loop {
             if !self.input.is_empty() {
                 let (used, done) = reader.ingest(&self.input, out);
@@ -113,7 +117,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads exactly `len` octets (a BDAT chunk), appending them to `out`
     /// unless `out` is `None` (a refused chunk is read and discarded).
-    pub async fn read_chunk(&mut self, mut len: usize, mut out: Option<&mut Vec<u8>>) -> io::Result<bool> {
+    pub async fn read_chunk(
+        &mut self,
+        mut len: usize,
+        mut out: Option<&mut Vec<u8>>,
+    ) -> io::Result<bool> {
         loop {
             let take = len.min(self.input.len());
             if let Some(out) = out.as_deref_mut() {

@@ -127,7 +127,11 @@ impl DataReader {
     fn newline(&mut self, wire_crlf: bool, out: &mut Vec<u8>) {
         self.append(b"\r\n", out);
         self.line_len = 0;
-        self.state = if wire_crlf { State::LineStart } else { State::Mid };
+        self.state = if wire_crlf {
+            State::LineStart
+        } else {
+            State::Mid
+        };
     }
 
     /// What is wrong with the message, once the end was reached.
@@ -170,13 +174,31 @@ mod tests {
 
     #[test]
     fn smuggling_sequences_do_not_end_the_message() {
-        for attempt in [&b"a\n.\nb"[..], b"a\r.\r\nb", b"a\n.\r\nb", b"a\r\n.\nb", b"a\r\n.\rb"] {
+        for attempt in [
+            &b"a\n.\nb"[..],
+            b"a\r.\r\nb",
+            b"a\n.\r\nb",
+            b"a\r\n.\nb",
+            b"a\r\n.\rb",
+        ] {
             let (out, done, _) = read(attempt);
-            assert!(!done, "{:?} ended the message", String::from_utf8_lossy(attempt));
+            assert!(
+                !done,
+                "{:?} ended the message",
+                String::from_utf8_lossy(attempt)
+            );
             // Every line break in the output is a CRLF.
             let text = String::from_utf8(out).unwrap();
-            assert_eq!(text.matches('\n').count(), text.matches("\r\n").count(), "{text:?}");
-            assert_eq!(text.matches('\r').count(), text.matches("\r\n").count(), "{text:?}");
+            assert_eq!(
+                text.matches('\n').count(),
+                text.matches("\r\n").count(),
+                "{text:?}"
+            );
+            assert_eq!(
+                text.matches('\r').count(),
+                text.matches("\r\n").count(),
+                "{text:?}"
+            );
         }
     }
 

@@ -24,7 +24,12 @@ pub enum PortKind {
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts until shutdown; each connection runs on `tracker`.
-pub async fn serve(listener: TcpListener, kind: PortKind, shared: Arc<SmtpShared>, tracker: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    kind: PortKind,
+    shared: Arc<SmtpShared>,
+    tracker: TaskTracker,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -91,7 +96,11 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<Sm
     shared.events.emit(end);
 }
 
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(session: &mut Session, mut conn: Connection<S>, greet: bool) {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session,
+    mut conn: Connection<S>,
+    greet: bool,
+) {
     if greet {
         session.greet(&mut conn);
     }

@@ -75,7 +75,8 @@ pub const AUTH_LINE_TOO_LONG: Reply =
     Reply::new(500, "5.5.6 Authentication exchange line is too long");
 pub const AUTH_REQUIRED: Reply = Reply::new(530, "5.7.0 Authentication required");
 
-pub const RATE_LIMITED: Reply = Reply::new(451, "4.7.1 Sending rate limit exceeded, try again later");
+pub const RATE_LIMITED: Reply =
+    Reply::new(451, "4.7.1 Sending rate limit exceeded, try again later");
 pub const LINE_TOO_LONG: Reply = Reply::new(500, "5.5.2 Line too long");
 pub const MESSAGE_TOO_BIG: Reply = Reply::new(552, "5.3.4 Message size exceeds fixed limit");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, "4.5.3 Too many recipients");

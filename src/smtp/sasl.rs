@@ -58,7 +58,10 @@ mod tests {
     fn plain_refuses_malformed_input() {
         assert_eq!(decode_plain("not base64!"), Err(CannotDecode));
         assert_eq!(decode_plain(&encode("alice\0pw")), Err(CannotDecode));
-        assert_eq!(decode_plain(&encode("\0alice\0pw\0extra")), Err(CannotDecode));
+        assert_eq!(
+            decode_plain(&encode("\0alice\0pw\0extra")),
+            Err(CannotDecode)
+        );
         assert_eq!(decode_plain(&encode("\0\0pw")), Err(CannotDecode));
         assert_eq!(decode_plain(""), Err(CannotDecode));
     }

@@ -124,7 +124,10 @@ impl Session {
 
     /// Serves commands until the client quits, the connection fails, or
     /// STARTTLS is accepted.
-    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Flow {
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Flow {
         let command_timeout = self.shared.limits.command_timeout;
         let shutdown = self.shared.shutdown.clone();
         loop {
@@ -163,7 +166,11 @@ impl Session {
     }
 
     /// Queues a reply, counting bad commands; `Close` once there were too many.
-    fn answer<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, r: Reply) -> Flow {
+    fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        r: Reply,
+    ) -> Flow {
         conn.queue(&r);
         if r.is_bad_command() {
             self.bad_commands += 1;
@@ -175,7 +182,11 @@ impl Session {
         Flow::Continue
     }
 
-    async fn command<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, line: &[u8]) -> Flow {
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        line: &[u8],
+    ) -> Flow {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request.into_owned(),
             Err(e) => return self.answer(conn, parse_error_reply(&e)),
@@ -224,7 +235,12 @@ impl Session {
         self.answer(conn, r)
     }
 
-    fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, host: String, extended: bool) -> Reply {
+    fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        host: String,
+        extended: bool,
+    ) -> Reply {
         let host: String = host
             .chars()
             .filter(|c| !c.is_control() && !c.is_whitespace())
@@ -402,7 +418,8 @@ impl Session {
             Ok(Ok(Line::TooLong)) => return Err(SaslStop::Reply(reply::AUTH_LINE_TOO_LONG)),
             Ok(Ok(Line::Complete(line))) => line,
         };
-        let text = String::from_utf8(line).map_err(|_| SaslStop::Reply(reply::AUTH_CANNOT_DECODE))?;
+        let text =
+            String::from_utf8(line).map_err(|_| SaslStop::Reply(reply::AUTH_CANNOT_DECODE))?;
         let text = text.trim_end_matches(['\r', '\n']);
         if text == "*" {
             return Err(SaslStop::Reply(reply::AUTH_CANCELLED));
@@ -582,11 +599,9 @@ impl Session {
             (None, Some(tx)) => Some(&mut tx.chunks),
             _ => None,
         };
-        let read = tokio::time::timeout(
-            self.shared.limits.data_timeout,
-            conn.read_chunk(size, into),
-        )
-        .await;
+        let read =
+            tokio::time::timeout(self.shared.limits.data_timeout, conn.read_chunk(size, into))
+                .await;
         match read {
             Err(_) => {
                 conn.queue(&reply::TIMEOUT);
@@ -609,11 +624,21 @@ impl Session {
             return self.answer(conn, r);
         }
         if !last {
-            return self.answer(conn, Reply::owned(250, format!("2.0.0 {size} octets received")));
+            return self.answer(
+                conn,
+                Reply::owned(250, format!("2.0.0 {size} octets received")),
+            );
         }
-        let chunks = self.tx.as_mut().map(|tx| std::mem::take(&mut tx.chunks)).unwrap_or_default();
+        let chunks = self
+            .tx
+            .as_mut()
+            .map(|tx| std::mem::take(&mut tx.chunks))
+            .unwrap_or_default();
         let body = normalize_line_endings(&chunks);
-        let checked = if body.split(|&b| b == b'\n').any(|l| l.len() > super::data::MAX_LINE_OCTETS + 1) {
+        let checked = if body
+            .split(|&b| b == b'\n')
+            .any(|l| l.len() > super::data::MAX_LINE_OCTETS + 1)
+        {
             Err(DataError::LineTooLong)
         } else {
             Ok(body)
@@ -647,7 +672,9 @@ impl Session {
         };
         let id = self.shared.spool.new_id();
         let now = self.shared.clock.now();
-        let mut message = self.received_header(&id.to_string(), &tx.recipients, now).into_bytes();
+        let mut message = self
+            .received_header(&id.to_string(), &tx.recipients, now)
+            .into_bytes();
         message.extend_from_slice(&body);
         let recipients: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
         let decision = self
@@ -702,7 +729,12 @@ impl Session {
     /// `Received: from <helo> ([<ip>]) by <hostname> (mailwarden) with ESMTPSA
     /// id <id>; <date>`, with `for <rcpt>` only for exactly one recipient
     /// (several would reveal Bcc) and no login name (it would unmask aliases).
-    fn received_header(&self, id: &str, recipients: &[Recipient], now: std::time::SystemTime) -> String {
+    fn received_header(
+        &self,
+        id: &str,
+        recipients: &[Recipient],
+        now: std::time::SystemTime,
+    ) -> String {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let ip = match self.ip() {
             IpAddr::V4(v4) => v4.to_string(),

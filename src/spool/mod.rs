@@ -85,8 +85,12 @@ pub trait Spool: Send + Sync + 'static {
     /// A fresh id, needed before insert for the Received header.
     fn new_id(&self) -> QueueId;
     /// Returns only once the message is durable.
-    async fn insert(&self, id: QueueId, envelope: Envelope, message: Vec<u8>)
-    -> Result<(), StoreError>;
+    async fn insert(
+        &self,
+        id: QueueId,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> Result<(), StoreError>;
     async fn hold(&self, id: QueueId) -> Result<bool, StoreError>;
     async fn release(&self, id: QueueId) -> Result<bool, StoreError>;
     /// Messages ready for delivery, oldest first.

@@ -12,7 +12,8 @@ impl Store {
         let tx = self.db().begin_write()?;
         {
             let record = serde_json::to_vec(entry)?;
-            tx.open_table(QUEUE)?.insert(entry.id.0, record.as_slice())?;
+            tx.open_table(QUEUE)?
+                .insert(entry.id.0, record.as_slice())?;
             tx.open_table(BODIES)?.insert(entry.id.0, body)?;
         }
         tx.commit()?;

@@ -1,0 +1,203 @@
+//! Test harness: the real server on ephemeral loopback ports with its data in
+//! a temporary folder, and a small SMTP client that speaks TCP and TLS.
+
+pub mod client;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailwarden::config::{Config, ConfigSource};
+use mailwarden::events::RecordingEvents;
+use mailwarden::server::{self, Running};
+use tempfile::TempDir;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A config file for tests: every listener on port 0, data in `dir`.
+pub fn test_config_text(extra: &str) -> String {
+    format!(
+        r#"
+[server]
+hostname = "mail.test.example"
+data_dir = "data"
+
+[listeners]
+submission = ["127.0.0.1:0"]
+submissions = ["127.0.0.1:0"]
+portal = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+metrics = "127.0.0.1:0"
+
+[tls]
+self_signed = true
+
+[delivery]
+mode = "outbox"
+{extra}
+"#
+    )
+}
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub config: Config,
+    pub events: Arc<RecordingEvents>,
+    pub running: Option<Running>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    pub async fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("mailwarden.toml");
+        std::fs::write(&path, test_config_text(extra)).unwrap();
+        let config = Config::load(&path).expect("test config is valid");
+        assert_eq!(config.source, ConfigSource::File(path));
+        let events = Arc::new(RecordingEvents::default());
+        let running = server::start(config.clone(), events.clone())
+            .await
+            .expect("server starts");
+        Self {
+            dir,
+            config,
+            events,
+            running: Some(running),
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("server is running")
+    }
+
+    pub fn submission(&self) -> std::net::SocketAddr {
+        self.running().submission[0]
+    }
+
+    pub fn submissions(&self) -> std::net::SocketAddr {
+        self.running().submissions[0]
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mailwarden.toml")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.server.data_dir
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.data_dir().join("outbox")
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir().join(mailwarden::tls::SELF_SIGNED_CERT)
+    }
+
+    /// Creates an account through the same code path the CLI uses offline.
+    pub async fn add_account(&self, address: &str, password: &str) {
+        let accounts = mailwarden::accounts::Accounts::new(
+            self.running().store.clone(),
+            Arc::new(mailwarden::accounts::Passwords::new(4).unwrap()),
+            Arc::new(mailwarden::clock::SystemClock),
+            self.events.clone(),
+        );
+        accounts
+            .add(address, password, "test")
+            .await
+            .expect("account created");
+    }
+
+    /// Waits until the outbox holds `n` messages and returns them by name.
+    pub async fn wait_outbox(&self, n: usize) -> Vec<(String, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let files = read_outbox(&self.outbox());
+            if files.len() >= n {
+                return files;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox has {} messages, expected {n}",
+                files.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+pub fn read_outbox(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .map(|p| {
+                    let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+                    (name, std::fs::read(&p).unwrap())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Splits a delivered message into its Received line and the rest.
+pub fn split_received(message: &[u8]) -> (String, Vec<u8>) {
+    let end = message
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a first line")
+        + 2;
+    (
+        String::from_utf8(message[..end].to_vec()).unwrap(),
+        message[end..].to_vec(),
+    )
+}
+
+impl TestServer {
+    /// Starts the server again on the same data folder (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = server::start(self.config.clone(), self.events.clone())
+            .await
+            .expect("server restarts");
+        self.running = Some(running);
+    }
+}
+
+/// Runs the real `mailwarden` binary; returns (exit ok, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mailwarden");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

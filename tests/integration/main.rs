@@ -1,0 +1,7 @@
+//! One integration test binary: every test starts the real server on
+//! ephemeral ports and talks to it over TCP/TLS.
+
+mod cli;
+mod common;
+mod real_clients;
+mod submission;
