@@ -20,6 +20,8 @@ use crate::policy::{AcceptAll, Policy};
 use crate::smtp::{self, PortKind, SmtpShared};
 use crate::spool::{Spool, StoreSpool};
 use crate::store::Store;
+use crate::store::fault::FaultSwitch;
+use crate::telemetry::metrics::{Metrics, MetricsEvents};
 use crate::{admin, delivery, tls};
 
 /// How many argon2 verifications may wait or run at once before AUTH
@@ -30,6 +32,7 @@ pub struct Running {
     pub submission: Vec<SocketAddr>,
     pub submissions: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    pub metrics: SocketAddr,
     pub store: Store,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -39,6 +42,8 @@ pub struct Running {
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
+    /// Open the store on a disk whose fsyncs this switch can make fail.
+    pub store_faults: Option<Arc<FaultSwitch>>,
 }
 
 pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
@@ -55,11 +60,18 @@ pub async fn start_with(
         bail!("delivery.mode = {mode:?} is not available in this version yet; use \"outbox\"");
     }
     let data_dir = config.server.data_dir.clone();
-    let store = Store::open_or_create(&data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = match &overrides.store_faults {
+        Some(switch) => Store::open_or_create_faulty(&data_dir, switch.clone()),
+        None => Store::open_or_create(&data_dir),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics = Metrics::new();
+    let events: Arc<dyn Events> = Arc::new(MetricsEvents::new(metrics.clone(), events));
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
-    let spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(store.clone(), clock.clone()));
+    let spool: Arc<dyn Spool> =
+        Arc::new(StoreSpool::new(store.clone(), clock.clone(), metrics.clone()));
     let authenticator: Arc<dyn Authenticator> =
         Arc::new(StoreAuthenticator::new(store.clone(), passwords.clone()));
     let policy: Arc<dyn Policy> = Arc::new(AcceptAll);
@@ -88,6 +100,8 @@ pub async fn start_with(
         submissions.push(bind(*addr).await?);
     }
     let admin_listener = bind(config.listeners.admin).await?;
+    let metrics_listener = bind(config.listeners.metrics).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
 
     let token = admin::ensure_token(&data_dir)?;
     let admin_addr = admin_listener.local_addr()?;
@@ -98,7 +112,8 @@ pub async fn start_with(
         submission: Vec::new(),
         submissions: Vec::new(),
         admin: admin_addr,
-        store,
+        metrics: metrics_addr,
+        store: store.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -117,17 +132,23 @@ pub async fn start_with(
         }
     }
 
-    let app = admin::router(token, accounts);
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(admin_listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(event = "admin.error", error = %e);
-        }
-    });
-    tracing::info!(event = "listener.ready", kind = "Admin", addr = %admin_addr);
+    let http = [
+        ("Admin", admin_listener, admin::router(token, accounts)),
+        ("Metrics", metrics_listener, admin::metrics::router(metrics, store)),
+    ];
+    for (kind, listener, app) in http {
+        let addr = listener.local_addr()?;
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(event = "http.error", kind, error = %e);
+            }
+        });
+        tracing::info!(event = "listener.ready", kind, addr = %addr);
+    }
 
     let outbox = data_dir.join("outbox");
     if config.source == ConfigSource::EmbeddedDefault {

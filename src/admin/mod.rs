@@ -3,6 +3,7 @@
 //! request with an `Origin` header is refused (no browser may drive it).
 
 pub mod client;
+pub mod metrics;
 
 use std::path::{Path, PathBuf};
 

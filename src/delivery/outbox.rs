@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, Events};
-use crate::spool::{QueueEntry, Spool};
+use crate::spool::{QueueEntry, QueueWrite, Spool};
 
 pub async fn run_outbox(
     spool: Arc<dyn Spool>,
@@ -38,7 +38,10 @@ pub async fn run_outbox(
     }
 }
 
+/// Writes every ready message, then forgets them all in one spool commit.
 async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> anyhow::Result<()> {
+    let mut delivered = Vec::new();
+    let mut failure = None;
     for entry in spool.ready().await? {
         let Some(body) = spool.body(entry.id).await? else {
             continue;
@@ -47,11 +50,20 @@ async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> an
         let write_path = path.clone();
         let written =
             tokio::task::spawn_blocking(move || write_durably(&write_path, &body)).await?;
-        written.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        spool.remove(entry.id).await?;
-        emit_success(events, &entry, &path);
+        if let Err(e) = written {
+            failure = Some(anyhow::anyhow!("cannot write {}: {e}", path.display()));
+            break;
+        }
+        delivered.push((entry, path));
     }
-    Ok(())
+    if !delivered.is_empty() {
+        let removals = delivered.iter().map(|(e, _)| QueueWrite::Remove(e.id)).collect();
+        spool.apply(removals).await?;
+        for (entry, path) in &delivered {
+            emit_success(events, entry, path);
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 fn emit_success(events: &dyn Events, entry: &QueueEntry, path: &Path) {

@@ -1,6 +1,8 @@
 //! The `Spool` seam: durable insert (the message is on disk before the server
 //! says 250), hold and release, and what delivery workers need to drain it.
 
+mod committer;
+
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -14,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 
 /// A queue id: milliseconds since the epoch in the high bits, a counter in the
 /// low 16, shown as 16 hex digits. Ordered by arrival.
@@ -29,7 +32,11 @@ impl fmt::Display for QueueId {
 impl FromStr for QueueId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(s.trim(), 16)
+        let s = s.trim();
+        if s.is_empty() || s.len() > 16 {
+            return Err(format!("{s:?} is not a queue id (16 hex digits)"));
+        }
+        u64::from_str_radix(s, 16)
             .map(QueueId)
             .map_err(|_| format!("{s:?} is not a queue id (16 hex digits)"))
     }
@@ -78,49 +85,106 @@ pub struct QueueEntry {
     pub state: QueueState,
     #[serde(default)]
     pub attempts: u32,
+    /// Unix seconds; not before this time.
+    #[serde(default)]
+    pub next_attempt: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// One change to the spool; a batch of them is one commit.
+#[derive(Debug)]
+pub enum QueueWrite {
+    Insert { entry: QueueEntry, body: Vec<u8> },
+    /// Replace an entry's record (attempts, state, next try), body unchanged.
+    Update(QueueEntry),
+    SetState(QueueId, QueueState),
+    Remove(QueueId),
+}
+
+impl QueueWrite {
+    /// Rough bytes this write adds to a commit.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Insert { body, .. } => body.len() + 256,
+            _ => 256,
+        }
+    }
 }
 
 #[async_trait]
 pub trait Spool: Send + Sync + 'static {
     /// A fresh id, needed before insert for the Received header.
     fn new_id(&self) -> QueueId;
-    /// Returns only once the message is durable.
-    async fn insert(
-        &self,
-        id: QueueId,
-        envelope: Envelope,
-        message: Vec<u8>,
-    ) -> Result<(), StoreError>;
-    async fn hold(&self, id: QueueId) -> Result<bool, StoreError>;
-    async fn release(&self, id: QueueId) -> Result<bool, StoreError>;
-    /// Messages ready for delivery, oldest first.
-    async fn ready(&self) -> Result<Vec<QueueEntry>, StoreError>;
+    /// Applies writes durably; concurrent callers may share one commit.
+    /// Each result says whether the write found (or created) its message.
+    async fn apply(&self, writes: Vec<QueueWrite>) -> Result<Vec<bool>, StoreError>;
+    /// Every message, queued or held, oldest first.
+    async fn list(&self) -> Result<Vec<QueueEntry>, StoreError>;
+    async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError>;
     async fn body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Delivery finished (or the message was deleted): forget it.
-    async fn remove(&self, id: QueueId) -> Result<bool, StoreError>;
     /// Waits until something may be ready, or `max` passes.
     async fn wait_for_work(&self, max: Duration);
+    /// Unix seconds now, by the spool's clock.
+    fn now(&self) -> u64;
+
+    /// Returns only once the message is durable.
+    async fn insert(&self, id: QueueId, envelope: Envelope, message: Vec<u8>) -> Result<(), StoreError> {
+        let entry = QueueEntry {
+            id,
+            envelope,
+            state: QueueState::Queued,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+        };
+        self.apply(vec![QueueWrite::Insert { entry, body: message }])
+            .await
+            .map(|_| ())
+    }
+
+    async fn hold(&self, id: QueueId) -> Result<bool, StoreError> {
+        Ok(self.apply(vec![QueueWrite::SetState(id, QueueState::Held)]).await?[0])
+    }
+
+    async fn release(&self, id: QueueId) -> Result<bool, StoreError> {
+        Ok(self.apply(vec![QueueWrite::SetState(id, QueueState::Queued)]).await?[0])
+    }
+
+    async fn remove(&self, id: QueueId) -> Result<bool, StoreError> {
+        Ok(self.apply(vec![QueueWrite::Remove(id)]).await?[0])
+    }
+
+    /// Queued messages whose next attempt is due, oldest first.
+    async fn ready(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let now = self.now();
+        let mut all = self.list().await?;
+        all.retain(|e| e.state == QueueState::Queued && e.next_attempt <= now);
+        Ok(all)
+    }
 }
 
-/// The spool on the embedded store.
+/// The spool on the embedded store, with group commit.
 pub struct StoreSpool {
     store: Store,
     clock: Arc<dyn Clock>,
     last_id: AtomicU64,
-    work: Notify,
+    work: Arc<Notify>,
+    committer: committer::Committer,
 }
 
 impl StoreSpool {
-    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         Self {
+            committer: committer::Committer::start(store.clone(), metrics),
             store,
             clock,
             last_id: AtomicU64::new(0),
-            work: Notify::new(),
+            work: Arc::new(Notify::new()),
         }
     }
 
-    async fn blocking<T: Send + 'static>(
+    async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -154,52 +218,34 @@ impl Spool for StoreSpool {
         }
     }
 
-    async fn insert(
-        &self,
-        id: QueueId,
-        envelope: Envelope,
-        message: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let entry = QueueEntry {
-            id,
-            envelope,
-            state: QueueState::Queued,
-            attempts: 0,
-        };
-        self.blocking(move |s| s.queue_insert(&entry, &message))
-            .await?;
-        self.work.notify_one();
-        Ok(())
+    async fn apply(&self, writes: Vec<QueueWrite>) -> Result<Vec<bool>, StoreError> {
+        let wakes = writes
+            .iter()
+            .any(|w| matches!(w, QueueWrite::Insert { .. } | QueueWrite::Update(_) | QueueWrite::SetState(..)));
+        let results = self.committer.submit(writes).await?;
+        if wakes {
+            self.work.notify_one();
+        }
+        Ok(results)
     }
 
-    async fn hold(&self, id: QueueId) -> Result<bool, StoreError> {
-        self.blocking(move |s| s.queue_set_state(id, QueueState::Held))
-            .await
+    async fn list(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        self.read(|s| s.queue_list()).await
     }
 
-    async fn release(&self, id: QueueId) -> Result<bool, StoreError> {
-        let found = self
-            .blocking(move |s| s.queue_set_state(id, QueueState::Queued))
-            .await?;
-        self.work.notify_one();
-        Ok(found)
-    }
-
-    async fn ready(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let mut all = self.blocking(|s| s.queue_list()).await?;
-        all.retain(|e| e.state == QueueState::Queued);
-        Ok(all)
+    async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
+        self.read(move |s| s.queue_get(id)).await
     }
 
     async fn body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.blocking(move |s| s.queue_body(id)).await
-    }
-
-    async fn remove(&self, id: QueueId) -> Result<bool, StoreError> {
-        self.blocking(move |s| s.queue_remove(id)).await
+        self.read(move |s| s.queue_body(id)).await
     }
 
     async fn wait_for_work(&self, max: Duration) {
         let _ = tokio::time::timeout(max, self.work.notified()).await;
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.unix()
     }
 }

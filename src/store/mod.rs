@@ -5,6 +5,7 @@
 //! seams, so a shared store can replace it without touching the protocol.
 
 mod accounts;
+pub mod fault;
 mod queue;
 
 use std::fmt;
@@ -16,11 +17,13 @@ use redb::{Database, TableDefinition};
 pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// Small facts about the store itself (e.g. the id of the server key).
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 pub const STORE_FILE: &str = "mailwarden.redb";
 
 /// Why a store operation failed, in the terms the SMTP replies need.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The disk is full: `452 4.3.1`.
     NoSpace(String),
@@ -102,6 +105,28 @@ impl Store {
         Self::init(db, path)
     }
 
+    /// Like `open_or_create`, on a disk whose fsyncs `switch` can make fail.
+    pub fn open_or_create_faulty(
+        data_dir: &Path,
+        switch: Arc<fault::FaultSwitch>,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
+        let path = Self::path_in(data_dir);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
+        let inner = redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
+        let db = Database::builder()
+            .create_with_backend(fault::FaultyBackend::new(inner, switch))
+            .map_err(|e| Self::open_error(e, &path))?;
+        Self::init(db, path)
+    }
+
     /// Opens an existing store; never creates one.
     pub fn open_existing(data_dir: &Path) -> Result<Self, StoreError> {
         let path = Self::path_in(data_dir);
@@ -124,6 +149,7 @@ impl Store {
         tx.open_table(ACCOUNTS)?;
         tx.open_table(QUEUE)?;
         tx.open_table(BODIES)?;
+        tx.open_table(META)?;
         tx.commit()?;
         Ok(Self {
             db: Arc::new(db),
@@ -137,5 +163,19 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(META)?.insert(key, value)?;
+        tx.commit()?;
+        Ok(())
     }
 }

@@ -1,23 +1,58 @@
-//! The spool's tables: envelope records in `queue`, message bytes in `bodies`,
-//! both written in one commit.
+//! The spool's tables: envelope records in `queue`, message bytes in `bodies`.
+//! Writes are applied in batches: one commit, one fsync, for many messages.
 
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::{BODIES, QUEUE, Store, StoreError};
-use crate::spool::{QueueEntry, QueueId, QueueState};
+use crate::spool::{QueueEntry, QueueId, QueueWrite};
 
 impl Store {
-    /// Durable once this returns: envelope and body in one fsync'd commit.
-    pub fn queue_insert(&self, entry: &QueueEntry, body: &[u8]) -> Result<(), StoreError> {
+    /// Applies every write in one transaction; durable once this returns.
+    /// Each result says whether the write found (or created) its message.
+    pub fn queue_apply(&self, writes: &[QueueWrite]) -> Result<Vec<bool>, StoreError> {
         let tx = self.db().begin_write()?;
+        let mut results = Vec::with_capacity(writes.len());
         {
-            let record = serde_json::to_vec(entry)?;
-            tx.open_table(QUEUE)?
-                .insert(entry.id.0, record.as_slice())?;
-            tx.open_table(BODIES)?.insert(entry.id.0, body)?;
+            let mut queue = tx.open_table(QUEUE)?;
+            let mut bodies = tx.open_table(BODIES)?;
+            for write in writes {
+                let found = match write {
+                    QueueWrite::Insert { entry, body } => {
+                        queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
+                        bodies.insert(entry.id.0, body.as_slice())?;
+                        true
+                    }
+                    QueueWrite::Update(entry) => {
+                        let exists = queue.get(entry.id.0)?.is_some();
+                        if exists {
+                            queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
+                        }
+                        exists
+                    }
+                    QueueWrite::SetState(id, state) => {
+                        let entry = match queue.get(id.0)? {
+                            Some(v) => Some(serde_json::from_slice::<QueueEntry>(v.value())?),
+                            None => None,
+                        };
+                        match entry {
+                            Some(mut entry) => {
+                                entry.state = *state;
+                                queue.insert(id.0, serde_json::to_vec(&entry)?.as_slice())?;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    QueueWrite::Remove(id) => {
+                        bodies.remove(id.0)?;
+                        queue.remove(id.0)?.is_some()
+                    }
+                };
+                results.push(found);
+            }
         }
         tx.commit()?;
-        Ok(())
+        Ok(results)
     }
 
     pub fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
@@ -44,36 +79,5 @@ impl Store {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(BODIES)?;
         Ok(table.get(id.0)?.map(|v| v.value().to_vec()))
-    }
-
-    /// Removes a message (delivered or deleted); `false` if it was not there.
-    pub fn queue_remove(&self, id: QueueId) -> Result<bool, StoreError> {
-        let tx = self.db().begin_write()?;
-        let existed = tx.open_table(QUEUE)?.remove(id.0)?.is_some();
-        tx.open_table(BODIES)?.remove(id.0)?;
-        tx.commit()?;
-        Ok(existed)
-    }
-
-    /// Moves a message between queued and held; `false` if it was not there.
-    pub fn queue_set_state(&self, id: QueueId, state: QueueState) -> Result<bool, StoreError> {
-        let tx = self.db().begin_write()?;
-        let found = {
-            let mut table = tx.open_table(QUEUE)?;
-            let entry = match table.get(id.0)? {
-                Some(v) => {
-                    let mut entry: QueueEntry = serde_json::from_slice(v.value())?;
-                    entry.state = state;
-                    Some(entry)
-                }
-                None => None,
-            };
-            if let Some(entry) = &entry {
-                table.insert(id.0, serde_json::to_vec(entry)?.as_slice())?;
-            }
-            entry.is_some()
-        };
-        tx.commit()?;
-        Ok(found)
     }
 }

@@ -1,5 +1,8 @@
 //! Logging set-up: human-readable on a terminal, one JSON object per line
-//! with `--log-format json`. `RUST_LOG` overrides the level.
+//! with `--log-format json`. `RUST_LOG` overrides the level. Metric names
+//! live in `metrics`.
+
+pub mod metrics;
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
