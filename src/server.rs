@@ -70,8 +70,11 @@ pub async fn start_with(
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
-    let spool: Arc<dyn Spool> =
-        Arc::new(StoreSpool::new(store.clone(), clock.clone(), metrics.clone()));
+    let spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+    ));
     let authenticator: Arc<dyn Authenticator> =
         Arc::new(StoreAuthenticator::new(store.clone(), passwords.clone()));
     let policy: Arc<dyn Policy> = Arc::new(AcceptAll);
@@ -134,7 +137,11 @@ pub async fn start_with(
 
     let http = [
         ("Admin", admin_listener, admin::router(token, accounts)),
-        ("Metrics", metrics_listener, admin::metrics::router(metrics, store)),
+        (
+            "Metrics",
+            metrics_listener,
+            admin::metrics::router(metrics, store),
+        ),
     ];
     for (kind, listener, app) in http {
         let addr = listener.local_addr()?;

@@ -35,8 +35,12 @@ pub async fn run_outbox(
             _ = spool.wait_for_work(Duration::from_secs(5)) => {}
             _ = shutdown.cancelled() => return,
         }
+        // Let a burst gather, so one spool commit forgets many messages.
+        tokio::time::sleep(GATHER).await;
     }
 }
+
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Writes every ready message, then forgets them all in one spool commit.
 async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> anyhow::Result<()> {
@@ -57,7 +61,10 @@ async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> an
         delivered.push((entry, path));
     }
     if !delivered.is_empty() {
-        let removals = delivered.iter().map(|(e, _)| QueueWrite::Remove(e.id)).collect();
+        let removals = delivered
+            .iter()
+            .map(|(e, _)| QueueWrite::Remove(e.id))
+            .collect();
         spool.apply(removals).await?;
         for (entry, path) in &delivered {
             emit_success(events, entry, path);

@@ -21,7 +21,7 @@ use crate::address;
 use crate::clock::rfc5322_date;
 use crate::events::Event;
 use crate::policy::{Decision, MailContext, MessageContext, RcptContext};
-use crate::spool::{Envelope, Recipient};
+use crate::spool::{Envelope, Pending, Recipient};
 use crate::store::StoreError;
 
 /// RFC 5321 §4.5.3.1.4: 512 octets for a command line...
@@ -52,6 +52,8 @@ struct Transaction {
     chunks: Vec<u8>,
     /// A refused BDAT chunk: later chunks are discarded with this reply.
     chunk_error: Option<Reply>,
+    /// Tells the spool's group commit a message is probably coming.
+    _pending: Option<Pending>,
 }
 
 pub struct Session {
@@ -471,6 +473,7 @@ impl Session {
             blocked: None,
             chunks: Vec::new(),
             chunk_error: None,
+            _pending: self.shared.spool.pending(),
         };
         match decision {
             Decision::Accept => {

@@ -3,6 +3,8 @@
 
 mod committer;
 
+pub use committer::Pending;
+
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -95,7 +97,10 @@ pub struct QueueEntry {
 /// One change to the spool; a batch of them is one commit.
 #[derive(Debug)]
 pub enum QueueWrite {
-    Insert { entry: QueueEntry, body: Vec<u8> },
+    Insert {
+        entry: QueueEntry,
+        body: Vec<u8>,
+    },
     /// Replace an entry's record (attempts, state, next try), body unchanged.
     Update(QueueEntry),
     SetState(QueueId, QueueState),
@@ -128,8 +133,19 @@ pub trait Spool: Send + Sync + 'static {
     /// Unix seconds now, by the spool's clock.
     fn now(&self) -> u64;
 
+    /// Announces a mail transaction (held from MAIL until its message is
+    /// inserted or refused), so a group commit can wait for it.
+    fn pending(&self) -> Option<Pending> {
+        None
+    }
+
     /// Returns only once the message is durable.
-    async fn insert(&self, id: QueueId, envelope: Envelope, message: Vec<u8>) -> Result<(), StoreError> {
+    async fn insert(
+        &self,
+        id: QueueId,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> Result<(), StoreError> {
         let entry = QueueEntry {
             id,
             envelope,
@@ -138,17 +154,24 @@ pub trait Spool: Send + Sync + 'static {
             next_attempt: 0,
             last_error: None,
         };
-        self.apply(vec![QueueWrite::Insert { entry, body: message }])
-            .await
-            .map(|_| ())
+        self.apply(vec![QueueWrite::Insert {
+            entry,
+            body: message,
+        }])
+        .await
+        .map(|_| ())
     }
 
     async fn hold(&self, id: QueueId) -> Result<bool, StoreError> {
-        Ok(self.apply(vec![QueueWrite::SetState(id, QueueState::Held)]).await?[0])
+        Ok(self
+            .apply(vec![QueueWrite::SetState(id, QueueState::Held)])
+            .await?[0])
     }
 
     async fn release(&self, id: QueueId) -> Result<bool, StoreError> {
-        Ok(self.apply(vec![QueueWrite::SetState(id, QueueState::Queued)]).await?[0])
+        Ok(self
+            .apply(vec![QueueWrite::SetState(id, QueueState::Queued)])
+            .await?[0])
     }
 
     async fn remove(&self, id: QueueId) -> Result<bool, StoreError> {
@@ -219,9 +242,12 @@ impl Spool for StoreSpool {
     }
 
     async fn apply(&self, writes: Vec<QueueWrite>) -> Result<Vec<bool>, StoreError> {
-        let wakes = writes
-            .iter()
-            .any(|w| matches!(w, QueueWrite::Insert { .. } | QueueWrite::Update(_) | QueueWrite::SetState(..)));
+        let wakes = writes.iter().any(|w| {
+            matches!(
+                w,
+                QueueWrite::Insert { .. } | QueueWrite::Update(_) | QueueWrite::SetState(..)
+            )
+        });
         let results = self.committer.submit(writes).await?;
         if wakes {
             self.work.notify_one();
@@ -247,5 +273,9 @@ impl Spool for StoreSpool {
 
     fn now(&self) -> u64 {
         self.clock.unix()
+    }
+
+    fn pending(&self) -> Option<Pending> {
+        Some(self.committer.pending())
     }
 }

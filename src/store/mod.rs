@@ -110,8 +110,9 @@ impl Store {
         data_dir: &Path,
         switch: Arc<fault::FaultSwitch>,
     ) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
         let path = Self::path_in(data_dir);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -120,7 +121,8 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
-        let inner = redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
+        let inner =
+            redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
         let db = Database::builder()
             .create_with_backend(fault::FaultyBackend::new(inner, switch))
             .map_err(|e| Self::open_error(e, &path))?;

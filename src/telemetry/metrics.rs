@@ -30,7 +30,8 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &METADATA);
+        let counter =
+            |name: &'static str| recorder.register_counter(&Key::from_name(name), &METADATA);
         let spool_fsyncs = counter(SPOOL_FSYNCS);
         let spool_committed_writes = counter(SPOOL_COMMITTED_WRITES);
         // Present from the start, so a scrape shows zeros rather than nothing.
@@ -76,15 +77,25 @@ impl Events for MetricsEvents {
         match event.name {
             "message.accepted" => m.counter(MESSAGES_ACCEPTED, &[]).increment(1),
             "message.rejected" => {
-                let class = event.code.map_or("unknown".to_string(), |c| format!("{}xx", c / 100));
-                m.counter(MESSAGES_REJECTED, &[("class", class)]).increment(1)
+                let class = event
+                    .code
+                    .map_or("unknown".to_string(), |c| format!("{}xx", c / 100));
+                m.counter(MESSAGES_REJECTED, &[("class", class)])
+                    .increment(1)
             }
             "session.start" => m.counter(SESSIONS, &[]).increment(1),
             "auth.success" | "auth.failure" => {
-                let outcome = if event.name == "auth.success" { "success" } else { "failure" };
+                let outcome = if event.name == "auth.success" {
+                    "success"
+                } else {
+                    "failure"
+                };
                 let mechanism = event.mechanism.unwrap_or("unknown").to_string();
-                m.counter(AUTH, &[("mechanism", mechanism), ("outcome", outcome.to_string())])
-                    .increment(1)
+                m.counter(
+                    AUTH,
+                    &[("mechanism", mechanism), ("outcome", outcome.to_string())],
+                )
+                .increment(1)
             }
             "delivery.success" | "delivery.deferred" | "delivery.failed" => {
                 let outcome = event.name.trim_start_matches("delivery.").to_string();

@@ -4,4 +4,5 @@
 mod cli;
 mod common;
 mod real_clients;
+mod spool;
 mod submission;

@@ -42,6 +42,7 @@ impl Client {
     /// Connects in plaintext and reads the greeting.
     pub async fn plain(addr: SocketAddr, cert: &Path) -> (Self, Reply) {
         let tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
         let mut client = Self {
             io: Some(BufReader::new(Box::new(tcp))),
             cert: std::fs::read(cert).expect("server certificate"),
@@ -53,6 +54,7 @@ impl Client {
     /// Connects with TLS from the first byte (port 465 style).
     pub async fn implicit_tls(addr: SocketAddr, cert: &Path) -> (Self, Reply) {
         let tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
         let cert = std::fs::read(cert).expect("server certificate");
         let tls = handshake(Box::new(tcp), &cert).await;
         let mut client = Self {

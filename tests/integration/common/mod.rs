@@ -52,13 +52,17 @@ impl TestServer {
     }
 
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_full(extra, server::Overrides::default()).await
+    }
+
+    pub async fn start_full(extra: &str, overrides: server::Overrides) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mailwarden.toml");
         std::fs::write(&path, test_config_text(extra)).unwrap();
         let config = Config::load(&path).expect("test config is valid");
         assert_eq!(config.source, ConfigSource::File(path));
         let events = Arc::new(RecordingEvents::default());
-        let running = server::start(config.clone(), events.clone())
+        let running = server::start_with(config.clone(), events.clone(), overrides)
             .await
             .expect("server starts");
         Self {
@@ -200,4 +204,29 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// GET a path over plain HTTP/1.0; returns (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.unwrap();
+    let status = raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled counter in Prometheus text.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse::<f64>().expect("numeric metric") as u64)
+        .unwrap_or(0)
 }
