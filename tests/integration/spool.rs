@@ -86,7 +86,7 @@ async fn fsyncs_per_message_at_1_and_10_writers() {
     );
     // A lone writer pays about one insert commit per message (plus delivery's).
     assert_eq!(a1, 50);
-    assert!(f1 >= 50 && f1 <= 100, "{f1}");
+    assert!((50..=100).contains(&f1), "{f1}");
     assert_eq!(a10, 200);
     assert!(f10 < f1 * 4, "{f10} fsyncs at concurrency 10");
 }
