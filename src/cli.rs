@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use hyper::Method;
 
 use crate::accounts::{Accounts, Passwords};
+use crate::admin::Ops;
 use crate::admin::client::{AdminClient, Reach};
-use crate::clock::SystemClock;
+use crate::admin::ops::Request;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::TracingEvents;
+use crate::spool::StoreSpool;
 use crate::store::{Store, StoreError};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -57,6 +60,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Inspect and manage the delivery queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Write a consistent snapshot of the store (works while serving).
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the store with a backup (the server must be stopped).
+    Restore { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,8 +98,39 @@ pub enum AccountCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set a new password.
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every account.
+    List,
     /// Show one account.
     Show { email: String },
+    /// Delete an account.
+    Delete { email: String },
+    /// Refuse every AUTH for an account until it is enabled again.
+    Disable { email: String },
+    /// Undo `disable`.
+    Enable { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages (or held ones).
+    List {
+        #[arg(long)]
+        held: bool,
+    },
+    /// Show one message's envelope, state and header.
+    Show { id: String },
+    /// Try to deliver a message now.
+    Retry { id: String },
+    /// Release a held message for delivery.
+    Release { id: String },
+    /// Delete a message from the queue (it is not delivered).
+    Delete { id: String },
 }
 
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -99,10 +145,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let config_path = cli.config.as_ref();
     match cli.command {
         Command::Serve { log_format } => {
             telemetry::init(log_format);
-            let config = load_config(cli.config.as_ref())?;
+            let config = load_config(config_path)?;
             runtime.block_on(async {
                 let running = crate::server::start(config, Arc::new(TracingEvents)).await?;
                 running.until_signal().await
@@ -111,7 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check,
         } => {
-            let config = load_config(cli.config.as_ref())?;
+            let config = load_config(config_path)?;
             let summary = serde_json::json!({
                 "ok": true,
                 "hostname": config.server.hostname,
@@ -131,7 +178,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cert {
             command: CertCommand::Generate { out },
         } => {
-            let config = load_config(cli.config.as_ref())?;
+            let config = load_config(config_path)?;
             let cert = out.join("fullchain.pem");
             let key = out.join("privkey.pem");
             crate::tls::write_self_signed(&cert, &key, &config.server.hostname)?;
@@ -139,68 +186,198 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account { command } => {
-            let config = load_config(cli.config.as_ref())?;
-            runtime.block_on(account(command, &config, cli.json))
+            let config = load_config(config_path)?;
+            let request = account_request(command)?;
+            runtime.block_on(run_op(&config, request, cli.json))
+        }
+        Command::Queue { command } => {
+            let config = load_config(config_path)?;
+            let request = match command {
+                QueueCommand::List { held } => Request::QueueList { held },
+                QueueCommand::Show { id } => Request::QueueShow { id },
+                QueueCommand::Retry { id } => Request::QueueRetry { id },
+                QueueCommand::Release { id } => Request::QueueRelease { id },
+                QueueCommand::Delete { id } => Request::QueueDelete { id },
+            };
+            runtime.block_on(run_op(&config, request, cli.json))
+        }
+        Command::Backup { out } => {
+            let config = load_config(config_path)?;
+            let path = std::path::absolute(&out).context("cannot resolve the backup path")?;
+            runtime.block_on(run_op(&config, Request::Backup { path }, cli.json))
+        }
+        Command::Restore { file } => {
+            let config = load_config(config_path)?;
+            runtime.block_on(restore(&config, &file, cli.json))
         }
     }
 }
 
-async fn account(command: AccountCommand, config: &Config, json: bool) -> anyhow::Result<()> {
-    let target = Target::reach(config).await?;
-    match command {
+fn account_request(command: AccountCommand) -> anyhow::Result<Request> {
+    Ok(match command {
         AccountCommand::Add {
             email,
             password_stdin,
-        } => {
-            let password = read_new_password(password_stdin)?;
-            let view = match &target {
-                Target::Server(client) => {
-                    client
-                        .call(
-                            Method::POST,
-                            "/v1/accounts",
-                            Some(serde_json::json!({"address": email, "password": password})),
-                        )
-                        .await?
-                }
-                Target::Store(accounts) => {
-                    let account = accounts.add(&email, &password, "cli").await?;
-                    serde_json::to_value(crate::admin::AccountView::from(account))?
-                }
-            };
-            if json {
-                println!("{view}");
-            } else {
-                println!("created {}", view["address"].as_str().unwrap_or(&email));
-            }
-        }
-        AccountCommand::Show { email } => {
-            let view = match &target {
-                Target::Server(client) => {
-                    let path = format!("/v1/accounts/{}", percent_encode(&email));
-                    client.call(Method::GET, &path, None).await?
-                }
-                Target::Store(accounts) => serde_json::to_value(crate::admin::AccountView::from(
-                    accounts.get(&email).await?,
-                ))?,
-            };
-            println!(
-                "{}",
-                if json {
-                    view.to_string()
-                } else {
-                    serde_json::to_string_pretty(&view)?
-                }
-            );
-        }
+        } => Request::AccountAdd {
+            address: email,
+            password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::Passwd {
+            email,
+            password_stdin,
+        } => Request::AccountPasswd {
+            address: email,
+            password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::List => Request::AccountList,
+        AccountCommand::Show { email } => Request::AccountShow { address: email },
+        AccountCommand::Delete { email } => Request::AccountDelete { address: email },
+        AccountCommand::Disable { email } => Request::AccountDisable { address: email },
+        AccountCommand::Enable { email } => Request::AccountEnable { address: email },
+    })
+}
+
+/// Runs a command on the running server, or on the store when none runs.
+async fn run_op(config: &Config, request: Request, json: bool) -> anyhow::Result<()> {
+    let human = describe(&request);
+    let result = match Target::reach(config).await? {
+        Target::Server(client) => client.run(&request).await,
+        Target::Local(ops) => ops.run(request).await,
+    }?;
+    if json {
+        println!("{result}");
+    } else {
+        println!("{}", human(&result));
     }
     Ok(())
 }
 
-/// Where account commands go.
+type Describe = Box<dyn Fn(&serde_json::Value) -> String>;
+
+/// How a successful result reads for a person.
+fn describe(request: &Request) -> Describe {
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    match request {
+        Request::AccountAdd { .. } => Box::new(move |v| format!("created {}", s(v, "address"))),
+        Request::AccountPasswd { .. } => {
+            Box::new(move |v| format!("password changed for {}", s(v, "address")))
+        }
+        Request::AccountDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "address"))),
+        Request::AccountDisable { .. } => {
+            Box::new(move |v| format!("disabled {}", s(v, "address")))
+        }
+        Request::AccountEnable { .. } => Box::new(move |v| format!("enabled {}", s(v, "address"))),
+        Request::AccountList => Box::new(|v| {
+            let lines: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let disabled = if a["disabled"].as_bool() == Some(true) {
+                        " (disabled)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{disabled}", a["address"].as_str().unwrap_or_default())
+                })
+                .collect();
+            if lines.is_empty() {
+                "no accounts".into()
+            } else {
+                lines.join("\n")
+            }
+        }),
+        Request::QueueList { held } => {
+            let empty = if *held {
+                "no held messages"
+            } else {
+                "the queue is empty"
+            };
+            Box::new(move |v| {
+                let lines: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let rcpts: Vec<&str> = m["recipients"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|r| r.as_str())
+                            .collect();
+                        format!(
+                            "{}  {}  {} bytes  <{}> -> {}",
+                            s(m, "id"),
+                            s(m, "state"),
+                            m["size"],
+                            s(m, "from"),
+                            rcpts.join(", ")
+                        )
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    empty.into()
+                } else {
+                    lines.join("\n")
+                }
+            })
+        }
+        Request::QueueRetry { .. } => {
+            Box::new(move |v| format!("{} will be retried now", s(v, "id")))
+        }
+        Request::QueueRelease { .. } => Box::new(move |v| format!("released {}", s(v, "id"))),
+        Request::QueueDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "id"))),
+        Request::Backup { .. } => Box::new(|v| {
+            format!(
+                "backup written to {} ({} accounts, {} queued messages)",
+                v["path"].as_str().unwrap_or_default(),
+                v["accounts"],
+                v["queued"]
+            )
+        }),
+        Request::AccountShow { .. } | Request::QueueShow { .. } => {
+            Box::new(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+        }
+    }
+}
+
+/// Replaces the store with a backup; only while no server runs.
+async fn restore(config: &Config, file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    if let Reach::Server(client) = AdminClient::discover(config).await? {
+        bail!(
+            "a server is running (admin API at {}): stop it before restoring",
+            client.addr()
+        );
+    }
+    let data_dir = config.server.data_dir.clone();
+    let path = file.to_path_buf();
+    let summary = tokio::task::spawn_blocking(move || Store::restore(&data_dir, &path))
+        .await?
+        .map_err(|e| match e {
+            StoreError::Locked(p) => anyhow::anyhow!(
+                "the store {} is in use by a running server: stop it before restoring",
+                p.display()
+            ),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    if json {
+        println!("{}", serde_json::to_value(summary)?);
+    } else {
+        println!(
+            "restored {} into {} ({} accounts, {} queued messages)",
+            file.display(),
+            config.server.data_dir.display(),
+            summary.accounts,
+            summary.queued
+        );
+    }
+    Ok(())
+}
+
+/// Where account and queue commands go.
 enum Target {
     Server(AdminClient),
-    Store(Accounts),
+    Local(Ops),
 }
 
 impl Target {
@@ -220,13 +397,23 @@ impl Target {
                     ),
                     Err(e) => bail!("{e}"),
                 };
-                let passwords = Arc::new(Passwords::new(4)?);
-                Ok(Self::Store(Accounts::new(
-                    store,
-                    passwords,
-                    Arc::new(SystemClock),
+                let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+                let spool = Arc::new(StoreSpool::new(
+                    store.clone(),
+                    clock.clone(),
+                    Metrics::new(),
+                ));
+                let accounts = Accounts::new(
+                    store.clone(),
+                    Arc::new(Passwords::new(4)?),
+                    clock,
                     Arc::new(TracingEvents),
-                )))
+                );
+                Ok(Self::Local(Ops {
+                    accounts,
+                    spool,
+                    store,
+                }))
             }
         }
     }
@@ -252,15 +439,4 @@ fn read_new_password(from_stdin: bool) -> anyhow::Result<String> {
         bail!("the two passwords differ");
     }
     Ok(first)
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'@' | b'+' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

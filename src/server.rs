@@ -17,6 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
 use crate::policy::{AcceptAll, Policy};
+use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
 use crate::spool::{Spool, StoreSpool};
 use crate::store::Store;
@@ -34,6 +35,7 @@ pub struct Running {
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
     pub store: Store,
+    pub server_key: Arc<ServerKey>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -67,6 +69,10 @@ pub async fn start_with(
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Metrics::new();
     let events: Arc<dyn Events> = Arc::new(MetricsEvents::new(metrics.clone(), events));
+    let server_key = Arc::new(ServerKey::load_or_create(
+        &config.secret_key_file(),
+        &store,
+    )?);
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
@@ -117,6 +123,7 @@ pub async fn start_with(
         admin: admin_addr,
         metrics: metrics_addr,
         store: store.clone(),
+        server_key,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -135,8 +142,13 @@ pub async fn start_with(
         }
     }
 
+    let ops = admin::Ops {
+        accounts,
+        spool: spool.clone(),
+        store: store.clone(),
+    };
     let http = [
-        ("Admin", admin_listener, admin::router(token, accounts)),
+        ("Admin", admin_listener, admin::router(token, ops)),
         (
             "Metrics",
             metrics_listener,

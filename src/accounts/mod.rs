@@ -183,6 +183,102 @@ impl Accounts {
         Ok(account)
     }
 
+    /// Sets a new password (the password rule applies).
+    pub async fn set_password(
+        &self,
+        address: &str,
+        password: &str,
+        via: &str,
+    ) -> Result<Account, AccountError> {
+        let address = address::normalize(address).map_err(AccountError::Address)?;
+        check_password_rule(&address, password)?;
+        let hash = self
+            .passwords
+            .hash(password)
+            .await
+            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        let now = self.clock.unix();
+        let via = via.to_string();
+        let account = self
+            .update(&address, move |a| {
+                a.password_hash = hash;
+                a.record(now, "password_changed", &via);
+                Ok(())
+            })
+            .await?;
+        self.events.emit(
+            Event::new("account.password_changed")
+                .account(&address)
+                .reason(account.history.last().map_or("", |h| h.via.as_str())),
+        );
+        Ok(account)
+    }
+
+    /// Disabled accounts cannot authenticate at all.
+    pub async fn set_disabled(
+        &self,
+        address: &str,
+        disabled: bool,
+        via: &str,
+    ) -> Result<Account, AccountError> {
+        let address = address::normalize(address).map_err(AccountError::Address)?;
+        let now = self.clock.unix();
+        let via = via.to_string();
+        let change = if disabled { "disabled" } else { "enabled" };
+        let account = self
+            .update(&address, move |a| {
+                a.disabled = disabled;
+                a.record(now, change, &via);
+                Ok(())
+            })
+            .await?;
+        self.events.emit(
+            Event::new(if disabled {
+                "account.disabled"
+            } else {
+                "account.enabled"
+            })
+            .account(&address),
+        );
+        Ok(account)
+    }
+
+    pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
+        let address = address::normalize(address).map_err(AccountError::Address)?;
+        let key = address.clone();
+        if !self.blocking(move |s| s.account_delete(&key)).await? {
+            return Err(AccountError::NotFound(address));
+        }
+        self.events
+            .emit(Event::new("account.deleted").account(&address));
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<Account>, AccountError> {
+        self.blocking(|s| s.account_list()).await
+    }
+
+    /// Changes one account in one store transaction.
+    async fn update(
+        &self,
+        address: &str,
+        change: impl FnOnce(&mut Account) -> Result<(), AccountError> + Send + 'static,
+    ) -> Result<Account, AccountError> {
+        let key = address.to_string();
+        let result = self
+            .blocking(move |s| {
+                s.account_update(&key, |a| {
+                    change(a)?;
+                    Ok::<Account, AccountError>(a.clone())
+                })
+            })
+            .await?;
+        match result {
+            None => Err(AccountError::NotFound(address.to_string())),
+            Some(r) => r,
+        }
+    }
+
     pub async fn get(&self, address: &str) -> Result<Account, AccountError> {
         let address = address::normalize(address).map_err(AccountError::Address)?;
         let key = address.clone();

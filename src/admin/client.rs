@@ -11,7 +11,8 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{ADDR_FILE, ErrorBody, token_path};
+use super::ops::{OpError, OpErrorKind, Request as OpRequest};
+use super::{ADDR_FILE, token_path};
 use crate::config::Config;
 
 pub struct AdminClient {
@@ -49,9 +50,36 @@ impl AdminClient {
         self.addr
     }
 
+    /// Runs an operator command on the server.
+    pub async fn run(&self, request: &OpRequest) -> Result<serde_json::Value, OpError> {
+        self.call(
+            Method::POST,
+            "/v1/ops",
+            Some(serde_json::to_value(request).expect("serialisable")),
+        )
+        .await
+    }
+
     /// Sends a JSON request; a non-2xx answer becomes an error with the
     /// server's own message.
     pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, OpError> {
+        self.exchange(method, path, body)
+            .await
+            .map_err(|e| match e.downcast::<OpError>() {
+                Ok(op) => op,
+                Err(other) => OpError {
+                    kind: OpErrorKind::Internal,
+                    error: format!("{other:#}"),
+                },
+            })
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
@@ -76,13 +104,18 @@ impl AdminClient {
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             if status == StatusCode::UNAUTHORIZED {
-                bail!("the admin API refused the token in {TOKEN_HINT}: {message}");
+                bail!(
+                    "the admin API at {} refused the token in {TOKEN_HINT}",
+                    self.addr
+                );
             }
-            bail!("{message}");
+            return Err(match serde_json::from_slice::<OpError>(&bytes) {
+                Ok(op) => op.into(),
+                Err(_) => {
+                    anyhow::anyhow!("admin API: {status}: {}", String::from_utf8_lossy(&bytes))
+                }
+            });
         }
         if bytes.is_empty() {
             return Ok(serde_json::Value::Null);

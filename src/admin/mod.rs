@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod ops;
 
 use std::path::{Path, PathBuf};
 
@@ -13,10 +14,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::accounts::{AccountError, Accounts};
+pub use ops::{OpError, OpErrorKind, Ops};
 
 pub const TOKEN_FILE: &str = "admin.token";
 /// The address the admin API actually listens on, for the CLI.
@@ -45,18 +45,17 @@ pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
 #[derive(Clone)]
 struct AdminState {
     token: String,
-    accounts: Accounts,
+    ops: Ops,
 }
 
-pub fn router(token: String, accounts: Accounts) -> Router {
-    let state = AdminState { token, accounts };
+pub fn router(token: String, ops: Ops) -> Router {
+    let state = AdminState { token, ops };
     Router::new()
         .route(
             "/v1/health",
             get(|| async { Json(serde_json::json!({"ok": true})) }),
         )
-        .route("/v1/accounts", post(add_account))
-        .route("/v1/accounts/{address}", get(show_account))
+        .route("/v1/ops", post(run_op))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -75,6 +74,7 @@ async fn guard(State(state): State<AdminState>, request: Request, next: Next) ->
     next.run(request).await
 }
 
+/// Constant-time comparison, so response timing says nothing about the token.
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
@@ -86,73 +86,38 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     given.as_bytes().ct_eq(token.as_bytes()).into()
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
-
 fn error(status: StatusCode, message: &str) -> Response {
+    let kind = match status {
+        StatusCode::NOT_FOUND => OpErrorKind::NotFound,
+        StatusCode::BAD_REQUEST => OpErrorKind::Invalid,
+        _ => OpErrorKind::Internal,
+    };
     (
         status,
-        Json(ErrorBody {
+        Json(OpError {
+            kind,
             error: message.to_string(),
         }),
     )
         .into_response()
 }
 
-impl IntoResponse for AccountError {
-    fn into_response(self) -> Response {
-        let status = match &self {
-            AccountError::Address(_) | AccountError::Password(_) => StatusCode::BAD_REQUEST,
-            AccountError::Exists(_) => StatusCode::CONFLICT,
-            AccountError::NotFound(_) => StatusCode::NOT_FOUND,
-            AccountError::Store(_) | AccountError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        error(status, &self.to_string())
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct NewAccount {
-    pub address: String,
-    pub password: String,
-}
-
-/// What `account show` prints.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AccountView {
-    pub address: String,
-    pub aliases: Vec<String>,
-    pub created: u64,
-    pub disabled: bool,
-}
-
-impl From<crate::accounts::Account> for AccountView {
-    fn from(a: crate::accounts::Account) -> Self {
-        Self {
-            address: a.address,
-            aliases: a.aliases,
-            created: a.created,
-            disabled: a.disabled,
+async fn run_op(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let request: ops::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad request: {e}")),
+    };
+    tracing::info!(event = "admin.request", op = request.name());
+    match state.ops.run(request).await {
+        Ok(value) => Json(value).into_response(),
+        Err(e) => {
+            let status = match e.kind {
+                OpErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                OpErrorKind::NotFound => StatusCode::NOT_FOUND,
+                OpErrorKind::Conflict => StatusCode::CONFLICT,
+                OpErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, Json(e)).into_response()
         }
     }
-}
-
-async fn add_account(
-    State(state): State<AdminState>,
-    Json(new): Json<NewAccount>,
-) -> Result<(StatusCode, Json<AccountView>), AccountError> {
-    let account = state
-        .accounts
-        .add(&new.address, &new.password, "admin-api")
-        .await?;
-    Ok((StatusCode::CREATED, Json(account.into())))
-}
-
-async fn show_account(
-    State(state): State<AdminState>,
-    axum::extract::Path(address): axum::extract::Path<String>,
-) -> Result<Json<AccountView>, AccountError> {
-    Ok(Json(state.accounts.get(&address).await?.into()))
 }

@@ -5,6 +5,9 @@
 //! seams, so a shared store can replace it without touching the protocol.
 
 mod accounts;
+mod backup;
+
+pub use backup::BackupSummary;
 pub mod fault;
 mod queue;
 

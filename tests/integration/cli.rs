@@ -41,7 +41,7 @@ async fn account_add_goes_through_the_admin_api_while_serving() {
         .filter(|e| e.name == "account.created")
         .collect();
     assert_eq!(created.len(), 1);
-    assert_eq!(created[0].reason.as_deref(), Some("admin-api"));
+    assert_eq!(created[0].reason.as_deref(), Some("admin"));
     assert!(can_log_in(&server, "dave@example.com", PASSWORD).await);
 
     // A duplicate and a weak password are refused in one line.
@@ -161,4 +161,329 @@ fn config_check_names_the_bad_key() {
         run_cli(&["config", "check", "--config", path.to_str().unwrap()], "");
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "configuration is valid");
+}
+
+/// Puts a held message straight into the store (held mail is never
+/// delivered until released, so the queue commands have something to see).
+fn put_held(store: &mailwarden::store::Store, id: u64) -> String {
+    use mailwarden::spool::{Envelope, QueueEntry, QueueId, QueueState, QueueWrite, Recipient};
+    let entry = QueueEntry {
+        id: QueueId(id),
+        envelope: Envelope {
+            from: "alice@example.com".into(),
+            recipients: vec![Recipient {
+                address: "bob@example.org".into(),
+                orcpt: None,
+                notify: 0,
+            }],
+            account: "alice@example.com".into(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            received_at: 1,
+            size: 40,
+            mail_flags: 0,
+            envid: None,
+        },
+        state: QueueState::Held,
+        attempts: 0,
+        next_attempt: 0,
+        last_error: None,
+    };
+    let body = b"Subject: held\r\nFrom: <alice@example.com>\r\n\r\nheld body\r\n".to_vec();
+    store
+        .queue_apply(&[QueueWrite::Insert { entry, body }])
+        .unwrap();
+    QueueId(id).to_string()
+}
+
+async fn cli(config: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut full = vec!["--config".to_string(), config.to_string()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = full.iter().map(String::as_str).collect();
+        run_cli(&args, &stdin)
+    })
+    .await
+    .unwrap()
+}
+
+async fn ok(config: &str, args: &[&str], stdin: &str) -> String {
+    let (ok, out, err) = cli(config, args, stdin).await;
+    assert!(ok, "mailwarden {args:?} failed: {err}");
+    out.trim().to_string()
+}
+
+/// Every account and queue command; the same script whether or not a
+/// server runs.
+async fn account_and_queue_commands(config: &str, first_held: &str, second_held: &str) {
+    let new_password = "another long passphrase";
+    assert_eq!(
+        ok(
+            config,
+            &["account", "add", "bob@example.com", "--password-stdin"],
+            PASSWORD
+        )
+        .await,
+        "created bob@example.com"
+    );
+    assert!(
+        ok(config, &["account", "list"], "")
+            .await
+            .lines()
+            .any(|l| l == "bob@example.com")
+    );
+    let shown: serde_json::Value = serde_json::from_str(
+        &ok(
+            config,
+            &["--json", "account", "show", "BOB@example.com"],
+            "",
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(shown["address"], "bob@example.com");
+    assert_eq!(shown["disabled"], false);
+    assert_eq!(
+        ok(
+            config,
+            &["account", "passwd", "bob@example.com", "--password-stdin"],
+            new_password
+        )
+        .await,
+        "password changed for bob@example.com"
+    );
+    assert_eq!(
+        ok(config, &["account", "disable", "bob@example.com"], "").await,
+        "disabled bob@example.com"
+    );
+    assert!(
+        ok(config, &["account", "list"], "")
+            .await
+            .contains("bob@example.com (disabled)")
+    );
+    assert_eq!(
+        ok(config, &["account", "enable", "bob@example.com"], "").await,
+        "enabled bob@example.com"
+    );
+
+    let listed = ok(config, &["queue", "list", "--held"], "").await;
+    assert!(
+        listed.contains(first_held) && listed.contains(second_held),
+        "{listed}"
+    );
+    assert_eq!(
+        ok(config, &["queue", "list"], "").await,
+        "the queue is empty"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(config, &["--json", "queue", "show", first_held], "").await)
+            .unwrap();
+    assert_eq!(shown["state"], "held");
+    assert_eq!(shown["recipients"][0], "bob@example.org");
+    assert!(shown["headers"].as_str().unwrap().contains("Subject: held"));
+    assert_eq!(
+        ok(config, &["queue", "retry", first_held], "").await,
+        format!("{first_held} will be retried now")
+    );
+    assert_eq!(
+        ok(config, &["queue", "delete", second_held], "").await,
+        format!("deleted {second_held}")
+    );
+    assert_eq!(
+        ok(config, &["queue", "release", first_held], "").await,
+        format!("released {first_held}")
+    );
+
+    // Errors: one line, non-zero exit.
+    for (args, expected) in [
+        (
+            vec!["queue", "show", "0000000000000001"],
+            "mailwarden: no message 0000000000000001 in the queue",
+        ),
+        (
+            vec!["queue", "delete", "xyz"],
+            "mailwarden: \"xyz\" is not a queue id (16 hex digits)",
+        ),
+        (
+            vec!["account", "show", "nobody@example.com"],
+            "mailwarden: no account nobody@example.com",
+        ),
+        (
+            vec!["account", "delete", "not an address"],
+            "mailwarden: invalid address: the address contains spaces or control characters",
+        ),
+    ] {
+        let (ok, _, err) = cli(config, &args, "").await;
+        assert!(!ok, "{args:?} should fail");
+        assert_eq!(err.trim(), expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_works_against_a_running_server() {
+    let server = TestServer::start().await;
+    let config = server.config_path().to_str().unwrap().to_string();
+    let first = put_held(&server.running().store, 0xA1);
+    let second = put_held(&server.running().store, 0xA2);
+    account_and_queue_commands(&config, &first, &second).await;
+    assert!(can_log_in(&server, "bob@example.com", "another long passphrase").await);
+    // The released message is delivered by the running server.
+    let outbox = server.wait_outbox(1).await;
+    assert_eq!(outbox[0].0, first);
+    assert_eq!(
+        ok(&config, &["account", "delete", "bob@example.com"], "").await,
+        "deleted bob@example.com"
+    );
+    assert!(!can_log_in(&server, "bob@example.com", "another long passphrase").await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_works_with_the_server_stopped() {
+    let mut server = TestServer::start().await;
+    server.stop().await;
+    let config = server.config_path().to_str().unwrap().to_string();
+    let (first, second) = {
+        let store = mailwarden::store::Store::open_existing(server.data_dir()).unwrap();
+        (put_held(&store, 0xB1), put_held(&store, 0xB2))
+    };
+    account_and_queue_commands(&config, &first, &second).await;
+    server.restart().await;
+    assert!(can_log_in(&server, "bob@example.com", "another long passphrase").await);
+    let outbox = server.wait_outbox(1).await;
+    assert_eq!(outbox[0].0, first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_taken_while_serving_restores_to_a_working_server() {
+    let mut server = TestServer::start().await;
+    server.add_account("alice@example.com", PASSWORD).await;
+    let held = put_held(&server.running().store, 0xC1);
+    let config = server.config_path().to_str().unwrap().to_string();
+    let backup = server.dir.path().join("backup.redb");
+    let out = ok(&config, &["backup", "--out", backup.to_str().unwrap()], "").await;
+    assert_eq!(
+        out,
+        format!(
+            "backup written to {} (1 accounts, 1 queued messages)",
+            backup.display()
+        )
+    );
+
+    // Restore is refused while the server runs.
+    let (restored, _, err) = cli(&config, &["restore", backup.to_str().unwrap()], "").await;
+    assert!(!restored);
+    assert!(err.contains("stop it before restoring"), "{err}");
+
+    // Lose the store, restore the backup, start again.
+    server.stop().await;
+    std::fs::remove_file(mailwarden::store::Store::path_in(server.data_dir())).unwrap();
+    let out = ok(&config, &["restore", backup.to_str().unwrap()], "").await;
+    assert!(out.starts_with("restored"), "{out}");
+    server.restart().await;
+    assert!(can_log_in(&server, "alice@example.com", PASSWORD).await);
+    let (ok_list, listed, _) = cli(&config, &["queue", "list", "--held"], "").await;
+    assert!(ok_list && listed.contains(&held), "{listed}");
+
+    // A file that is not a backup is refused.
+    let junk = server.dir.path().join("junk");
+    std::fs::write(&junk, b"not a database").unwrap();
+    server.stop().await;
+    let (restored, _, err) = cli(&config, &["restore", junk.to_str().unwrap()], "").await;
+    assert!(!restored);
+    assert!(err.contains("is not a mailwarden backup"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_refuses_to_start_with_a_missing_or_wrong_secret_key() {
+    let mut server = TestServer::start().await;
+    server.stop().await;
+    let key = server.config.secret_key_file();
+    let original = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let events = std::sync::Arc::new(mailwarden::events::RecordingEvents::default());
+    let err = mailwarden::server::start(server.config.clone(), events.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("is missing"), "{err:#}");
+    std::fs::write(&key, "00".repeat(32)).unwrap();
+    let err = mailwarden::server::start(server.config.clone(), events.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("does not match"), "{err:#}");
+    std::fs::write(&key, original).unwrap();
+    server.restart().await;
+}
+
+async fn admin_post(addr: std::net::SocketAddr, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"op":"account_list"}"#;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/ops HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    response.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn the_admin_api_wants_the_token_and_no_origin() {
+    let server = TestServer::start().await;
+    let addr = server.running().admin;
+    let token = std::fs::read_to_string(server.data_dir().join("admin.token")).unwrap();
+    let token = token.trim();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(server.data_dir().join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        admin_post(addr, &format!("Authorization: Bearer {token}\r\n")).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(admin_post(addr, "").await, "HTTP/1.1 401 Unauthorized");
+    assert_eq!(
+        admin_post(addr, "Authorization: Bearer wrong\r\n").await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    let wrong_same_length = "0".repeat(token.len());
+    assert_eq!(
+        admin_post(
+            addr,
+            &format!("Authorization: Bearer {wrong_same_length}\r\n")
+        )
+        .await,
+        "HTTP/1.1 401 Unauthorized"
+    );
+    assert_eq!(
+        admin_post(
+            addr,
+            &format!("Authorization: Bearer {token}\r\nOrigin: http://evil.example\r\n")
+        )
+        .await,
+        "HTTP/1.1 403 Forbidden"
+    );
+}
+
+#[tokio::test]
+async fn metrics_listener_serves_metrics_and_health_only() {
+    let server = TestServer::start().await;
+    let addr = server.running().metrics;
+    let (status, body) = crate::common::http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("mailwarden_messages_accepted_total"),
+        "{body}"
+    );
+    assert!(body.contains("mailwarden_spool_fsyncs_total"), "{body}");
+    assert_eq!(
+        crate::common::http_get(addr, "/healthz").await,
+        (200, "ok\n".to_string())
+    );
+    assert_eq!(crate::common::http_get(addr, "/v1/ops").await.0, 404);
 }

@@ -71,6 +71,7 @@ async fn starttls_and_auth_login_land_the_message_byte_for_byte() {
     assert_received(&received, &id, Some("bob@example.org"));
     assert_eq!(rest, BODY, "the message must arrive byte for byte");
 
+    server.wait_event("delivery.success").await;
     let names: Vec<_> = server.events.snapshot().iter().map(|e| e.name).collect();
     for name in [
         "session.start",

@@ -1,0 +1,324 @@
+//! Every operator command, in one place. The admin API runs them for the
+//! CLI while a server is up; with no server the CLI runs them itself on the
+//! store. One request type, one implementation, two ways in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::accounts::{Account, AccountError, Accounts};
+use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, Spool};
+use crate::store::{Store, StoreError};
+
+/// A command, as the CLI sends it (`{"op": "account_add", ...}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    AccountAdd {
+        address: String,
+        password: String,
+    },
+    AccountPasswd {
+        address: String,
+        password: String,
+    },
+    AccountList,
+    AccountShow {
+        address: String,
+    },
+    AccountDelete {
+        address: String,
+    },
+    AccountDisable {
+        address: String,
+    },
+    AccountEnable {
+        address: String,
+    },
+    QueueList {
+        held: bool,
+    },
+    QueueShow {
+        id: String,
+    },
+    QueueRetry {
+        id: String,
+    },
+    QueueRelease {
+        id: String,
+    },
+    QueueDelete {
+        id: String,
+    },
+    /// Writes a consistent snapshot of the store to `path` (absolute).
+    Backup {
+        path: PathBuf,
+    },
+}
+
+impl Request {
+    /// Passwords must not end up in logs, even at debug level.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AccountAdd { .. } => "account_add",
+            Self::AccountPasswd { .. } => "account_passwd",
+            Self::AccountList => "account_list",
+            Self::AccountShow { .. } => "account_show",
+            Self::AccountDelete { .. } => "account_delete",
+            Self::AccountDisable { .. } => "account_disable",
+            Self::AccountEnable { .. } => "account_enable",
+            Self::QueueList { .. } => "queue_list",
+            Self::QueueShow { .. } => "queue_show",
+            Self::QueueRetry { .. } => "queue_retry",
+            Self::QueueRelease { .. } => "queue_release",
+            Self::QueueDelete { .. } => "queue_delete",
+            Self::Backup { .. } => "backup",
+        }
+    }
+}
+
+/// Why a command failed; `kind` decides the HTTP status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpError {
+    pub kind: OpErrorKind,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpErrorKind {
+    Invalid,
+    NotFound,
+    Conflict,
+    Internal,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+impl OpError {
+    fn new(kind: OpErrorKind, error: impl Into<String>) -> Self {
+        Self {
+            kind,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<AccountError> for OpError {
+    fn from(e: AccountError) -> Self {
+        let kind = match &e {
+            AccountError::Address(_) | AccountError::Password(_) => OpErrorKind::Invalid,
+            AccountError::Exists(_) => OpErrorKind::Conflict,
+            AccountError::NotFound(_) => OpErrorKind::NotFound,
+            AccountError::Store(_) | AccountError::Internal(_) => OpErrorKind::Internal,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        let kind = match e {
+            StoreError::Missing(_) => OpErrorKind::NotFound,
+            _ => OpErrorKind::Internal,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+/// What `account show` and `account list` print.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountView {
+    pub address: String,
+    pub aliases: Vec<String>,
+    pub created: u64,
+    pub disabled: bool,
+}
+
+impl From<Account> for AccountView {
+    fn from(a: Account) -> Self {
+        Self {
+            address: a.address,
+            aliases: a.aliases,
+            created: a.created,
+            disabled: a.disabled,
+        }
+    }
+}
+
+/// What `queue list` and `queue show` print.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueueView {
+    pub id: String,
+    pub state: QueueState,
+    pub account: String,
+    pub from: String,
+    pub recipients: Vec<String>,
+    pub size: u64,
+    pub received_at: u64,
+    pub attempts: u32,
+    pub next_attempt: u64,
+    pub last_error: Option<String>,
+    /// The message header (queue show only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<String>,
+}
+
+impl From<QueueEntry> for QueueView {
+    fn from(e: QueueEntry) -> Self {
+        Self {
+            id: e.id.to_string(),
+            state: e.state,
+            account: e.envelope.account,
+            from: e.envelope.from,
+            recipients: e
+                .envelope
+                .recipients
+                .into_iter()
+                .map(|r| r.address)
+                .collect(),
+            size: e.envelope.size,
+            received_at: e.envelope.received_at,
+            attempts: e.attempts,
+            next_attempt: e.next_attempt,
+            last_error: e.last_error,
+            headers: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Ops {
+    pub accounts: Accounts,
+    pub spool: Arc<dyn Spool>,
+    pub store: Store,
+}
+
+fn to_json<T: Serialize>(value: T) -> Result<Value, OpError> {
+    serde_json::to_value(value).map_err(|e| OpError::new(OpErrorKind::Internal, e.to_string()))
+}
+
+fn queue_id(id: &str) -> Result<QueueId, OpError> {
+    id.parse()
+        .map_err(|e: String| OpError::new(OpErrorKind::Invalid, e))
+}
+
+impl Ops {
+    pub async fn run(&self, request: Request) -> Result<Value, OpError> {
+        let accounts = &self.accounts;
+        match request {
+            Request::AccountAdd { address, password } => to_json(AccountView::from(
+                accounts.add(&address, &password, "admin").await?,
+            )),
+            Request::AccountPasswd { address, password } => {
+                accounts.set_password(&address, &password, "admin").await?;
+                Ok(json!({"address": address, "password_changed": true}))
+            }
+            Request::AccountList => {
+                let list: Vec<AccountView> =
+                    accounts.list().await?.into_iter().map(Into::into).collect();
+                to_json(list)
+            }
+            Request::AccountShow { address } => {
+                to_json(AccountView::from(accounts.get(&address).await?))
+            }
+            Request::AccountDelete { address } => {
+                accounts.delete(&address).await?;
+                Ok(json!({"address": address, "deleted": true}))
+            }
+            Request::AccountDisable { address } => to_json(AccountView::from(
+                accounts.set_disabled(&address, true, "admin").await?,
+            )),
+            Request::AccountEnable { address } => to_json(AccountView::from(
+                accounts.set_disabled(&address, false, "admin").await?,
+            )),
+            Request::QueueList { held } => {
+                let wanted = if held {
+                    QueueState::Held
+                } else {
+                    QueueState::Queued
+                };
+                let list: Vec<QueueView> = self
+                    .spool
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.state == wanted)
+                    .map(Into::into)
+                    .collect();
+                to_json(list)
+            }
+            Request::QueueShow { id } => {
+                let id = queue_id(&id)?;
+                let entry = self.entry(id).await?;
+                let body = self.spool.body(id).await?.unwrap_or_default();
+                let header_end = body
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(body.len(), |p| p + 2);
+                let mut view = QueueView::from(entry);
+                view.headers = Some(String::from_utf8_lossy(&body[..header_end]).into_owned());
+                to_json(view)
+            }
+            Request::QueueRetry { id } => {
+                let mut entry = self.entry(queue_id(&id)?).await?;
+                entry.next_attempt = 0;
+                self.spool.apply(vec![QueueWrite::Update(entry)]).await?;
+                Ok(json!({"id": id, "retry": "now"}))
+            }
+            Request::QueueRelease { id } => {
+                let id = queue_id(&id)?;
+                let entry = self.entry(id).await?;
+                if entry.state != QueueState::Held {
+                    return Err(OpError::new(
+                        OpErrorKind::Conflict,
+                        format!("message {id} is not held"),
+                    ));
+                }
+                self.spool.release(id).await?;
+                Ok(json!({"id": id.to_string(), "released": true}))
+            }
+            Request::QueueDelete { id } => {
+                let id = queue_id(&id)?;
+                if !self.spool.remove(id).await? {
+                    return Err(OpError::new(
+                        OpErrorKind::NotFound,
+                        format!("no message {id} in the queue"),
+                    ));
+                }
+                Ok(json!({"id": id.to_string(), "deleted": true}))
+            }
+            Request::Backup { path } => {
+                if !path.is_absolute() {
+                    return Err(OpError::new(
+                        OpErrorKind::Invalid,
+                        "the backup path must be absolute",
+                    ));
+                }
+                let store = self.store.clone();
+                let target = path.clone();
+                let summary = tokio::task::spawn_blocking(move || store.backup_to(&target))
+                    .await
+                    .map_err(|e| OpError::new(OpErrorKind::Internal, e.to_string()))??;
+                Ok(json!({"path": path, "accounts": summary.accounts, "queued": summary.queued}))
+            }
+        }
+    }
+
+    async fn entry(&self, id: QueueId) -> Result<QueueEntry, OpError> {
+        self.spool.get(id).await?.ok_or_else(|| {
+            OpError::new(
+                OpErrorKind::NotFound,
+                format!("no message {id} in the queue"),
+            )
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! Backup and restore. A backup is itself a redb file, copied table by table
+//! from one read transaction: a consistent snapshot, taken while serving.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{ACCOUNTS, BODIES, META, QUEUE, Store, StoreError};
+
+fn copy_str_table(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+    def: TableDefinition<&str, &[u8]>,
+) -> Result<u64, StoreError> {
+    let source = from.open_table(def)?;
+    let mut target = to.open_table(def)?;
+    let mut n = 0;
+    for row in source.iter()? {
+        let (k, v) = row?;
+        target.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn copy_u64_table(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+    def: TableDefinition<u64, &[u8]>,
+) -> Result<u64, StoreError> {
+    let source = from.open_table(def)?;
+    let mut target = to.open_table(def)?;
+    let mut n = 0;
+    for row in source.iter()? {
+        let (k, v) = row?;
+        target.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct BackupSummary {
+    pub accounts: u64,
+    pub queued: u64,
+}
+
+fn copy_all(from: &Database, to: &Database) -> Result<BackupSummary, StoreError> {
+    let read = from.begin_read()?;
+    let write = to.begin_write()?;
+    let accounts = copy_str_table(&read, &write, ACCOUNTS)?;
+    copy_str_table(&read, &write, META)?;
+    let queued = copy_u64_table(&read, &write, QUEUE)?;
+    copy_u64_table(&read, &write, BODIES)?;
+    write.commit()?;
+    Ok(BackupSummary { accounts, queued })
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Failed(format!("cannot {what} {}: {e}", path.display()))
+}
+
+impl Store {
+    /// Writes a consistent copy of the store to `path` (replaced atomically).
+    pub fn backup_to(&self, path: &Path) -> Result<BackupSummary, StoreError> {
+        let tmp = path.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        let summary = {
+            let target = Database::create(&tmp).map_err(|e| StoreError::Failed(e.to_string()))?;
+            copy_all(self.db(), &target)?
+        };
+        std::fs::rename(&tmp, path).map_err(|e| io_error("write", path, e))?;
+        Ok(summary)
+    }
+
+    /// Replaces the store in `data_dir` with the backup at `path`. The caller
+    /// makes sure no server runs; the store's lock is checked too.
+    pub fn restore(data_dir: &Path, path: &Path) -> Result<BackupSummary, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let backup = Database::open(path).map_err(|e| {
+            StoreError::Failed(format!(
+                "{} is not a mailwarden backup: {e}",
+                path.display()
+            ))
+        })?;
+        std::fs::create_dir_all(data_dir).map_err(|e| io_error("create", data_dir, e))?;
+        let live = Self::path_in(data_dir);
+        if live.exists() {
+            // Fails with Locked while a server holds it.
+            drop(Self::open_existing(data_dir)?);
+        }
+        let tmp = live.with_extension("restoring");
+        let _ = std::fs::remove_file(&tmp);
+        let summary = {
+            let target = Database::create(&tmp).map_err(|e| StoreError::Failed(e.to_string()))?;
+            copy_all(&backup, &target)?
+        };
+        std::fs::rename(&tmp, &live).map_err(|e| io_error("replace", &live, e))?;
+        Ok(summary)
+    }
+}
