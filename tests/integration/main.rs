@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod crash;
 mod real_clients;
 mod spool;
 mod submission;
