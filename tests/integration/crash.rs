@@ -140,9 +140,14 @@ async fn sender(
                 *n += 1;
                 *n
             };
-            let message =
-                format!("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
-            io.get_mut().write_all(message.as_bytes()).await?;
+            io.get_mut()
+                .write_all(
+                    b"MAIL FROM:<alice@example.com>
+RCPT TO:<bob@example.org>
+DATA
+",
+                )
+                .await?;
             for _ in 0..3 {
                 if reply(&mut io).await? >= 400 {
                     return Ok(());
