@@ -9,13 +9,14 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use crate::accounts::{Accounts, Passwords};
+use crate::accounts::{Accounts, AccountsParts, Passwords};
 use crate::admin::Ops;
 use crate::admin::client::{AdminClient, Reach};
 use crate::admin::ops::Request;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::TracingEvents;
+use crate::secrets::ServerKey;
 use crate::spool::StoreSpool;
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::Metrics;
@@ -114,6 +115,63 @@ pub enum AccountCommand {
     Disable { email: String },
     /// Undo `disable`.
     Enable { email: String },
+    /// Block sending. Without --self-service only `unblock` lifts it.
+    Block {
+        email: String,
+        /// A category in plain words; the user sees it.
+        #[arg(long)]
+        reason: String,
+        /// A block the user lifts by changing the password and enabling 2FA.
+        #[arg(long)]
+        self_service: bool,
+        /// Networks whose portal changes must not count (with --self-service).
+        #[arg(long = "abuse-network", value_name = "CIDR")]
+        abuse_networks: Vec<String>,
+    },
+    /// Lift any block.
+    Unblock { email: String },
+    /// Recovery: new password, 2FA off, device passwords revoked, operator block.
+    Reset {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Two-factor authentication.
+    Totp {
+        #[command(subcommand)]
+        command: TotpCommand,
+    },
+    /// Per-device passwords for mail programs.
+    DevicePassword {
+        #[command(subcommand)]
+        command: DevicePasswordCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Start enrolment: prints the otpauth:// URL and the secret.
+    Enable { email: String },
+    /// Finish enrolment with a code from the authenticator app.
+    Verify { email: String, code: String },
+    /// Turn 2FA off (revokes every device password).
+    Disable { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicePasswordCommand {
+    /// Create one; it is printed once and never again.
+    Add {
+        email: String,
+        name: String,
+    },
+    List {
+        email: String,
+    },
+    Revoke {
+        email: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +292,44 @@ fn account_request(command: AccountCommand) -> anyhow::Result<Request> {
         AccountCommand::Delete { email } => Request::AccountDelete { address: email },
         AccountCommand::Disable { email } => Request::AccountDisable { address: email },
         AccountCommand::Enable { email } => Request::AccountEnable { address: email },
+        AccountCommand::Block {
+            email,
+            reason,
+            self_service,
+            abuse_networks,
+        } => Request::AccountBlock {
+            address: email,
+            reason,
+            self_service,
+            abuse_networks,
+        },
+        AccountCommand::Unblock { email } => Request::AccountUnblock { address: email },
+        AccountCommand::Reset {
+            email,
+            password_stdin,
+        } => Request::AccountReset {
+            address: email,
+            password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::Totp { command } => match command {
+            TotpCommand::Enable { email } => Request::TotpEnable { address: email },
+            TotpCommand::Verify { email, code } => Request::TotpVerify {
+                address: email,
+                code,
+            },
+            TotpCommand::Disable { email } => Request::TotpDisable { address: email },
+        },
+        AccountCommand::DevicePassword { command } => match command {
+            DevicePasswordCommand::Add { email, name } => Request::DevicePasswordAdd {
+                address: email,
+                name,
+            },
+            DevicePasswordCommand::List { email } => Request::DevicePasswordList { address: email },
+            DevicePasswordCommand::Revoke { email, name } => Request::DevicePasswordRevoke {
+                address: email,
+                name,
+            },
+        },
     })
 }
 
@@ -335,6 +431,88 @@ fn describe(request: &Request) -> Describe {
                 v["queued"]
             )
         }),
+        Request::AccountBlock { .. } => Box::new(move |v| {
+            format!(
+                "blocked {} ({}: {})",
+                s(v, "address"),
+                v["block"]["kind"].as_str().unwrap_or_default(),
+                v["block"]["reason"].as_str().unwrap_or_default()
+            )
+        }),
+        Request::AccountUnblock { .. } => {
+            Box::new(move |v| format!("unblocked {}", s(v, "address")))
+        }
+        Request::AccountReset { .. } => Box::new(move |v| {
+            format!(
+                "reset {}: new password, 2FA off, device passwords revoked, blocked until `account unblock`",
+                s(v, "address")
+            )
+        }),
+        Request::TotpEnable { .. } => Box::new(move |v| {
+            format!(
+                "{}\nsecret: {}\nfinish with: mailwarden account totp verify {} CODE",
+                s(v, "otpauth_url"),
+                s(v, "secret"),
+                s(v, "address")
+            )
+        }),
+        Request::TotpVerify { .. } => Box::new(move |v| {
+            let lifted = if v["blocked"] == false {
+                ""
+            } else {
+                " (the account is still blocked)"
+            };
+            format!("2FA enabled for {}{lifted}", s(v, "address"))
+        }),
+        Request::TotpDisable { .. } => Box::new(move |v| {
+            format!(
+                "2FA disabled for {}; device passwords revoked",
+                s(v, "address")
+            )
+        }),
+        Request::DevicePasswordAdd { .. } => Box::new(move |v| {
+            format!(
+                "{}\n(device password {:?} for {}: it is shown only this once)",
+                s(v, "password"),
+                s(v, "name"),
+                s(v, "address")
+            )
+        }),
+        Request::DevicePasswordList { .. } => Box::new(|v| {
+            let lines: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let used = d["last_used"]
+                        .as_u64()
+                        .map_or("never used".to_string(), |t| {
+                            format!(
+                                "last used {t} from {}",
+                                d["last_ip"].as_str().unwrap_or("?")
+                            )
+                        });
+                    let suspended = if d["suspended"] == true {
+                        " (suspended)"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{}  created {}  {used}{suspended}",
+                        d["name"].as_str().unwrap_or_default(),
+                        d["created"]
+                    )
+                })
+                .collect();
+            if lines.is_empty() {
+                "no device passwords".into()
+            } else {
+                lines.join("\n")
+            }
+        }),
+        Request::DevicePasswordRevoke { .. } => {
+            Box::new(move |v| format!("revoked {:?} for {}", s(v, "name"), s(v, "address")))
+        }
         Request::AccountShow { .. } | Request::QueueShow { .. } => {
             Box::new(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         }
@@ -398,17 +576,22 @@ impl Target {
                     Err(e) => bail!("{e}"),
                 };
                 let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-                let spool = Arc::new(StoreSpool::new(
+                let spool: Arc<dyn crate::spool::Spool> = Arc::new(StoreSpool::new(
                     store.clone(),
                     clock.clone(),
                     Metrics::new(),
                 ));
-                let accounts = Accounts::new(
-                    store.clone(),
-                    Arc::new(Passwords::new(4)?),
+                let key = ServerKey::load_existing(&config.secret_key_file(), &store)?;
+                let accounts = Accounts::new(AccountsParts {
+                    store: store.clone(),
+                    passwords: Arc::new(Passwords::new(4)?),
                     clock,
-                    Arc::new(TracingEvents),
-                );
+                    events: Arc::new(TracingEvents),
+                    key: Arc::new(key),
+                    spool: spool.clone(),
+                    hostname: config.server.hostname.clone(),
+                    totp_issuer: config.accounts.totp_issuer.clone(),
+                });
                 Ok(Self::Local(Ops {
                     accounts,
                     spool,

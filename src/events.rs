@@ -29,6 +29,8 @@ pub struct Event {
     pub duration_ms: Option<u64>,
     /// Messages accepted in a session.
     pub messages: Option<u64>,
+    /// A block's kind (`policy`, `operator`).
+    pub kind: Option<&'static str>,
 }
 
 impl Event {
@@ -79,6 +81,10 @@ impl Event {
         self.target = Some(target.into());
         self
     }
+    pub fn kind(mut self, kind: &'static str) -> Self {
+        self.kind = Some(kind);
+        self
+    }
     pub fn messages(mut self, n: u64) -> Self {
         self.messages = Some(n);
         self
@@ -122,6 +128,7 @@ impl Events for TracingEvents {
                     target = e.target.as_deref(),
                     duration_ms = e.duration_ms,
                     messages = e.messages,
+                    kind = e.kind,
                 )
             };
         }

@@ -6,7 +6,10 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{digest, hmac};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 use crate::store::Store;
 
@@ -44,6 +47,74 @@ impl ServerKey {
     pub fn mac(&self, data: &[u8]) -> Vec<u8> {
         let key = hmac::Key::new(hmac::HMAC_SHA256, &self.key);
         hmac::sign(&key, data).as_ref().to_vec()
+    }
+
+    /// A key for one purpose, so no two uses share key material.
+    fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.mac(format!("mailwarden derive\0{purpose}").as_bytes()));
+        out
+    }
+
+    /// Encrypts with AES-256-GCM; `context` (e.g. the account address) must
+    /// be given again to open it, so a sealed value cannot be moved to
+    /// another account. Returns base64 of nonce and ciphertext.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> String {
+        let key = LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, &self.derive("seal")).expect("a 32-byte AES key"),
+        );
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("randomness");
+        let mut buffer = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut buffer,
+        )
+        .expect("AES-GCM sealing cannot fail for small inputs");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buffer);
+        STANDARD.encode(out)
+    }
+
+    /// Opens what `seal` made; `None` if it was changed or is for another context.
+    pub fn open(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
+        let raw = STANDARD.decode(sealed).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.derive("seal")).ok()?);
+        let mut buffer = ciphertext.to_vec();
+        let plain = key
+            .open_in_place(
+                Nonce::try_assume_unique_for_key(nonce).ok()?,
+                Aad::from(context.as_bytes()),
+                &mut buffer,
+            )
+            .ok()?;
+        Some(plain.to_vec())
+    }
+
+    /// Loads an existing key for the CLI; never creates one.
+    pub fn load_existing(path: &Path, store: &Store) -> anyhow::Result<Self> {
+        match read_key(path)? {
+            Some(key) => {
+                let recorded = store.meta_get(KEY_ID).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Some(id) = recorded
+                    && id != key.id.as_bytes()
+                {
+                    bail!(
+                        "secret key file {} (key {}) does not match the store (key {})",
+                        path.display(),
+                        key.id,
+                        String::from_utf8_lossy(&id)
+                    );
+                }
+                Ok(key)
+            }
+            None => bail!("secret key file {} is missing", path.display()),
+        }
     }
 
     /// Loads the key for `serve`: creates it on the first start, refuses to
@@ -153,5 +224,26 @@ mod tests {
 
         std::fs::write(&path, "not hex").unwrap();
         assert!(ServerKey::load_or_create(&path, &store).is_err());
+    }
+
+    #[test]
+    fn sealed_values_open_only_in_their_context() {
+        let key = ServerKey::from_bytes([7; 32]);
+        let sealed = key.seal("alice@example.com", b"secret bytes");
+        assert_eq!(
+            key.open("alice@example.com", &sealed).unwrap(),
+            b"secret bytes"
+        );
+        assert!(key.open("bob@example.com", &sealed).is_none());
+        assert!(
+            ServerKey::from_bytes([8; 32])
+                .open("alice@example.com", &sealed)
+                .is_none()
+        );
+        assert_ne!(
+            sealed,
+            key.seal("alice@example.com", b"secret bytes"),
+            "nonces differ"
+        );
     }
 }

@@ -12,11 +12,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::{Accounts, Authenticator, Passwords, StoreAuthenticator};
+use crate::accounts::{Accounts, AccountsParts, Authenticator, Passwords};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
-use crate::policy::{AcceptAll, Policy};
+use crate::policy::Policy;
+use crate::policy::blocks::BlockGate;
 use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
 use crate::spool::{Spool, StoreSpool};
@@ -36,6 +37,7 @@ pub struct Running {
     pub metrics: SocketAddr,
     pub store: Store,
     pub server_key: Arc<ServerKey>,
+    pub accounts: Accounts,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -81,10 +83,21 @@ pub async fn start_with(
         clock.clone(),
         metrics.clone(),
     ));
-    let authenticator: Arc<dyn Authenticator> =
-        Arc::new(StoreAuthenticator::new(store.clone(), passwords.clone()));
-    let policy: Arc<dyn Policy> = Arc::new(AcceptAll);
-    let accounts = Accounts::new(store.clone(), passwords, clock.clone(), events.clone());
+    let accounts = Accounts::new(AccountsParts {
+        store: store.clone(),
+        passwords,
+        clock: clock.clone(),
+        events: events.clone(),
+        key: server_key.clone(),
+        spool: spool.clone(),
+        hostname: config.server.hostname.clone(),
+        totp_issuer: config.accounts.totp_issuer.clone(),
+    });
+    let authenticator: Arc<dyn Authenticator> = Arc::new(accounts.clone());
+    let policy: Arc<dyn Policy> = Arc::new(BlockGate::new(
+        store.clone(),
+        config.server.support_contact.clone(),
+    ));
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -124,6 +137,7 @@ pub async fn start_with(
         metrics: metrics_addr,
         store: store.clone(),
         server_key,
+        accounts: accounts.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };

@@ -1,14 +1,17 @@
 //! The `Authenticator` seam: a SASL identity and secret in, an account or a
 //! failure out. The session knows nothing of how credentials are stored.
+//!
+//! The SMTP rule: without 2FA, the account password or a device password;
+//! with 2FA, only device passwords. A device-password hit costs one HMAC;
+//! every other attempt costs exactly one argon2id verify (against a dummy
+//! hash when there is no usable password), so timing reveals nothing.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::Passwords;
+use super::{Accounts, device, normalize};
 use crate::address;
-use crate::store::Store;
 
 pub struct AuthRequest<'a> {
     /// SASL authorization identity; empty or equal to `login`.
@@ -25,6 +28,8 @@ pub struct Identity {
     /// Normalised primary address.
     pub account: String,
     pub aliases: Vec<String>,
+    /// The device password used, if any.
+    pub device: Option<String>,
 }
 
 impl Identity {
@@ -37,7 +42,8 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
     Success(Identity),
-    /// Wrong secret, unknown login, disabled account, bad authzid: one reply.
+    /// Wrong secret, unknown login, disabled account, bad authzid, main
+    /// password of a 2FA account: one reply for all.
     Failure {
         reason: &'static str,
     },
@@ -52,43 +58,51 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, request: AuthRequest<'_>) -> AuthOutcome;
 }
 
-/// Checks the account password stored in the embedded store.
-pub struct StoreAuthenticator {
-    store: Store,
-    passwords: Arc<Passwords>,
-}
-
-impl StoreAuthenticator {
-    pub fn new(store: Store, passwords: Arc<Passwords>) -> Self {
-        Self { store, passwords }
-    }
-}
-
 #[async_trait]
-impl Authenticator for StoreAuthenticator {
+impl Authenticator for Accounts {
     async fn authenticate(&self, req: AuthRequest<'_>) -> AuthOutcome {
-        let login = address::normalize(req.login).ok();
-        let authzid_ok = req.authzid.is_empty()
-            || address::normalize(req.authzid)
-                .ok()
-                .is_some_and(|a| Some(&a) == login.as_ref());
+        let login = normalize(req.login).ok();
+        let authzid_ok = req.authzid.is_empty() || normalize(req.authzid).ok() == login;
         let account = match &login {
-            Some(login) => {
-                let store = self.store.clone();
-                let key = login.clone();
-                tokio::task::spawn_blocking(move || store.account_get(&key))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten()
-            }
+            Some(login) => self.find(login).await.ok().flatten(),
             None => None,
         };
-        // Exactly one argon2 verify whatever the case, so timing says nothing.
         let usable = account.as_ref().filter(|a| !a.disabled && authzid_ok);
+
+        if let (Some(a), Some(letters)) = (usable, device::normalize(req.secret)) {
+            let hash = device::hash(&self.parts.key, &a.address, &letters);
+            if let Some(d) = a
+                .device_passwords
+                .iter()
+                .find(|d| device::matches(&d.hash, &hash))
+            {
+                let (name, now, ip) = (d.name.clone(), self.now(), req.ip);
+                let used = name.clone();
+                // Last use is for the user's device list; failing to record it
+                // does not refuse the login.
+                let _ = self
+                    .update(&a.address, move |acc| {
+                        if let Some(d) = acc.device_passwords.iter_mut().find(|d| d.name == used) {
+                            d.last_used = Some(now);
+                            d.last_ip = Some(ip);
+                        }
+                        Ok(())
+                    })
+                    .await;
+                return AuthOutcome::Success(Identity {
+                    account: a.address.clone(),
+                    aliases: a.aliases.clone(),
+                    device: Some(name),
+                });
+            }
+        }
+
+        // The main password works only without 2FA.
+        let checkable = usable.filter(|a| a.totp.active.is_none());
         let verified = match self
+            .parts
             .passwords
-            .verify(req.secret, usable.map(|a| a.password_hash.as_str()))
+            .verify(req.secret, checkable.map(|a| a.password_hash.as_str()))
             .await
         {
             Ok(ok) => ok,
@@ -98,6 +112,7 @@ impl Authenticator for StoreAuthenticator {
             (Some(a), true) => AuthOutcome::Success(Identity {
                 account: a.address,
                 aliases: a.aliases,
+                device: None,
             }),
             (None, _) => AuthOutcome::Failure {
                 reason: "unknown_account",
@@ -105,6 +120,9 @@ impl Authenticator for StoreAuthenticator {
             (Some(a), false) if a.disabled => AuthOutcome::Failure { reason: "disabled" },
             (Some(_), false) if !authzid_ok => AuthOutcome::Failure {
                 reason: "authzid_mismatch",
+            },
+            (Some(a), false) if a.totp.active.is_some() => AuthOutcome::Failure {
+                reason: "2fa_needs_device_password",
             },
             (Some(_), false) => AuthOutcome::Failure {
                 reason: "bad_password",

@@ -1,19 +1,28 @@
 //! Accounts: the record, the password rule, and the operations the CLI,
-//! admin API and (later) portal share.
+//! admin API and portal share. Security operations (2FA, device passwords,
+//! blocks and the unblock rule) are in `security.rs`.
 
 mod authenticator;
+pub mod device;
+mod notify;
 pub mod password;
+mod security;
+pub mod totp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use authenticator::{AuthOutcome, AuthRequest, Authenticator, Identity, StoreAuthenticator};
+pub use authenticator::{AuthOutcome, AuthRequest, Authenticator, Identity};
 pub use password::Passwords;
+pub use security::{BlockRequest, TotpEnrolment};
 
 use crate::address::{self, AddressError};
 use crate::clock::Clock;
 use crate::events::{Event, Events};
+use crate::secrets::ServerKey;
+use crate::spool::Spool;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +37,12 @@ pub struct Account {
     pub created: u64,
     #[serde(default)]
     pub disabled: bool,
+    #[serde(default)]
+    pub totp: TotpState,
+    #[serde(default)]
+    pub device_passwords: Vec<DevicePassword>,
+    #[serde(default)]
+    pub block: Option<Block>,
     /// Sequence number of the latest history entry.
     #[serde(default)]
     pub seq: u64,
@@ -36,25 +51,126 @@ pub struct Account {
     pub history: Vec<HistoryEntry>,
 }
 
+/// 2FA state. `active` is what sign-in checks; `pending` is a new secret
+/// waiting for its first code (the old one keeps working until then).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TotpState {
+    pub active: Option<TotpSecret>,
+    pub pending: Option<TotpSecret>,
+    /// The last step a code was accepted for: each step works once.
+    #[serde(default)]
+    pub last_step: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TotpSecret {
+    /// Sealed with the server key, bound to the account address.
+    pub sealed: String,
+    /// History sequence number of the enrolment that created it.
+    pub created_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevicePassword {
+    pub name: String,
+    /// HMAC under the server key; the password itself is never stored.
+    pub hash: String,
+    pub created: u64,
+    #[serde(default)]
+    pub last_used: Option<u64>,
+    #[serde(default)]
+    pub last_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// Set by the scorer (or `block --self-service`): lifts by the unblock rule.
+    Policy,
+    /// Set by an operator: lifts only by `account unblock`.
+    Operator,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Block {
+    pub kind: BlockKind,
+    /// A category in plain words, shown to the user.
+    pub reason: String,
+    /// Operators only: the full evidence (score breakdown).
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// Client /24s and /64s that used the account while the abuse built up.
+    #[serde(default)]
+    pub abuse_networks: Vec<ipnet::IpNet>,
+    pub seq: u64,
+    pub at: u64,
+    /// The password hash valid at the block: a "new" password equal to it
+    /// does not count towards the unblock rule.
+    pub password_hash_at_block: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HistoryEntry {
     pub seq: u64,
     pub at: u64,
     pub change: String,
-    /// Who made it: `cli`, `admin-api`, `portal`, `policy`.
+    /// Who made it: `admin`, `portal`, `policy`, `smtp`.
     pub via: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Counts towards lifting the current policy block.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unblock_credit: bool,
 }
 
 impl Account {
-    pub fn record(&mut self, at: u64, change: &str, via: &str) -> u64 {
+    pub fn record(&mut self, at: u64, change: &str, origin: &Origin) -> u64 {
         self.seq += 1;
         self.history.push(HistoryEntry {
             seq: self.seq,
             at,
             change: change.to_string(),
-            via: via.to_string(),
+            via: origin.via.to_string(),
+            ip: origin.ip,
+            unblock_credit: false,
         });
         self.seq
+    }
+
+    pub fn totp_status(&self) -> &'static str {
+        match (&self.totp.active, &self.totp.pending) {
+            (Some(_), _) => "on",
+            (None, Some(_)) => "pending",
+            (None, None) => "off",
+        }
+    }
+
+    pub fn policy_blocked(&self) -> bool {
+        self.block
+            .as_ref()
+            .is_some_and(|b| b.kind == BlockKind::Policy)
+    }
+}
+
+/// Who asks for a change, and from where. Portal changes from a network in
+/// the block's `abuse_networks` do not count towards the unblock rule.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub via: &'static str,
+    pub ip: Option<IpAddr>,
+}
+
+impl Origin {
+    pub const ADMIN: Origin = Origin {
+        via: "admin",
+        ip: None,
+    };
+
+    pub fn portal(ip: IpAddr) -> Self {
+        Self {
+            via: "portal",
+            ip: Some(ip),
+        }
     }
 }
 
@@ -64,6 +180,10 @@ pub enum AccountError {
     Exists(String),
     NotFound(String),
     Password(&'static str),
+    /// A wrong or reused one-time code.
+    BadCode,
+    /// The request does not fit the account's state (e.g. no pending 2FA).
+    State(String),
     Store(StoreError),
     Internal(String),
 }
@@ -72,9 +192,11 @@ impl std::fmt::Display for AccountError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Address(e) => write!(f, "invalid address: {e}"),
-            Self::Exists(a) => write!(f, "account {a} already exists"),
+            Self::Exists(a) => write!(f, "{a} already exists"),
             Self::NotFound(a) => write!(f, "no account {a}"),
             Self::Password(why) => write!(f, "password refused: {why}"),
+            Self::BadCode => write!(f, "the code is wrong or was already used"),
+            Self::State(why) => write!(f, "{why}"),
             Self::Store(e) => write!(f, "{e}"),
             Self::Internal(e) => write!(f, "{e}"),
         }
@@ -111,105 +233,94 @@ pub fn check_password_rule(address: &str, password: &str) -> Result<(), AccountE
     Ok(())
 }
 
+/// Everything account operations need.
+pub struct AccountsParts {
+    pub store: Store,
+    pub passwords: Arc<Passwords>,
+    pub clock: Arc<dyn Clock>,
+    pub events: Arc<dyn Events>,
+    pub key: Arc<ServerKey>,
+    /// Where notifications go, and whose mail is held on a block.
+    pub spool: Arc<dyn Spool>,
+    pub hostname: String,
+    pub totp_issuer: String,
+}
+
 /// Account operations on a store. Cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
-    store: Store,
-    passwords: Arc<Passwords>,
-    clock: Arc<dyn Clock>,
-    events: Arc<dyn Events>,
+    parts: Arc<AccountsParts>,
 }
 
 impl Accounts {
-    pub fn new(
-        store: Store,
-        passwords: Arc<Passwords>,
-        clock: Arc<dyn Clock>,
-        events: Arc<dyn Events>,
-    ) -> Self {
+    pub fn new(parts: AccountsParts) -> Self {
         Self {
-            store,
-            passwords,
-            clock,
-            events,
+            parts: Arc::new(parts),
         }
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.parts.store
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.parts.clock.unix()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        self.parts.events.emit(event);
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, AccountError> {
-        let store = self.store.clone();
+        let store = self.parts.store.clone();
         tokio::task::spawn_blocking(move || f(store))
             .await
             .map_err(|e| AccountError::Internal(e.to_string()))?
             .map_err(AccountError::Store)
     }
 
+    pub(crate) async fn hash_password(&self, password: &str) -> Result<String, AccountError> {
+        self.parts
+            .passwords
+            .hash(password)
+            .await
+            .map_err(|e| AccountError::Internal(e.to_string()))
+    }
+
     pub async fn add(
         &self,
         address: &str,
         password: &str,
-        via: &str,
+        origin: &Origin,
     ) -> Result<Account, AccountError> {
-        let address = address::normalize(address).map_err(AccountError::Address)?;
+        let address = normalize(address)?;
         check_password_rule(&address, password)?;
-        let password_hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
-        let now = self.clock.unix();
+        let password_hash = self.hash_password(password).await?;
+        let now = self.now();
         let mut account = Account {
             address: address.clone(),
             aliases: Vec::new(),
             password_hash,
             created: now,
             disabled: false,
+            totp: TotpState::default(),
+            device_passwords: Vec::new(),
+            block: None,
             seq: 0,
             history: Vec::new(),
         };
-        account.record(now, "created", via);
+        account.record(now, "created", origin);
         let record = account.clone();
         if !self.blocking(move |s| s.account_create(&record)).await? {
-            return Err(AccountError::Exists(address));
+            return Err(AccountError::Exists(format!("account {address}")));
         }
-        self.events
-            .emit(Event::new("account.created").account(&address).reason(via));
-        Ok(account)
-    }
-
-    /// Sets a new password (the password rule applies).
-    pub async fn set_password(
-        &self,
-        address: &str,
-        password: &str,
-        via: &str,
-    ) -> Result<Account, AccountError> {
-        let address = address::normalize(address).map_err(AccountError::Address)?;
-        check_password_rule(&address, password)?;
-        let hash = self
-            .passwords
-            .hash(password)
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
-        let now = self.clock.unix();
-        let via = via.to_string();
-        let account = self
-            .update(&address, move |a| {
-                a.password_hash = hash;
-                a.record(now, "password_changed", &via);
-                Ok(())
-            })
-            .await?;
-        self.events.emit(
-            Event::new("account.password_changed")
+        self.emit(
+            Event::new("account.created")
                 .account(&address)
-                .reason(account.history.last().map_or("", |h| h.via.as_str())),
+                .reason(origin.via),
         );
         Ok(account)
     }
@@ -219,20 +330,20 @@ impl Accounts {
         &self,
         address: &str,
         disabled: bool,
-        via: &str,
+        origin: &Origin,
     ) -> Result<Account, AccountError> {
-        let address = address::normalize(address).map_err(AccountError::Address)?;
-        let now = self.clock.unix();
-        let via = via.to_string();
+        let address = normalize(address)?;
+        let now = self.now();
+        let origin = origin.clone();
         let change = if disabled { "disabled" } else { "enabled" };
         let account = self
             .update(&address, move |a| {
                 a.disabled = disabled;
-                a.record(now, change, &via);
+                a.record(now, change, &origin);
                 Ok(())
             })
             .await?;
-        self.events.emit(
+        self.emit(
             Event::new(if disabled {
                 "account.disabled"
             } else {
@@ -244,13 +355,12 @@ impl Accounts {
     }
 
     pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
-        let address = address::normalize(address).map_err(AccountError::Address)?;
+        let address = normalize(address)?;
         let key = address.clone();
         if !self.blocking(move |s| s.account_delete(&key)).await? {
             return Err(AccountError::NotFound(address));
         }
-        self.events
-            .emit(Event::new("account.deleted").account(&address));
+        self.emit(Event::new("account.deleted").account(&address));
         Ok(())
     }
 
@@ -258,18 +368,40 @@ impl Accounts {
         self.blocking(|s| s.account_list()).await
     }
 
-    /// Changes one account in one store transaction.
-    async fn update(
+    pub async fn get(&self, address: &str) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        self.find(&address)
+            .await?
+            .ok_or(AccountError::NotFound(address))
+    }
+
+    /// By normalised address; `None` if there is no such account.
+    pub(crate) async fn find(&self, address: &str) -> Result<Option<Account>, AccountError> {
+        let key = address.to_string();
+        self.blocking(move |s| s.account_get(&key)).await
+    }
+
+    /// Changes one account in one store transaction and returns it.
+    pub(crate) async fn update<T: Send + 'static>(
         &self,
         address: &str,
-        change: impl FnOnce(&mut Account) -> Result<(), AccountError> + Send + 'static,
+        change: impl FnOnce(&mut Account) -> Result<T, AccountError> + Send + 'static,
     ) -> Result<Account, AccountError> {
+        self.update_with(address, change).await.map(|(a, _)| a)
+    }
+
+    /// Like `update`, also returning what the closure returned.
+    pub(crate) async fn update_with<T: Send + 'static>(
+        &self,
+        address: &str,
+        change: impl FnOnce(&mut Account) -> Result<T, AccountError> + Send + 'static,
+    ) -> Result<(Account, T), AccountError> {
         let key = address.to_string();
         let result = self
             .blocking(move |s| {
                 s.account_update(&key, |a| {
-                    change(a)?;
-                    Ok::<Account, AccountError>(a.clone())
+                    let out = change(a)?;
+                    Ok::<(Account, T), AccountError>((a.clone(), out))
                 })
             })
             .await?;
@@ -278,12 +410,8 @@ impl Accounts {
             Some(r) => r,
         }
     }
+}
 
-    pub async fn get(&self, address: &str) -> Result<Account, AccountError> {
-        let address = address::normalize(address).map_err(AccountError::Address)?;
-        let key = address.clone();
-        self.blocking(move |s| s.account_get(&key))
-            .await?
-            .ok_or(AccountError::NotFound(address))
-    }
+pub(crate) fn normalize(address: &str) -> Result<String, AccountError> {
+    address::normalize(address).map_err(AccountError::Address)
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::accounts::{Account, AccountError, Accounts};
+use crate::accounts::{
+    Account, AccountError, Accounts, BlockKind, BlockRequest, HistoryEntry, Origin,
+};
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, Spool};
 use crate::store::{Store, StoreError};
 
@@ -36,6 +38,41 @@ pub enum Request {
     },
     AccountEnable {
         address: String,
+    },
+    AccountBlock {
+        address: String,
+        reason: String,
+        /// A policy-kind block the user can lift (password + 2FA).
+        self_service: bool,
+        abuse_networks: Vec<String>,
+    },
+    AccountUnblock {
+        address: String,
+    },
+    AccountReset {
+        address: String,
+        password: String,
+    },
+    TotpEnable {
+        address: String,
+    },
+    TotpVerify {
+        address: String,
+        code: String,
+    },
+    TotpDisable {
+        address: String,
+    },
+    DevicePasswordAdd {
+        address: String,
+        name: String,
+    },
+    DevicePasswordList {
+        address: String,
+    },
+    DevicePasswordRevoke {
+        address: String,
+        name: String,
     },
     QueueList {
         held: bool,
@@ -69,6 +106,15 @@ impl Request {
             Self::AccountDelete { .. } => "account_delete",
             Self::AccountDisable { .. } => "account_disable",
             Self::AccountEnable { .. } => "account_enable",
+            Self::AccountBlock { .. } => "account_block",
+            Self::AccountUnblock { .. } => "account_unblock",
+            Self::AccountReset { .. } => "account_reset",
+            Self::TotpEnable { .. } => "totp_enable",
+            Self::TotpVerify { .. } => "totp_verify",
+            Self::TotpDisable { .. } => "totp_disable",
+            Self::DevicePasswordAdd { .. } => "device_password_add",
+            Self::DevicePasswordList { .. } => "device_password_list",
+            Self::DevicePasswordRevoke { .. } => "device_password_revoke",
             Self::QueueList { .. } => "queue_list",
             Self::QueueShow { .. } => "queue_show",
             Self::QueueRetry { .. } => "queue_retry",
@@ -115,7 +161,10 @@ impl OpError {
 impl From<AccountError> for OpError {
     fn from(e: AccountError) -> Self {
         let kind = match &e {
-            AccountError::Address(_) | AccountError::Password(_) => OpErrorKind::Invalid,
+            AccountError::Address(_) | AccountError::Password(_) | AccountError::BadCode => {
+                OpErrorKind::Invalid
+            }
+            AccountError::State(_) => OpErrorKind::Conflict,
             AccountError::Exists(_) => OpErrorKind::Conflict,
             AccountError::NotFound(_) => OpErrorKind::NotFound,
             AccountError::Store(_) | AccountError::Internal(_) => OpErrorKind::Internal,
@@ -141,15 +190,66 @@ pub struct AccountView {
     pub aliases: Vec<String>,
     pub created: u64,
     pub disabled: bool,
+    /// `off`, `pending` or `on`.
+    pub totp: String,
+    /// A new 2FA secret waits for its first code (re-enrolment while on).
+    pub totp_pending: bool,
+    pub block: Option<BlockView>,
+    pub device_passwords: Vec<DevicePasswordView>,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BlockView {
+    pub kind: BlockKind,
+    pub reason: String,
+    pub seq: u64,
+    pub at: u64,
+    pub abuse_networks: Vec<String>,
+    /// Operators only: the evidence behind a policy block.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DevicePasswordView {
+    pub name: String,
+    pub created: u64,
+    pub last_used: Option<u64>,
+    pub last_ip: Option<String>,
+    /// A policy block suspends every device password.
+    pub suspended: bool,
 }
 
 impl From<Account> for AccountView {
     fn from(a: Account) -> Self {
+        let suspended = a.policy_blocked();
         Self {
+            totp: a.totp_status().to_string(),
+            totp_pending: a.totp.pending.is_some(),
+            block: a.block.map(|b| BlockView {
+                kind: b.kind,
+                reason: b.reason,
+                seq: b.seq,
+                at: b.at,
+                abuse_networks: b.abuse_networks.iter().map(ToString::to_string).collect(),
+                detail: b.detail,
+            }),
+            device_passwords: a
+                .device_passwords
+                .into_iter()
+                .map(|d| DevicePasswordView {
+                    name: d.name,
+                    created: d.created,
+                    last_used: d.last_used,
+                    last_ip: d.last_ip.map(|ip| ip.to_string()),
+                    suspended,
+                })
+                .collect(),
             address: a.address,
             aliases: a.aliases,
             created: a.created,
             disabled: a.disabled,
+            history: a.history,
         }
     }
 }
@@ -214,13 +314,94 @@ fn queue_id(id: &str) -> Result<QueueId, OpError> {
 impl Ops {
     pub async fn run(&self, request: Request) -> Result<Value, OpError> {
         let accounts = &self.accounts;
+        let admin = &Origin::ADMIN;
         match request {
             Request::AccountAdd { address, password } => to_json(AccountView::from(
-                accounts.add(&address, &password, "admin").await?,
+                accounts.add(&address, &password, admin).await?,
             )),
             Request::AccountPasswd { address, password } => {
-                accounts.set_password(&address, &password, "admin").await?;
-                Ok(json!({"address": address, "password_changed": true}))
+                let account = accounts.set_password(&address, &password, admin).await?;
+                Ok(
+                    json!({"address": account.address, "password_changed": true, "blocked": account.block.is_some()}),
+                )
+            }
+            Request::AccountBlock {
+                address,
+                reason,
+                self_service,
+                abuse_networks,
+            } => {
+                let networks = abuse_networks
+                    .iter()
+                    .map(|n| {
+                        n.parse::<ipnet::IpNet>().map(|n| n.trunc()).map_err(|_| {
+                            OpError::new(
+                                OpErrorKind::Invalid,
+                                format!("{n:?} is not a network (CIDR)"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !self_service && !networks.is_empty() {
+                    return Err(OpError::new(
+                        OpErrorKind::Invalid,
+                        "--abuse-network needs --self-service",
+                    ));
+                }
+                if reason.trim().is_empty() {
+                    return Err(OpError::new(
+                        OpErrorKind::Invalid,
+                        "a block needs a --reason",
+                    ));
+                }
+                let request = BlockRequest {
+                    kind: if self_service {
+                        BlockKind::Policy
+                    } else {
+                        BlockKind::Operator
+                    },
+                    reason: reason.trim().to_string(),
+                    detail: None,
+                    abuse_networks: networks,
+                };
+                to_json(AccountView::from(
+                    accounts.block(&address, request, admin).await?,
+                ))
+            }
+            Request::AccountUnblock { address } => {
+                to_json(AccountView::from(accounts.unblock(&address, admin).await?))
+            }
+            Request::AccountReset { address, password } => to_json(AccountView::from(
+                accounts.reset(&address, &password, admin).await?,
+            )),
+            Request::TotpEnable { address } => {
+                let enrolment = accounts.totp_enable(&address, admin).await?;
+                Ok(
+                    json!({"address": address, "otpauth_url": enrolment.otpauth_url, "secret": enrolment.key}),
+                )
+            }
+            Request::TotpVerify { address, code } => {
+                let account = accounts.totp_verify(&address, &code, admin).await?;
+                Ok(
+                    json!({"address": account.address, "totp": account.totp_status(), "blocked": account.block.is_some()}),
+                )
+            }
+            Request::TotpDisable { address } => {
+                let account = accounts.totp_disable(&address, None, admin).await?;
+                Ok(json!({"address": account.address, "totp": account.totp_status()}))
+            }
+            Request::DevicePasswordAdd { address, name } => {
+                let password = accounts.device_password_add(&address, &name, admin).await?;
+                Ok(json!({"address": address, "name": name.trim(), "password": password}))
+            }
+            Request::DevicePasswordList { address } => {
+                to_json(AccountView::from(accounts.get(&address).await?).device_passwords)
+            }
+            Request::DevicePasswordRevoke { address, name } => {
+                accounts
+                    .device_password_revoke(&address, &name, admin)
+                    .await?;
+                Ok(json!({"address": address, "name": name, "revoked": true}))
             }
             Request::AccountList => {
                 let list: Vec<AccountView> =
@@ -235,10 +416,10 @@ impl Ops {
                 Ok(json!({"address": address, "deleted": true}))
             }
             Request::AccountDisable { address } => to_json(AccountView::from(
-                accounts.set_disabled(&address, true, "admin").await?,
+                accounts.set_disabled(&address, true, admin).await?,
             )),
             Request::AccountEnable { address } => to_json(AccountView::from(
-                accounts.set_disabled(&address, false, "admin").await?,
+                accounts.set_disabled(&address, false, admin).await?,
             )),
             Request::QueueList { held } => {
                 let wanted = if held {

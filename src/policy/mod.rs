@@ -1,6 +1,8 @@
 //! The `Policy` seam: asked at MAIL, at each RCPT and at the end of DATA
-//! whether the account may send. The first implementation accepts everything;
+//! whether the account may send. `BlockGate` answers for blocked accounts;
 //! the scorer (a later issue) plugs in here without touching the session.
+
+pub mod blocks;
 
 use std::net::IpAddr;
 

@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod crash;
 mod real_clients;
+mod security;
 mod spool;
 mod submission;

@@ -15,12 +15,21 @@ use tempfile::TempDir;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A config file for tests: every listener on port 0, data in `dir`.
+/// `extra` is appended; a leading `[server]` block is merged into ours.
 pub fn test_config_text(extra: &str) -> String {
+    let (server_extra, extra) = match extra.strip_prefix("[server]\n") {
+        Some(rest) => match rest.find("\n[") {
+            Some(end) => (&rest[..end + 1], &rest[end + 1..]),
+            None => (rest, ""),
+        },
+        None => ("", extra),
+    };
     format!(
         r#"
 [server]
 hostname = "mail.test.example"
 data_dir = "data"
+{server_extra}
 
 [listeners]
 submission = ["127.0.0.1:0"]
@@ -101,16 +110,14 @@ impl TestServer {
         self.data_dir().join(mailwarden::tls::SELF_SIGNED_CERT)
     }
 
-    /// Creates an account through the same code path the CLI uses offline.
+    /// The running server's account operations (what the CLI reaches).
+    pub fn accounts(&self) -> &mailwarden::accounts::Accounts {
+        &self.running().accounts
+    }
+
     pub async fn add_account(&self, address: &str, password: &str) {
-        let accounts = mailwarden::accounts::Accounts::new(
-            self.running().store.clone(),
-            Arc::new(mailwarden::accounts::Passwords::new(4).unwrap()),
-            Arc::new(mailwarden::clock::SystemClock),
-            self.events.clone(),
-        );
-        accounts
-            .add(address, password, "test")
+        self.accounts()
+            .add(address, password, &mailwarden::accounts::Origin::ADMIN)
             .await
             .expect("account created");
     }
@@ -130,6 +137,20 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until the outbox holds the message with this queue id.
+    pub async fn wait_outbox_id(&self, id: &str) -> Vec<u8> {
+        for _ in 0..1000 {
+            if let Some((_, m)) = read_outbox(&self.outbox())
+                .into_iter()
+                .find(|(n, _)| n == id)
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("message {id} never reached the outbox");
     }
 
     /// Waits until an event with this name was emitted; returns it.

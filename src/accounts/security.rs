@@ -1,0 +1,601 @@
+//! Credentials and blocks: password changes, TOTP 2FA, device passwords,
+//! blocks, and the unblock rule (DESIGN.md, "Accounts, blocks and the
+//! unblock rule").
+//!
+//! The rule: a policy block lifts when, after it (by history sequence
+//! number, never by wall clock), the password was changed to one that
+//! differs from the one valid at the block AND 2FA was enabled with a new
+//! secret verified by a code. Portal changes from the block's abuse networks
+//! earn no credit, so the thief who caused the block cannot lift it.
+
+use std::net::IpAddr;
+
+use super::{
+    Account, AccountError, Accounts, Block, BlockKind, DevicePassword, Origin, TotpSecret,
+    check_password_rule, device, normalize, password, totp,
+};
+use crate::events::Event;
+use crate::spool::{QueueState, QueueWrite};
+
+/// What the user needs to add a new 2FA secret to an authenticator app.
+#[derive(Debug, Clone)]
+pub struct TotpEnrolment {
+    pub otpauth_url: String,
+    /// Uppercase base32 in groups of four.
+    pub key: String,
+    pub qr_png: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlockRequest {
+    pub kind: BlockKind,
+    pub reason: String,
+    pub detail: Option<String>,
+    pub abuse_networks: Vec<ipnet::IpNet>,
+}
+
+const MAX_DEVICE_NAME: usize = 64;
+
+/// Whether a change from `origin` may count towards lifting `block`.
+fn earns_credit(block: &Block, origin: &Origin) -> bool {
+    match (origin.via, origin.ip) {
+        ("portal", Some(ip)) => !from_networks(&block.abuse_networks, ip),
+        ("portal", None) => false,
+        _ => true,
+    }
+}
+
+fn from_networks(networks: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    networks.iter().any(|n| n.contains(&ip))
+}
+
+/// Applies the unblock rule; lifts the block in `a` when it is satisfied.
+fn lift_if_due(a: &mut Account, now: u64) -> Option<Block> {
+    let block = a.block.as_ref().filter(|b| b.kind == BlockKind::Policy)?;
+    let after = |change: &str| {
+        a.history
+            .iter()
+            .any(|h| h.seq > block.seq && h.unblock_credit && h.change == change)
+    };
+    if !(after("password_changed") && after("totp_enabled")) {
+        return None;
+    }
+    let block = a.block.take()?;
+    // Suspended device passwords never send again.
+    a.device_passwords.clear();
+    a.record(
+        now,
+        "unblocked",
+        &Origin {
+            via: "rule",
+            ip: None,
+        },
+    );
+    Some(block)
+}
+
+impl Accounts {
+    /// Sets a new password (the password rule applies). It counts towards
+    /// the unblock rule if it differs from the password valid at the block.
+    pub async fn set_password(
+        &self,
+        address: &str,
+        new_password: &str,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        check_password_rule(&address, new_password)?;
+        let current = self.get(&address).await?;
+        // "Different from the one at the block" needs the old hash: one
+        // extra argon2 verify, only while a policy block is on.
+        let differs_at = match current
+            .block
+            .as_ref()
+            .filter(|b| b.kind == BlockKind::Policy)
+        {
+            Some(block) => {
+                let (pw, hash) = (
+                    new_password.to_string(),
+                    block.password_hash_at_block.clone(),
+                );
+                let same =
+                    tokio::task::spawn_blocking(move || password::verify_blocking(&pw, &hash))
+                        .await
+                        .unwrap_or(true);
+                (!same).then_some(block.seq)
+            }
+            None => None,
+        };
+        let hash = self.hash_password(new_password).await?;
+        let (now, origin2) = (self.now(), origin.clone());
+        let (account, lifted) = self
+            .update_with(&address, move |a| {
+                a.password_hash = hash;
+                let seq = a.record(now, "password_changed", &origin2);
+                let credit = a
+                    .block
+                    .as_ref()
+                    .is_some_and(|b| differs_at == Some(b.seq) && earns_credit(b, &origin2));
+                a.history.last_mut().expect("just recorded").unblock_credit = credit;
+                let _ = seq;
+                Ok(lift_if_due(a, now))
+            })
+            .await?;
+        self.emit(
+            Event::new("account.password_changed")
+                .account(&address)
+                .reason(origin.via),
+        );
+        self.notify(&address, "Your password was changed", &format!(
+            "The password of {address} was changed.\n\nIf you did not do this, contact support at once."
+        ))
+        .await;
+        if let Some(block) = lifted {
+            self.after_lift(&address, &block, "rule").await;
+        }
+        Ok(account)
+    }
+
+    /// Starts 2FA enrolment (or re-enrolment): a new pending secret. An
+    /// active secret keeps working until the new one is verified.
+    pub async fn totp_enable(
+        &self,
+        address: &str,
+        origin: &Origin,
+    ) -> Result<TotpEnrolment, AccountError> {
+        let address = normalize(address)?;
+        let secret = totp::new_secret();
+        let sealed = self.parts.key.seal(&address, &secret);
+        let (now, origin) = (self.now(), origin.clone());
+        self.update(&address, move |a| {
+            let seq = a.record(now, "totp_enrolment_started", &origin);
+            a.totp.pending = Some(TotpSecret {
+                sealed,
+                created_seq: seq,
+            });
+            Ok(())
+        })
+        .await?;
+        let issuer = &self.parts.totp_issuer;
+        Ok(TotpEnrolment {
+            otpauth_url: totp::otpauth_url(&secret, issuer, &address),
+            key: totp::display_key(&secret),
+            qr_png: totp::qr_png(&secret, issuer, &address),
+        })
+    }
+
+    /// The pending enrolment again (the portal's QR Code button).
+    pub async fn totp_pending(&self, address: &str) -> Result<Option<TotpEnrolment>, AccountError> {
+        let account = self.get(address).await?;
+        let Some(pending) = &account.totp.pending else {
+            return Ok(None);
+        };
+        let secret = self
+            .parts
+            .key
+            .open(&account.address, &pending.sealed)
+            .ok_or_else(|| {
+                AccountError::Internal("a 2FA secret does not open with the server key".into())
+            })?;
+        let issuer = &self.parts.totp_issuer;
+        Ok(Some(TotpEnrolment {
+            otpauth_url: totp::otpauth_url(&secret, issuer, &account.address),
+            key: totp::display_key(&secret),
+            qr_png: totp::qr_png(&secret, issuer, &account.address),
+        }))
+    }
+
+    /// Verifies a code for the pending secret: 2FA is then on with it.
+    pub async fn totp_verify(
+        &self,
+        address: &str,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        let (now, origin2, key, code) = (
+            self.now(),
+            origin.clone(),
+            self.parts.key.clone(),
+            code.to_string(),
+        );
+        let (account, (lifted, old_devices)) = self
+            .update_with(&address, move |a| {
+                let pending =
+                    a.totp.pending.clone().ok_or_else(|| {
+                        AccountError::State("2FA enrolment was not started".into())
+                    })?;
+                let secret = key.open(&a.address, &pending.sealed).ok_or_else(|| {
+                    AccountError::Internal("a 2FA secret does not open with the server key".into())
+                })?;
+                let step = totp::check(&secret, &code, now, a.totp.last_step)
+                    .ok_or(AccountError::BadCode)?;
+                a.totp.last_step = step;
+                a.totp.active = a.totp.pending.take();
+                a.record(now, "totp_enabled", &origin2);
+                let credit = a
+                    .block
+                    .as_ref()
+                    .is_some_and(|b| pending.created_seq > b.seq && earns_credit(b, &origin2));
+                a.history.last_mut().expect("just recorded").unblock_credit = credit;
+                let devices: Vec<String> =
+                    a.device_passwords.iter().map(|d| d.name.clone()).collect();
+                Ok((lift_if_due(a, now), devices))
+            })
+            .await
+            .map_err(|e| self.code_error(e, &address))?;
+        self.emit(
+            Event::new("account.totp_enabled")
+                .account(&address)
+                .reason(origin.via),
+        );
+        self.notify(
+            &address,
+            "Two-factor authentication is on",
+            &format!(
+                "Two-factor authentication was enabled for {address}.\n\n\
+             Desktop mail programs now need a device password instead of your password."
+            ),
+        )
+        .await;
+        if let Some(block) = lifted {
+            for name in old_devices {
+                self.emit(
+                    Event::new("account.device_password_revoked")
+                        .account(&address)
+                        .target(name),
+                );
+            }
+            self.after_lift(&address, &block, "rule").await;
+        }
+        Ok(account)
+    }
+
+    /// Checks a code against the active secret (sign-in, disabling 2FA).
+    pub async fn totp_check(&self, address: &str, code: &str) -> Result<(), AccountError> {
+        let address = normalize(address)?;
+        let (now, key, code) = (self.now(), self.parts.key.clone(), code.to_string());
+        self.update(&address, move |a| {
+            let active = a
+                .totp
+                .active
+                .clone()
+                .ok_or_else(|| AccountError::State("2FA is not enabled".into()))?;
+            let secret = key.open(&a.address, &active.sealed).ok_or_else(|| {
+                AccountError::Internal("a 2FA secret does not open with the server key".into())
+            })?;
+            a.totp.last_step =
+                totp::check(&secret, &code, now, a.totp.last_step).ok_or(AccountError::BadCode)?;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| self.code_error(e, &address))
+    }
+
+    fn code_error(&self, e: AccountError, address: &str) -> AccountError {
+        if matches!(e, AccountError::BadCode) {
+            self.emit(Event::new("auth.otp_failure").account(address));
+        }
+        e
+    }
+
+    /// Turns 2FA off and revokes every device password. Needs a current
+    /// code, unless an operator does it (`code` is `None`).
+    pub async fn totp_disable(
+        &self,
+        address: &str,
+        code: Option<&str>,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        if let Some(code) = code {
+            self.totp_check(&address, code).await?;
+        }
+        let (now, origin2) = (self.now(), origin.clone());
+        let (account, revoked) = self
+            .update_with(&address, move |a| {
+                if a.totp.active.is_none() && a.totp.pending.is_none() {
+                    return Err(AccountError::State("2FA is not enabled".into()));
+                }
+                a.totp.active = None;
+                a.totp.pending = None;
+                let revoked: Vec<String> = a.device_passwords.drain(..).map(|d| d.name).collect();
+                a.record(now, "totp_disabled", &origin2);
+                Ok(revoked)
+            })
+            .await?;
+        self.emit(
+            Event::new("account.totp_disabled")
+                .account(&address)
+                .reason(origin.via),
+        );
+        for name in revoked {
+            self.emit(
+                Event::new("account.device_password_revoked")
+                    .account(&address)
+                    .target(name),
+            );
+        }
+        self.notify(&address, "Two-factor authentication is off", &format!(
+            "Two-factor authentication was turned off for {address}, and every device password was revoked."
+        ))
+        .await;
+        Ok(account)
+    }
+
+    /// Creates a device password and returns it; it is never shown again.
+    pub async fn device_password_add(
+        &self,
+        address: &str,
+        name: &str,
+        origin: &Origin,
+    ) -> Result<String, AccountError> {
+        let address = normalize(address)?;
+        let name = name.trim().to_string();
+        if name.is_empty()
+            || name.chars().count() > MAX_DEVICE_NAME
+            || name.chars().any(char::is_control)
+        {
+            return Err(AccountError::State(format!(
+                "a device password needs a name of 1 to {MAX_DEVICE_NAME} characters"
+            )));
+        }
+        let plain = device::generate();
+        let hash = device::hash(
+            &self.parts.key,
+            &address,
+            &device::normalize(&plain).expect("well formed"),
+        );
+        let (now, origin2, name2) = (self.now(), origin.clone(), name.clone());
+        self.update(&address, move |a| {
+            if a.policy_blocked() {
+                return Err(AccountError::State(
+                    "the account is blocked: change the password and enable 2FA first".into(),
+                ));
+            }
+            if a.device_passwords.iter().any(|d| d.name == name2) {
+                return Err(AccountError::Exists(format!(
+                    "a device password named {name2:?}"
+                )));
+            }
+            a.device_passwords.push(DevicePassword {
+                name: name2,
+                hash,
+                created: now,
+                last_used: None,
+                last_ip: None,
+            });
+            a.record(now, "device_password_created", &origin2);
+            Ok(())
+        })
+        .await?;
+        self.emit(
+            Event::new("account.device_password_created")
+                .account(&address)
+                .target(&name),
+        );
+        self.notify(
+            &address,
+            "A device password was created",
+            &format!(
+                "A device password named \"{name}\" was created for {address}.\n\n\
+             If you did not do this, change your password and revoke it."
+            ),
+        )
+        .await;
+        Ok(plain)
+    }
+
+    pub async fn device_password_revoke(
+        &self,
+        address: &str,
+        name: &str,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        let (now, origin2, name2) = (self.now(), origin.clone(), name.to_string());
+        let account = self
+            .update(&address, move |a| {
+                let before = a.device_passwords.len();
+                a.device_passwords.retain(|d| d.name != name2);
+                if a.device_passwords.len() == before {
+                    return Err(AccountError::NotFound(format!("device password {name2:?}")));
+                }
+                a.record(now, "device_password_revoked", &origin2);
+                Ok(())
+            })
+            .await?;
+        self.emit(
+            Event::new("account.device_password_revoked")
+                .account(&address)
+                .target(name),
+        );
+        Ok(account)
+    }
+
+    /// Blocks sending. A policy block never replaces an operator block.
+    /// The account's queued mail is held until the block lifts.
+    pub async fn block(
+        &self,
+        address: &str,
+        request: BlockRequest,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        let (now, origin2, req) = (self.now(), origin.clone(), request.clone());
+        let account = self
+            .update(&address, move |a| {
+                if a.block
+                    .as_ref()
+                    .is_some_and(|b| b.kind == BlockKind::Operator)
+                    && req.kind == BlockKind::Policy
+                {
+                    return Ok(());
+                }
+                let change = match req.kind {
+                    BlockKind::Policy => "blocked_policy",
+                    BlockKind::Operator => "blocked_operator",
+                };
+                let seq = a.record(now, change, &origin2);
+                a.block = Some(Block {
+                    kind: req.kind,
+                    reason: req.reason,
+                    detail: req.detail,
+                    abuse_networks: req.abuse_networks,
+                    seq,
+                    at: now,
+                    password_hash_at_block: a.password_hash.clone(),
+                });
+                Ok(())
+            })
+            .await?;
+        let held = self
+            .set_mail_state(&address, QueueState::Queued, QueueState::Held)
+            .await;
+        let kind = match request.kind {
+            BlockKind::Policy => "policy",
+            BlockKind::Operator => "operator",
+        };
+        self.emit(
+            Event::new("account.blocked")
+                .account(&address)
+                .reason(&request.reason)
+                .kind(kind)
+                .recipients(held),
+        );
+        let what_to_do = match request.kind {
+            BlockKind::Policy => {
+                "To send again, sign in to My account, change your password and enable \
+                                  two-factor authentication (2FA). The block then lifts by itself."
+            }
+            BlockKind::Operator => "Please contact support.",
+        };
+        self.notify(
+            &address,
+            "Your account has been blocked from sending",
+            &format!(
+                "Your account {address} has been blocked from sending ({}).\n\n{what_to_do}",
+                request.reason
+            ),
+        )
+        .await;
+        Ok(account)
+    }
+
+    /// Lifts any block (the operator's `account unblock`).
+    pub async fn unblock(&self, address: &str, origin: &Origin) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        let (now, origin2) = (self.now(), origin.clone());
+        let (account, block) = self
+            .update_with(&address, move |a| {
+                let block = a
+                    .block
+                    .take()
+                    .ok_or_else(|| AccountError::State(format!("{} is not blocked", a.address)))?;
+                if block.kind == BlockKind::Policy {
+                    a.device_passwords.clear();
+                }
+                a.record(now, "unblocked", &origin2);
+                Ok(block)
+            })
+            .await?;
+        self.after_lift(&address, &block, origin.via).await;
+        Ok(account)
+    }
+
+    /// Recovery: a new password, 2FA off, every device password revoked, and
+    /// an operator block until the operator unblocks.
+    pub async fn reset(
+        &self,
+        address: &str,
+        new_password: &str,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let address = normalize(address)?;
+        check_password_rule(&address, new_password)?;
+        let hash = self.hash_password(new_password).await?;
+        let (now, origin2) = (self.now(), origin.clone());
+        let account = self
+            .update(&address, move |a| {
+                a.password_hash = hash;
+                a.record(now, "password_changed", &origin2);
+                a.totp.active = None;
+                a.totp.pending = None;
+                a.device_passwords.clear();
+                a.record(now, "totp_disabled", &origin2);
+                let seq = a.record(now, "blocked_operator", &origin2);
+                a.block = Some(Block {
+                    kind: BlockKind::Operator,
+                    reason: "account recovery by the administrator".into(),
+                    detail: None,
+                    abuse_networks: Vec::new(),
+                    seq,
+                    at: now,
+                    password_hash_at_block: a.password_hash.clone(),
+                });
+                Ok(())
+            })
+            .await?;
+        self.set_mail_state(&address, QueueState::Queued, QueueState::Held)
+            .await;
+        for name in ["account.password_changed", "account.totp_disabled"] {
+            self.emit(Event::new(name).account(&address).reason(origin.via));
+        }
+        self.emit(
+            Event::new("account.blocked")
+                .account(&address)
+                .kind("operator")
+                .reason("reset"),
+        );
+        Ok(account)
+    }
+
+    /// Events, released mail and the user's notice once a block has lifted.
+    async fn after_lift(&self, address: &str, block: &Block, how: &str) {
+        let released = self
+            .set_mail_state(address, QueueState::Held, QueueState::Queued)
+            .await;
+        self.emit(
+            Event::new("account.unblocked")
+                .account(address)
+                .reason(how)
+                .recipients(released),
+        );
+        self.notify(
+            address,
+            "Your account has been unblocked",
+            &format!(
+                "Your account {address} can send email again (the block for {} was lifted).",
+                block.reason
+            ),
+        )
+        .await;
+    }
+
+    /// Moves the account's own messages between queued and held; returns
+    /// how many moved. A failure is logged: the block itself stands.
+    async fn set_mail_state(&self, address: &str, from: QueueState, to: QueueState) -> usize {
+        let spool = &self.parts.spool;
+        let moved: Vec<QueueWrite> = match spool.list().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|e| e.envelope.account == address && e.state == from)
+                .map(|e| QueueWrite::SetState(e.id, to))
+                .collect(),
+            Err(e) => {
+                tracing::error!(event = "store.error", error = %e, "cannot read the queue to hold or release mail");
+                return 0;
+            }
+        };
+        let n = moved.len();
+        if n > 0
+            && let Err(e) = spool.apply(moved).await
+        {
+            tracing::error!(event = "store.error", error = %e, "cannot hold or release mail");
+            return 0;
+        }
+        n
+    }
+}

@@ -1,0 +1,550 @@
+//! Account security through real SMTP sessions: blocks, the unblock rule,
+//! 2FA and device passwords.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+use mailwarden::accounts::{AccountError, BlockKind, BlockRequest, Origin, totp};
+use mailwarden::clock::ManualClock;
+use mailwarden::server::Overrides;
+
+use crate::common::client::Client;
+use crate::common::{PASSWORD, TestServer};
+
+const ALICE: &str = "alice@example.com";
+const NEW_PASSWORD: &str = "a brand new passphrase";
+const POLICY_554: &str = "554 5.7.1 Account <alice@example.com> has been blocked from sending due to abusive activity. Please update password and (re-)enable 2FA to be unblocked";
+const AUTH_535: &str =
+    "535 5.7.8 Authentication credentials invalid (with 2FA enabled, use a device password)";
+
+/// A server whose clock only moves when told (TOTP steps), with Alice.
+async fn server_with_clock(extra: &str) -> (TestServer, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
+    let overrides = Overrides {
+        clock: Some(clock.clone()),
+        ..Overrides::default()
+    };
+    let server = TestServer::start_full(extra, overrides).await;
+    server.add_account(ALICE, PASSWORD).await;
+    (server, clock)
+}
+
+fn policy_block(networks: &[&str]) -> BlockRequest {
+    BlockRequest {
+        kind: BlockKind::Policy,
+        reason: "sending to many new recipients".into(),
+        detail: Some("score 12.5: new recipients 40/h".into()),
+        abuse_networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
+    }
+}
+
+/// Enrols 2FA and verifies it with a code for the current step.
+async fn enable_2fa(
+    server: &TestServer,
+    clock: &ManualClock,
+    origin: &Origin,
+) -> Result<(), AccountError> {
+    let enrolment = server.accounts().totp_enable(ALICE, origin).await?;
+    let secret = secret_of(&enrolment.key);
+    clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, mailwarden::clock::Clock::unix(clock));
+    server
+        .accounts()
+        .totp_verify(ALICE, &code, origin)
+        .await
+        .map(|_| ())
+}
+
+fn secret_of(display_key: &str) -> Vec<u8> {
+    let b32: String = display_key.split_whitespace().collect();
+    base32_decode(&b32)
+}
+
+/// RFC 4648 base32 without padding (the key a person types).
+fn base32_decode(s: &str) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits = 0u64;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes() {
+        let v = alphabet.iter().position(|&a| a == c).expect("base32") as u64;
+        bits = (bits << 5) | v;
+        n += 5;
+        if n >= 8 {
+            out.push((bits >> (n - 8)) as u8);
+            n -= 8;
+        }
+    }
+    out
+}
+
+async fn login(server: &TestServer, user: &str, password: &str) -> Client {
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    let r = c.auth_plain(user, password).await;
+    assert_eq!(r.code, 235, "{r:?}");
+    c
+}
+
+/// The reply to MAIL for Alice, after a fresh login with `password`.
+async fn mail_reply(server: &TestServer, password: &str) -> String {
+    let mut c = login(server, ALICE, password).await;
+    c.cmd(&format!("MAIL FROM:<{ALICE}>")).await.line()
+}
+
+#[tokio::test]
+async fn a_policy_block_answers_554_at_mail_rcpt_and_data() {
+    let (server, _) = server_with_clock("").await;
+    let mut c = login(&server, ALICE, PASSWORD).await;
+    // Blocked in the middle of a transaction: the next RCPT and DATA get it.
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).await.code, 250);
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(c.cmd("RCPT TO:<bob@example.org>").await.line(), POLICY_554);
+    assert_eq!(c.cmd("DATA").await.line(), POLICY_554);
+    assert_eq!(c.cmd("RSET").await.code, 250);
+    // Pipelined: MAIL, RCPT and DATA each get the exact text.
+    c.send_raw(format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n").as_bytes())
+        .await;
+    for _ in 0..3 {
+        assert_eq!(c.reply().await.line(), POLICY_554);
+    }
+    // The session is still in sync.
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    let event = server.wait_event("account.blocked").await;
+    assert_eq!(event.kind, Some("policy"));
+}
+
+#[tokio::test]
+async fn the_unblock_rule_needs_a_new_password_and_new_2fa_after_the_block() {
+    // Only the password: still blocked. Then 2FA: unblocked.
+    let (server, clock) = server_with_clock("").await;
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(mail_reply(&server, NEW_PASSWORD).await, POLICY_554);
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    assert_eq!(
+        server
+            .accounts()
+            .get(ALICE)
+            .await
+            .unwrap()
+            .block
+            .map(|b| b.kind),
+        None
+    );
+    let device = server
+        .accounts()
+        .device_password_add(ALICE, "laptop", &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(mail_reply(&server, &device).await, "250 2.1.0 Ok");
+    server.wait_event("account.unblocked").await;
+
+    // The other order: 2FA first (re-enrolment), then the password.
+    let (server, clock) = server_with_clock("").await;
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    assert!(
+        server.accounts().get(ALICE).await.unwrap().block.is_some(),
+        "only 2FA: still blocked"
+    );
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert!(server.accounts().get(ALICE).await.unwrap().block.is_none());
+}
+
+#[tokio::test]
+async fn changes_that_do_not_count() {
+    // The same password again does not count.
+    let (server, clock) = server_with_clock("").await;
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    server
+        .accounts()
+        .set_password(ALICE, PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    assert!(
+        server.accounts().get(ALICE).await.unwrap().block.is_some(),
+        "same password counted"
+    );
+
+    // A password changed before the block does not count.
+    let (server, clock) = server_with_clock("").await;
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    assert!(
+        server.accounts().get(ALICE).await.unwrap().block.is_some(),
+        "old change counted"
+    );
+
+    // Portal changes from an abuse network do not count; from elsewhere they do.
+    let (server, clock) = server_with_clock("").await;
+    server
+        .accounts()
+        .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    let thief = Origin::portal("203.0.113.9".parse().unwrap());
+    let owner = Origin::portal("198.51.100.7".parse().unwrap());
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &thief)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &thief).await.unwrap();
+    assert!(
+        server.accounts().get(ALICE).await.unwrap().block.is_some(),
+        "the thief lifted the block"
+    );
+    server
+        .accounts()
+        .set_password(ALICE, "the owner's own new one", &owner)
+        .await
+        .unwrap();
+    assert!(server.accounts().get(ALICE).await.unwrap().block.is_some());
+    enable_2fa(&server, &clock, &owner).await.unwrap();
+    assert!(
+        server.accounts().get(ALICE).await.unwrap().block.is_none(),
+        "the owner could not lift it"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_block_has_its_own_text_and_the_rule_does_not_lift_it() {
+    let (server, clock) =
+        server_with_clock("[server]\nsupport_contact = \"help@example.com\"\n").await;
+    let operator = BlockRequest {
+        kind: BlockKind::Operator,
+        reason: "reported phishing".into(),
+        detail: None,
+        abuse_networks: Vec::new(),
+    };
+    server
+        .accounts()
+        .block(ALICE, operator, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        mail_reply(&server, PASSWORD).await,
+        "554 5.7.1 Account <alice@example.com> has been blocked from sending by the administrator. Please contact support at help@example.com"
+    );
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    assert!(server.accounts().get(ALICE).await.unwrap().block.is_some());
+    // A policy block does not replace it.
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .accounts()
+            .get(ALICE)
+            .await
+            .unwrap()
+            .block
+            .unwrap()
+            .kind,
+        BlockKind::Operator
+    );
+    server
+        .accounts()
+        .unblock(ALICE, &Origin::ADMIN)
+        .await
+        .unwrap();
+    let device = server
+        .accounts()
+        .device_password_add(ALICE, "phone", &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(mail_reply(&server, &device).await, "250 2.1.0 Ok");
+}
+
+#[tokio::test]
+async fn device_passwords_are_suspended_by_a_policy_block_and_gone_after_it() {
+    let (server, clock) = server_with_clock("").await;
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    let device = server
+        .accounts()
+        .device_password_add(ALICE, "outlook", &Origin::ADMIN)
+        .await
+        .unwrap();
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    // AUTH still succeeds, so the client shows the 554 at MAIL.
+    assert_eq!(mail_reply(&server, &device).await, POLICY_554);
+    let shown = server.accounts().get(ALICE).await.unwrap();
+    assert!(shown.policy_blocked());
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    assert!(server.accounts().get(ALICE).await.unwrap().block.is_none());
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, &device).await.line(), AUTH_535);
+}
+
+#[tokio::test]
+async fn with_2fa_only_device_passwords_work_over_smtp() {
+    let (server, clock) = server_with_clock("").await;
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.line(), AUTH_535);
+
+    let device = server
+        .accounts()
+        .device_password_add(ALICE, "thunderbird", &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(device.len(), 19);
+    let typed_variants = [
+        device.clone(),
+        device.to_uppercase(),
+        device.replace('-', ""),
+        device.replace('-', " "),
+    ];
+    for (i, typed) in typed_variants.iter().enumerate() {
+        let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+        c.ehlo().await;
+        let r = if i % 2 == 0 {
+            c.auth_plain(ALICE, typed).await
+        } else {
+            c.auth_login(ALICE, typed).await
+        };
+        assert_eq!(
+            r.line(),
+            "235 2.7.0 Authentication successful",
+            "typed as {typed:?}"
+        );
+    }
+    let listed = server.accounts().get(ALICE).await.unwrap().device_passwords;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_ip, Some("127.0.0.1".parse().unwrap()));
+    assert!(listed[0].last_used.is_some());
+
+    server
+        .accounts()
+        .device_password_revoke(ALICE, "thunderbird", &Origin::ADMIN)
+        .await
+        .unwrap();
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, &device).await.line(), AUTH_535);
+
+    // Turning 2FA off revokes every device password, and the password works again.
+    let second = server
+        .accounts()
+        .device_password_add(ALICE, "phone", &Origin::ADMIN)
+        .await
+        .unwrap();
+    server
+        .accounts()
+        .totp_disable(ALICE, None, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert!(
+        server
+            .accounts()
+            .get(ALICE)
+            .await
+            .unwrap()
+            .device_passwords
+            .is_empty()
+    );
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, &second).await.line(), AUTH_535);
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+}
+
+#[tokio::test]
+async fn a_totp_code_works_once_and_reenrolment_keeps_the_old_secret_until_verified() {
+    let (server, clock) = server_with_clock("").await;
+    let enrolment = server
+        .accounts()
+        .totp_enable(ALICE, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert!(
+        enrolment
+            .otpauth_url
+            .starts_with("otpauth://totp/mailwarden:alice%40example.com?"),
+        "{}",
+        enrolment.otpauth_url
+    );
+    assert_eq!(
+        server.accounts().get(ALICE).await.unwrap().totp_status(),
+        "pending"
+    );
+    let first = secret_of(&enrolment.key);
+    let now = || mailwarden::clock::Clock::unix(&*clock);
+    assert!(
+        matches!(
+            server
+                .accounts()
+                .totp_verify(ALICE, "000000", &Origin::ADMIN)
+                .await,
+            Err(AccountError::BadCode)
+        ) || totp::code_at(&first, now()) == "000000"
+    );
+    let code = totp::code_at(&first, now());
+    server
+        .accounts()
+        .totp_verify(ALICE, &code, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.accounts().get(ALICE).await.unwrap().totp_status(),
+        "on"
+    );
+    // The same code again (same step): refused.
+    assert!(matches!(
+        server.accounts().totp_check(ALICE, &code).await,
+        Err(AccountError::BadCode)
+    ));
+
+    // Re-enrol: the old secret still signs in until the new one is verified.
+    let second = secret_of(
+        &server
+            .accounts()
+            .totp_enable(ALICE, &Origin::ADMIN)
+            .await
+            .unwrap()
+            .key,
+    );
+    clock.advance(Duration::from_secs(30));
+    server
+        .accounts()
+        .totp_check(ALICE, &totp::code_at(&first, now()))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(30));
+    server
+        .accounts()
+        .totp_verify(ALICE, &totp::code_at(&second, now()), &Origin::ADMIN)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        server
+            .accounts()
+            .totp_check(ALICE, &totp::code_at(&first, now()))
+            .await
+            .is_err()
+    );
+    server
+        .accounts()
+        .totp_check(ALICE, &totp::code_at(&second, now()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_user_is_notified_and_the_history_says_what_happened() {
+    let (server, clock) = server_with_clock("").await;
+    server
+        .accounts()
+        .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    server
+        .accounts()
+        .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
+        .await
+        .unwrap();
+    enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
+    let subjects = [
+        "Your account has been blocked from sending",
+        "Your password was changed",
+        "Two-factor authentication is on",
+        "Your account has been unblocked",
+    ];
+    let mut seen = Vec::new();
+    for _ in 0..500 {
+        seen = crate::common::read_outbox(&server.outbox())
+            .into_iter()
+            .map(|(_, m)| String::from_utf8_lossy(&m).into_owned())
+            .collect();
+        if seen.len() >= subjects.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for subject in subjects {
+        let notice = seen
+            .iter()
+            .find(|m| m.contains(&format!("Subject: {subject}\r\n")))
+            .unwrap_or_else(|| panic!("no notice {subject:?}"));
+        assert!(notice.contains("From: Mail system <postmaster@mail.test.example>\r\n"));
+        assert!(notice.contains("To: <alice@example.com>\r\n"));
+    }
+    let history: Vec<String> = server
+        .accounts()
+        .get(ALICE)
+        .await
+        .unwrap()
+        .history
+        .into_iter()
+        .map(|h| h.change)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "created",
+            "blocked_policy",
+            "password_changed",
+            "totp_enrolment_started",
+            "totp_enabled",
+            "unblocked"
+        ]
+    );
+    let _ = base64::engine::general_purpose::STANDARD.encode("");
+}
