@@ -39,6 +39,13 @@ impl ServerKey {
         Self { key, id }
     }
 
+    /// A random key that is never written anywhere (benchmarks, tests).
+    pub fn ephemeral() -> Self {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("randomness");
+        Self::from_bytes(bytes)
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
