@@ -35,10 +35,14 @@ pub struct Running {
     tracker: TaskTracker,
 }
 
+/// Wraps the real spool (tests inject storage failures with it).
+pub type SpoolWrapper = Box<dyn FnOnce(Arc<dyn Spool>) -> Arc<dyn Spool> + Send>;
+
 /// Optional replacements for the defaults, for tests.
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
+    pub spool: Option<SpoolWrapper>,
 }
 
 pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
@@ -59,7 +63,10 @@ pub async fn start_with(
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
-    let spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(store.clone(), clock.clone()));
+    let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(store.clone(), clock.clone()));
+    if let Some(wrap) = overrides.spool {
+        spool = wrap(spool);
+    }
     let authenticator: Arc<dyn Authenticator> =
         Arc::new(StoreAuthenticator::new(store.clone(), passwords.clone()));
     let policy: Arc<dyn Policy> = Arc::new(AcceptAll);
@@ -76,6 +83,7 @@ pub async fn start_with(
         spool: spool.clone(),
         events: events.clone(),
         clock,
+        connections: Default::default(),
         shutdown: shutdown.clone(),
     });
 

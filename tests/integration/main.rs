@@ -3,5 +3,9 @@
 
 mod cli;
 mod common;
+mod headers;
+mod limits;
+mod pipelining;
 mod real_clients;
+mod replies;
 mod submission;
