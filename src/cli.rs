@@ -85,6 +85,21 @@ pub enum AccountCommand {
     },
     /// Show one account.
     Show { email: String },
+    /// Manage the other addresses an account may send as.
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Let the account send as ALIAS (refused if any account or alias has it).
+    Add { email: String, alias: String },
+    /// Take ALIAS away from the account.
+    Remove { email: String, alias: String },
+    /// Print the account's aliases, one per line.
+    List { email: String },
 }
 
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -192,6 +207,64 @@ async fn account(command: AccountCommand, config: &Config, json: bool) -> anyhow
                     serde_json::to_string_pretty(&view)?
                 }
             );
+        }
+        AccountCommand::Alias { command } => alias(command, &target, json).await?,
+    }
+    Ok(())
+}
+
+async fn alias(command: AliasCommand, target: &Target, json: bool) -> anyhow::Result<()> {
+    let path = |email: &str| format!("/v1/accounts/{}/aliases", percent_encode(email));
+    let view = |account| serde_json::to_value(crate::admin::AccountView::from(account));
+    match command {
+        AliasCommand::Add { email, alias } => {
+            let account = match target {
+                Target::Server(client) => {
+                    let body = serde_json::json!({ "alias": alias });
+                    client.call(Method::POST, &path(&email), Some(body)).await?
+                }
+                Target::Store(accounts) => view(accounts.alias_add(&email, &alias, "cli").await?)?,
+            };
+            let alias = crate::address::normalize(&alias).unwrap_or(alias);
+            if json {
+                println!("{account}");
+            } else {
+                let address = account["address"].as_str().unwrap_or(&email);
+                println!("{address} may now send as {alias}");
+            }
+        }
+        AliasCommand::Remove { email, alias } => {
+            let account = match target {
+                Target::Server(client) => {
+                    let path = format!("{}/{}", path(&email), percent_encode(&alias));
+                    client.call(Method::DELETE, &path, None).await?
+                }
+                Target::Store(accounts) => {
+                    view(accounts.alias_remove(&email, &alias, "cli").await?)?
+                }
+            };
+            let alias = crate::address::normalize(&alias).unwrap_or(alias);
+            if json {
+                println!("{account}");
+            } else {
+                let address = account["address"].as_str().unwrap_or(&email);
+                println!("{address} no longer sends as {alias}");
+            }
+        }
+        AliasCommand::List { email } => {
+            let aliases = match target {
+                Target::Server(client) => client.call(Method::GET, &path(&email), None).await?,
+                Target::Store(accounts) => {
+                    serde_json::to_value(accounts.alias_list(&email).await?)?
+                }
+            };
+            if json {
+                println!("{aliases}");
+            } else {
+                for alias in aliases.as_array().into_iter().flatten() {
+                    println!("{}", alias.as_str().unwrap_or_default());
+                }
+            }
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ pub use password::Passwords;
 use crate::address::{self, AddressError};
 use crate::clock::Clock;
 use crate::events::{Event, Events};
-use crate::store::{Store, StoreError};
+use crate::store::{AliasChange, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
@@ -63,6 +63,12 @@ pub enum AccountError {
     Address(AddressError),
     Exists(String),
     NotFound(String),
+    /// An alias or new account would overlap this existing address.
+    AddressTaken(String),
+    NoAlias {
+        account: String,
+        alias: String,
+    },
     Password(&'static str),
     Store(StoreError),
     Internal(String),
@@ -74,6 +80,10 @@ impl std::fmt::Display for AccountError {
             Self::Address(e) => write!(f, "invalid address: {e}"),
             Self::Exists(a) => write!(f, "account {a} already exists"),
             Self::NotFound(a) => write!(f, "no account {a}"),
+            Self::AddressTaken(a) => {
+                write!(f, "{a} is already an account address or an alias")
+            }
+            Self::NoAlias { account, alias } => write!(f, "account {account} has no alias {alias}"),
             Self::Password(why) => write!(f, "password refused: {why}"),
             Self::Store(e) => write!(f, "{e}"),
             Self::Internal(e) => write!(f, "{e}"),
@@ -176,7 +186,11 @@ impl Accounts {
         account.record(now, "created", via);
         let record = account.clone();
         if !self.blocking(move |s| s.account_create(&record)).await? {
-            return Err(AccountError::Exists(address));
+            // Say which kind of address is in the way.
+            return Err(match self.get(&address).await {
+                Ok(_) => AccountError::Exists(address),
+                Err(_) => AccountError::AddressTaken(address),
+            });
         }
         self.events
             .emit(Event::new("account.created").account(&address).reason(via));
@@ -189,5 +203,80 @@ impl Accounts {
         self.blocking(move |s| s.account_get(&key))
             .await?
             .ok_or(AccountError::NotFound(address))
+    }
+
+    /// Adds an alias (normalised). It must not overlap any account address
+    /// or alias, `+tag` forms included.
+    pub async fn alias_add(
+        &self,
+        address: &str,
+        alias: &str,
+        via: &str,
+    ) -> Result<Account, AccountError> {
+        let address = address::normalize(address).map_err(AccountError::Address)?;
+        let alias = address::normalize(alias).map_err(AccountError::Address)?;
+        let now = self.clock.unix();
+        let (key, name, via_owned) = (address.clone(), alias.clone(), via.to_string());
+        let change = self
+            .blocking(move |s| {
+                s.alias_add(&key, &name, |a| {
+                    a.record(now, &format!("alias added: {name}"), &via_owned);
+                })
+            })
+            .await?;
+        let account = self.alias_outcome(change, &address, &alias)?;
+        self.events.emit(
+            Event::new("account.alias_added")
+                .account(&address)
+                .reason(via),
+        );
+        Ok(account)
+    }
+
+    pub async fn alias_remove(
+        &self,
+        address: &str,
+        alias: &str,
+        via: &str,
+    ) -> Result<Account, AccountError> {
+        let address = address::normalize(address).map_err(AccountError::Address)?;
+        let alias = address::normalize(alias).map_err(AccountError::Address)?;
+        let now = self.clock.unix();
+        let (key, name, via_owned) = (address.clone(), alias.clone(), via.to_string());
+        let change = self
+            .blocking(move |s| {
+                s.alias_remove(&key, &name, |a| {
+                    a.record(now, &format!("alias removed: {name}"), &via_owned);
+                })
+            })
+            .await?;
+        let account = self.alias_outcome(change, &address, &alias)?;
+        self.events.emit(
+            Event::new("account.alias_removed")
+                .account(&address)
+                .reason(via),
+        );
+        Ok(account)
+    }
+
+    pub async fn alias_list(&self, address: &str) -> Result<Vec<String>, AccountError> {
+        Ok(self.get(address).await?.aliases)
+    }
+
+    fn alias_outcome(
+        &self,
+        change: AliasChange,
+        address: &str,
+        alias: &str,
+    ) -> Result<Account, AccountError> {
+        match change {
+            AliasChange::Done(account) => Ok(account),
+            AliasChange::NoAccount => Err(AccountError::NotFound(address.to_string())),
+            AliasChange::Taken(_) => Err(AccountError::AddressTaken(alias.to_string())),
+            AliasChange::NoAlias => Err(AccountError::NoAlias {
+                account: address.to_string(),
+                alias: alias.to_string(),
+            }),
+        }
     }
 }

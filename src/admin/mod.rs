@@ -2,6 +2,7 @@
 //! server. Bearer token from a 0600 file, compared in constant time; any
 //! request with an `Origin` header is refused (no browser may drive it).
 
+mod aliases;
 pub mod client;
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,7 @@ pub fn router(token: String, accounts: Accounts) -> Router {
         )
         .route("/v1/accounts", post(add_account))
         .route("/v1/accounts/{address}", get(show_account))
+        .merge(aliases::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -104,8 +106,8 @@ impl IntoResponse for AccountError {
     fn into_response(self) -> Response {
         let status = match &self {
             AccountError::Address(_) | AccountError::Password(_) => StatusCode::BAD_REQUEST,
-            AccountError::Exists(_) => StatusCode::CONFLICT,
-            AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+            AccountError::Exists(_) | AccountError::AddressTaken(_) => StatusCode::CONFLICT,
+            AccountError::NotFound(_) | AccountError::NoAlias { .. } => StatusCode::NOT_FOUND,
             AccountError::Store(_) | AccountError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, &self.to_string())

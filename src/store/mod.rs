@@ -5,7 +5,10 @@
 //! seams, so a shared store can replace it without touching the protocol.
 
 mod accounts;
+mod aliases;
 mod queue;
+
+pub use aliases::AliasChange;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,8 @@ use redb::{Database, TableDefinition};
 pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
+/// Normalised alias → primary address of its account.
+pub(crate) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
 
 pub const STORE_FILE: &str = "mailwarden.redb";
 
@@ -124,6 +129,7 @@ impl Store {
         tx.open_table(ACCOUNTS)?;
         tx.open_table(QUEUE)?;
         tx.open_table(BODIES)?;
+        tx.open_table(ALIASES)?;
         tx.commit()?;
         Ok(Self {
             db: Arc::new(db),
