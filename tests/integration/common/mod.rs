@@ -153,6 +153,23 @@ impl TestServer {
         }
     }
 
+    /// Waits until an event named `name` was emitted.
+    pub async fn wait_event(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let events = self.events.snapshot();
+            if events.iter().any(|e| e.name == name) {
+                return;
+            }
+            let names: Vec<_> = events.iter().map(|e| e.name).collect();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not emitted: {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
@@ -272,12 +289,9 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run mailwarden");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // The CLI may exit before reading its input (an early error): a broken
+    // pipe here is not a test failure.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
