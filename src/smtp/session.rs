@@ -218,6 +218,11 @@ impl Session {
                 initial_response,
             } => return self.auth(conn, mechanism, initial_response).await,
             Request::Mail { from } => self.mail(from).await,
+            // smtp-proto reads both `<Postmaster>` and `<>` as ""; only the
+            // first is a valid forward path.
+            Request::Rcpt { to } if to.address.is_empty() && !names_postmaster(line) => {
+                reply::SYNTAX_ERROR
+            }
             Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => return self.data(conn).await,
             Request::Bdat {
@@ -798,6 +803,11 @@ fn takes_long_line(line: &[u8]) -> bool {
     [&b"MAIL"[..], b"RCPT", b"AUTH"]
         .iter()
         .any(|v| verb.eq_ignore_ascii_case(v))
+}
+
+fn names_postmaster(line: &[u8]) -> bool {
+    line.windows(12)
+        .any(|w| w.eq_ignore_ascii_case(b"<postmaster>"))
 }
 
 fn mail_parameters_offered(from: &MailFrom<String>) -> bool {

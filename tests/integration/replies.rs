@@ -144,6 +144,11 @@ async fn envelope_domains_must_be_fully_qualified() {
         c.cmd("RCPT TO:<bob>").await.line(),
         "554 5.1.3 Recipient address <bob> must be fully qualified"
     );
+    // A null forward path is no address at all.
+    assert_eq!(
+        c.cmd("RCPT TO:<>").await.line(),
+        "501 5.5.4 Syntax error in parameters"
+    );
     // <Postmaster> is exempt and means our own postmaster.
     assert_eq!(c.cmd("RCPT TO:<Postmaster>").await.line(), "250 2.1.5 Ok");
     let id = queued_id(&c.data(MESSAGE).await);
