@@ -146,6 +146,21 @@ pub enum AccountCommand {
         #[command(subcommand)]
         command: DevicePasswordCommand,
     },
+    /// Other addresses the account may send as.
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Let the account send as ALIAS (refused if any account or alias has it).
+    Add { email: String, alias: String },
+    /// Stop the account sending as ALIAS.
+    Remove { email: String, alias: String },
+    /// Print the account's aliases, one per line.
+    List { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +334,17 @@ fn account_request(command: AccountCommand) -> anyhow::Result<Request> {
             },
             TotpCommand::Disable { email } => Request::TotpDisable { address: email },
         },
+        AccountCommand::Alias { command } => match command {
+            AliasCommand::Add { email, alias } => Request::AliasAdd {
+                address: email,
+                alias,
+            },
+            AliasCommand::Remove { email, alias } => Request::AliasRemove {
+                address: email,
+                alias,
+            },
+            AliasCommand::List { email } => Request::AliasList { address: email },
+        },
         AccountCommand::DevicePassword { command } => match command {
             DevicePasswordCommand::Add { email, name } => Request::DevicePasswordAdd {
                 address: email,
@@ -343,7 +369,10 @@ async fn run_op(config: &Config, request: Request, json: bool) -> anyhow::Result
     if json {
         println!("{result}");
     } else {
-        println!("{}", human(&result));
+        let text = human(&result);
+        if !text.is_empty() {
+            println!("{text}");
+        }
     }
     Ok(())
 }
@@ -438,6 +467,20 @@ fn describe(request: &Request) -> Describe {
                 v["block"]["kind"].as_str().unwrap_or_default(),
                 v["block"]["reason"].as_str().unwrap_or_default()
             )
+        }),
+        Request::AliasAdd { .. } => {
+            Box::new(move |v| format!("{} may now send as {}", s(v, "address"), s(v, "alias")))
+        }
+        Request::AliasRemove { .. } => {
+            Box::new(move |v| format!("{} no longer sends as {}", s(v, "address"), s(v, "alias")))
+        }
+        Request::AliasList { .. } => Box::new(|v| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
         }),
         Request::AccountUnblock { .. } => {
             Box::new(move |v| format!("unblocked {}", s(v, "address")))

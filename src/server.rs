@@ -42,12 +42,17 @@ pub struct Running {
     tracker: TaskTracker,
 }
 
+/// Wraps the real spool (tests inject storage failures with it).
+pub type SpoolWrapper = Box<dyn FnOnce(Arc<dyn Spool>) -> Arc<dyn Spool> + Send>;
+
 /// Optional replacements for the defaults, for tests.
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
     /// Open the store on a disk whose fsyncs this switch can make fail.
     pub store_faults: Option<Arc<FaultSwitch>>,
+    /// Wraps the spool (e.g. a failing one).
+    pub spool: Option<SpoolWrapper>,
 }
 
 pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
@@ -78,11 +83,14 @@ pub async fn start_with(
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
-    let spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
+    let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
         store.clone(),
         clock.clone(),
         metrics.clone(),
     ));
+    if let Some(wrap) = overrides.spool {
+        spool = wrap(spool);
+    }
     let accounts = Accounts::new(AccountsParts {
         store: store.clone(),
         passwords,
@@ -110,6 +118,7 @@ pub async fn start_with(
         spool: spool.clone(),
         events: events.clone(),
         clock,
+        connections: Default::default(),
         shutdown: shutdown.clone(),
     });
 

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::events::{Event, Events};
 use crate::secrets::ServerKey;
 use crate::spool::Spool;
-use crate::store::{Store, StoreError};
+use crate::store::{AliasChange, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
@@ -179,6 +179,12 @@ pub enum AccountError {
     Address(AddressError),
     Exists(String),
     NotFound(String),
+    /// An alias or new account would overlap this existing address.
+    AddressTaken(String),
+    NoAlias {
+        account: String,
+        alias: String,
+    },
     Password(&'static str),
     /// A wrong or reused one-time code.
     BadCode,
@@ -194,6 +200,8 @@ impl std::fmt::Display for AccountError {
             Self::Address(e) => write!(f, "invalid address: {e}"),
             Self::Exists(a) => write!(f, "{a} already exists"),
             Self::NotFound(a) => write!(f, "no account {a}"),
+            Self::AddressTaken(a) => write!(f, "{a} is already an account address or an alias"),
+            Self::NoAlias { account, alias } => write!(f, "account {account} has no alias {alias}"),
             Self::Password(why) => write!(f, "password refused: {why}"),
             Self::BadCode => write!(f, "the code is wrong or was already used"),
             Self::State(why) => write!(f, "{why}"),
@@ -315,7 +323,11 @@ impl Accounts {
         account.record(now, "created", origin);
         let record = account.clone();
         if !self.blocking(move |s| s.account_create(&record)).await? {
-            return Err(AccountError::Exists(format!("account {address}")));
+            // Say which kind of address is in the way.
+            return Err(match self.find(&address).await? {
+                Some(_) => AccountError::Exists(format!("account {address}")),
+                None => AccountError::AddressTaken(address),
+            });
         }
         self.emit(
             Event::new("account.created")
@@ -409,6 +421,76 @@ impl Accounts {
             None => Err(AccountError::NotFound(address.to_string())),
             Some(r) => r,
         }
+    }
+}
+
+impl Accounts {
+    /// Adds an alias (normalised). It must not overlap any account address
+    /// or alias, `+tag` forms included.
+    pub async fn alias_add(
+        &self,
+        address: &str,
+        alias: &str,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let (address, alias) = (normalize(address)?, normalize(alias)?);
+        let (now, origin2) = (self.now(), origin.clone());
+        let (key, name) = (address.clone(), alias.clone());
+        let change = self
+            .blocking(move |s| {
+                s.alias_add(&key, &name, |a| {
+                    a.record(now, &format!("alias added: {name}"), &origin2);
+                })
+            })
+            .await?;
+        let account = alias_outcome(change, &address, &alias)?;
+        self.emit(
+            Event::new("account.alias_added")
+                .account(&address)
+                .reason(origin.via),
+        );
+        Ok(account)
+    }
+
+    pub async fn alias_remove(
+        &self,
+        address: &str,
+        alias: &str,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        let (address, alias) = (normalize(address)?, normalize(alias)?);
+        let (now, origin2) = (self.now(), origin.clone());
+        let (key, name) = (address.clone(), alias.clone());
+        let change = self
+            .blocking(move |s| {
+                s.alias_remove(&key, &name, |a| {
+                    a.record(now, &format!("alias removed: {name}"), &origin2);
+                })
+            })
+            .await?;
+        let account = alias_outcome(change, &address, &alias)?;
+        self.emit(
+            Event::new("account.alias_removed")
+                .account(&address)
+                .reason(origin.via),
+        );
+        Ok(account)
+    }
+
+    pub async fn alias_list(&self, address: &str) -> Result<Vec<String>, AccountError> {
+        Ok(self.get(address).await?.aliases)
+    }
+}
+
+fn alias_outcome(change: AliasChange, address: &str, alias: &str) -> Result<Account, AccountError> {
+    match change {
+        AliasChange::Done(account) => Ok(*account),
+        AliasChange::NoAccount => Err(AccountError::NotFound(address.to_string())),
+        AliasChange::Taken(_) => Err(AccountError::AddressTaken(alias.to_string())),
+        AliasChange::NoAlias => Err(AccountError::NoAlias {
+            account: address.to_string(),
+            alias: alias.to_string(),
+        }),
     }
 }
 

@@ -39,6 +39,17 @@ pub enum Request {
     AccountEnable {
         address: String,
     },
+    AliasAdd {
+        address: String,
+        alias: String,
+    },
+    AliasRemove {
+        address: String,
+        alias: String,
+    },
+    AliasList {
+        address: String,
+    },
     AccountBlock {
         address: String,
         reason: String,
@@ -106,6 +117,9 @@ impl Request {
             Self::AccountDelete { .. } => "account_delete",
             Self::AccountDisable { .. } => "account_disable",
             Self::AccountEnable { .. } => "account_enable",
+            Self::AliasAdd { .. } => "alias_add",
+            Self::AliasRemove { .. } => "alias_remove",
+            Self::AliasList { .. } => "alias_list",
             Self::AccountBlock { .. } => "account_block",
             Self::AccountUnblock { .. } => "account_unblock",
             Self::AccountReset { .. } => "account_reset",
@@ -165,7 +179,8 @@ impl From<AccountError> for OpError {
                 OpErrorKind::Invalid
             }
             AccountError::State(_) => OpErrorKind::Conflict,
-            AccountError::Exists(_) => OpErrorKind::Conflict,
+            AccountError::Exists(_) | AccountError::AddressTaken(_) => OpErrorKind::Conflict,
+            AccountError::NoAlias { .. } => OpErrorKind::NotFound,
             AccountError::NotFound(_) => OpErrorKind::NotFound,
             AccountError::Store(_) | AccountError::Internal(_) => OpErrorKind::Internal,
         };
@@ -325,6 +340,17 @@ impl Ops {
                     json!({"address": account.address, "password_changed": true, "blocked": account.block.is_some()}),
                 )
             }
+            Request::AliasAdd { address, alias } => {
+                let account = accounts.alias_add(&address, &alias, admin).await?;
+                let alias = crate::address::normalize(&alias).unwrap_or(alias);
+                Ok(json!({"address": account.address, "alias": alias, "aliases": account.aliases}))
+            }
+            Request::AliasRemove { address, alias } => {
+                let account = accounts.alias_remove(&address, &alias, admin).await?;
+                let alias = crate::address::normalize(&alias).unwrap_or(alias);
+                Ok(json!({"address": account.address, "alias": alias, "aliases": account.aliases}))
+            }
+            Request::AliasList { address } => to_json(accounts.alias_list(&address).await?),
             Request::AccountBlock {
                 address,
                 reason,

@@ -11,6 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use super::SmtpShared;
 use super::connection::Connection;
+use super::limits::Slot;
+use super::reply;
 use super::session::{Flow, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,9 @@ pub enum PortKind {
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// The longest a refused connection may take to read its 421.
+const REFUSAL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts until shutdown; each connection runs on `tracker`.
 pub async fn serve(
@@ -37,7 +42,16 @@ pub async fn serve(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                tracker.spawn(handle(tcp, peer, kind, shared.clone()));
+                let limits = &shared.limits;
+                let slot = shared.connections.try_acquire(
+                    peer.ip(),
+                    limits.max_connections,
+                    limits.max_connections_per_ip,
+                );
+                match slot {
+                    Some(slot) => tracker.spawn(handle(tcp, peer, kind, shared.clone(), slot)),
+                    None => tracker.spawn(refuse(tcp, peer, kind, shared.clone())),
+                };
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -48,7 +62,38 @@ pub async fn serve(
     }
 }
 
-async fn handle(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<SmtpShared>) {
+/// Over a connection limit: `421 4.7.0 Too many connections`, then close.
+/// On the implicit-TLS port the reply goes inside TLS, where the client can
+/// read it; the handshake gets a short deadline since nothing else runs here.
+async fn refuse(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<SmtpShared>) {
+    tracing::info!(event = "session.refused", ip = %peer.ip(), reason = "too_many_connections");
+    let wait = shared.limits.command_timeout.min(REFUSAL_DEADLINE);
+    let _ = tokio::time::timeout(wait, async {
+        match kind {
+            PortKind::Submission => say_too_many(Connection::new(tcp)).await,
+            PortKind::Submissions => {
+                if let Ok(tls) = shared.tls.accept(tcp).await {
+                    say_too_many(Connection::new(tls)).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn say_too_many<S: AsyncRead + AsyncWrite + Unpin>(mut conn: Connection<S>) {
+    conn.queue(&reply::TOO_MANY_CONNECTIONS);
+    conn.shutdown().await;
+}
+
+/// Runs one session; `_slot` keeps the connection counted until it ends.
+async fn handle(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: PortKind,
+    shared: Arc<SmtpShared>,
+    _slot: Slot,
+) {
     let _ = tcp.set_nodelay(true);
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let implicit = kind == PortKind::Submissions;

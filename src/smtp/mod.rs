@@ -2,6 +2,8 @@
 
 pub mod connection;
 pub mod data;
+pub mod headers;
+pub mod limits;
 mod listener;
 pub mod reply;
 pub mod sasl;
@@ -31,6 +33,8 @@ pub struct SmtpShared {
     pub spool: Arc<dyn Spool>,
     pub events: Arc<dyn Events>,
     pub clock: Arc<dyn Clock>,
+    /// Open connections, counted against `limits.max_connections*`.
+    pub connections: limits::ConnectionLimits,
     /// Cancelled when the server stops: sessions answer 421 between commands.
     pub shutdown: CancellationToken,
 }

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use smtp_proto::{
-    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, MailFrom, RcptTo, Request,
+    AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_RET_FULL,
+    MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE,
+    RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS, RcptTo, Request,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::SmtpShared;
 use super::connection::{Connection, Line};
 use super::data::{DataError, DataReader};
+use super::headers::{self, NotOwned};
 use super::reply::{self, Reply};
 use super::sasl;
 use crate::accounts::{AuthOutcome, AuthRequest, Identity};
@@ -30,6 +33,14 @@ const MAX_COMMAND_LINE: usize = 512;
 const MAX_PARAMETER_LINE: usize = 2048;
 /// A SASL continuation line.
 const MAX_SASL_LINE: usize = 12288;
+
+/// MAIL parameters of the extensions EHLO advertises (SIZE, 8BITMIME,
+/// SMTPUTF8, DSN; AUTH= is read and ignored). smtp-proto parses more
+/// (BINARYMIME, REQUIRETLS, FUTURERELEASE, ...): those get 555.
+const MAIL_FLAGS_OFFERED: u64 =
+    MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_RET_FULL | MAIL_RET_HDRS | MAIL_SMTPUTF8;
+const RCPT_NOTIFY: u64 =
+    RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER;
 
 /// What the connection handler must do after `run` returns.
 #[derive(Debug, PartialEq, Eq)]
@@ -191,7 +202,7 @@ impl Session {
     ) -> Flow {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request.into_owned(),
-            Err(e) => return self.answer(conn, parse_error_reply(&e)),
+            Err(e) => return self.answer(conn, parse_error_reply(&e, line)),
         };
         let r = match request {
             Request::Ehlo { host } => self.ehlo(conn, host, true),
@@ -209,6 +220,11 @@ impl Session {
                 initial_response,
             } => return self.auth(conn, mechanism, initial_response).await,
             Request::Mail { from } => self.mail(from).await,
+            // smtp-proto reads both `<Postmaster>` and `<>` as ""; only the
+            // first is a valid forward path.
+            Request::Rcpt { to } if to.address.is_empty() && !names_postmaster(line) => {
+                reply::SYNTAX_ERROR
+            }
             Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => return self.data(conn).await,
             Request::Bdat {
@@ -436,6 +452,9 @@ impl Session {
         if self.helo.is_none() || self.tx.is_some() {
             return reply::BAD_SEQUENCE;
         }
+        if !mail_parameters_offered(&from) {
+            return reply::UNSUPPORTED_PARAMETER;
+        }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
             return reply::non_ascii_address(&from.address);
@@ -501,6 +520,13 @@ impl Session {
         };
         if let Some(blocked) = &tx.blocked {
             return blocked.clone();
+        }
+        if to.flags & !RCPT_NOTIFY != 0 || to.rrvs != 0 {
+            return reply::UNSUPPORTED_PARAMETER;
+        }
+        // RFC 3461 §4.1: NEVER stands alone.
+        if to.flags & RCPT_NOTIFY_NEVER != 0 && to.flags & !RCPT_NOTIFY_NEVER != 0 {
+            return reply::SYNTAX_ERROR;
         }
         if tx.mail_flags & MAIL_SMTPUTF8 == 0 && !to.address.is_ascii() {
             return reply::non_ascii_address(&to.address);
@@ -673,11 +699,25 @@ impl Session {
                 return rejected(self, reply::MESSAGE_LINE_TOO_LONG, "line_length");
             }
         };
+        let inspection = match headers::inspect(&body, |a| identity.owns(a)) {
+            Ok(inspection) => inspection,
+            Err(NotOwned(address)) => {
+                return rejected(self, reply::header_from_not_owned(&address), "header_from");
+            }
+        };
         let id = self.shared.spool.new_id();
         let now = self.shared.clock.now();
         let mut message = self
             .received_header(&id.to_string(), &tx.recipients, now)
             .into_bytes();
+        // RFC 6409 §8.2 and §8.3: the submission server supplies these.
+        if !inspection.has_date {
+            message.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(now)).as_bytes());
+        }
+        if !inspection.has_message_id {
+            let hostname = &self.shared.hostname;
+            message.extend_from_slice(format!("Message-ID: <{id}@{hostname}>\r\n").as_bytes());
+        }
         message.extend_from_slice(&body);
         let recipients: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
         let decision = self
@@ -768,13 +808,49 @@ fn takes_long_line(line: &[u8]) -> bool {
         .any(|v| verb.eq_ignore_ascii_case(v))
 }
 
-fn parse_error_reply(e: &ParseError) -> Reply {
+fn names_postmaster(line: &[u8]) -> bool {
+    line.windows(12)
+        .any(|w| w.eq_ignore_ascii_case(b"<postmaster>"))
+}
+
+fn mail_parameters_offered(from: &MailFrom<String>) -> bool {
+    from.flags & !MAIL_FLAGS_OFFERED == 0
+        && from.trans_id.is_none()
+        && from.by == 0
+        && from.solicit.is_none()
+        && from.mtrk.is_none()
+        && from.hold_for == 0
+        && from.hold_until == 0
+        && from.mt_priority == 0
+}
+
+fn parse_error_reply(e: &ParseError, line: &[u8]) -> Reply {
     match e {
         ParseError::UnknownCommand => reply::UNRECOGNIZED,
         ParseError::UnsupportedParameter { .. } => reply::UNSUPPORTED_PARAMETER,
         ParseError::ResponseTooLong => reply::LINE_TOO_LONG,
+        // smtp-proto refuses `<bob>`; to a person that is an address
+        // without a domain, which RFC 6409 §4.2 answers with 554.
+        ParseError::InvalidSenderAddress => {
+            domainless(line).map_or(reply::SYNTAX_ERROR, |a| reply::sender_not_qualified(&a))
+        }
+        ParseError::InvalidRecipientAddress => {
+            domainless(line).map_or(reply::SYNTAX_ERROR, |a| reply::recipient_not_qualified(&a))
+        }
         _ => reply::SYNTAX_ERROR,
     }
+}
+
+/// The `<...>` of a MAIL or RCPT line when it is a plain local part.
+fn domainless(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?;
+    let inner = text.split_once('<')?.1.split_once('>')?.0;
+    let plain = !inner.is_empty()
+        && inner.len() <= 64
+        && inner
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !"@<>\"".contains(c));
+    plain.then(|| inner.to_string())
 }
 
 /// Bare CR or LF become CRLF (BDAT bodies; DATA does this as it reads).
@@ -802,6 +878,14 @@ mod tests {
     #[test]
     fn line_endings_are_normalised() {
         assert_eq!(normalize_line_endings(b"a\rb\nc\r\nd"), b"a\r\nb\r\nc\r\nd");
+    }
+
+    #[test]
+    fn domainless_addresses_are_named() {
+        assert_eq!(domainless(b"RCPT TO:<bob>\r\n").as_deref(), Some("bob"));
+        assert_eq!(domainless(b"MAIL FROM:<a b>\r\n"), None);
+        assert_eq!(domainless(b"MAIL FROM:<a@>\r\n"), None);
+        assert_eq!(domainless(b"MAIL FROM:bob\r\n"), None);
     }
 
     #[test]

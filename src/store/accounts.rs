@@ -2,7 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{ACCOUNTS, Store, StoreError};
+use super::{ACCOUNTS, ALIASES, Store, StoreError};
 use crate::accounts::Account;
 
 impl Store {
@@ -15,12 +15,14 @@ impl Store {
         Ok(Some(serde_json::from_slice(value.value())?))
     }
 
-    /// Inserts a new account; `false` if the address is taken.
+    /// Inserts a new account; `false` if the address is taken (by an
+    /// account or an alias, also in `+tag` form).
     pub fn account_create(&self, account: &Account) -> Result<bool, StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut table = tx.open_table(ACCOUNTS)?;
-            if table.get(account.address.as_str())?.is_some() {
+            let aliases = tx.open_table(ALIASES)?;
+            if super::aliases::overlap(&table, &aliases, &account.address)?.is_some() {
                 return Ok(false);
             }
             let bytes = serde_json::to_vec(account)?;
@@ -71,9 +73,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes an account and frees its aliases.
     pub fn account_delete(&self, address: &str) -> Result<bool, StoreError> {
         let tx = self.db().begin_write()?;
-        let existed = tx.open_table(ACCOUNTS)?.remove(address)?.is_some();
+        let existed = {
+            let mut accounts = tx.open_table(ACCOUNTS)?;
+            let mut aliases = tx.open_table(ALIASES)?;
+            let removed: Option<Account> = match accounts.remove(address)? {
+                Some(value) => Some(serde_json::from_slice(value.value())?),
+                None => None,
+            };
+            for alias in removed.iter().flat_map(|a| &a.aliases) {
+                aliases.remove(alias.as_str())?;
+            }
+            removed.is_some()
+        };
         tx.commit()?;
         Ok(existed)
     }

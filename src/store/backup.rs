@@ -5,7 +5,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{ACCOUNTS, BODIES, META, QUEUE, Store, StoreError};
+use super::{ACCOUNTS, ALIASES, BODIES, META, QUEUE, Store, StoreError};
 
 fn copy_str_table(
     from: &redb::ReadTransaction,
@@ -21,6 +21,19 @@ fn copy_str_table(
         n += 1;
     }
     Ok(n)
+}
+
+fn copy_alias_table(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+) -> Result<(), StoreError> {
+    let source = from.open_table(ALIASES)?;
+    let mut target = to.open_table(ALIASES)?;
+    for row in source.iter()? {
+        let (k, v) = row?;
+        target.insert(k.value(), v.value())?;
+    }
+    Ok(())
 }
 
 fn copy_u64_table(
@@ -51,6 +64,7 @@ fn copy_all(from: &Database, to: &Database) -> Result<BackupSummary, StoreError>
     let write = to.begin_write()?;
     let accounts = copy_str_table(&read, &write, ACCOUNTS)?;
     copy_str_table(&read, &write, META)?;
+    copy_alias_table(&read, &write)?;
     let queued = copy_u64_table(&read, &write, QUEUE)?;
     copy_u64_table(&read, &write, BODIES)?;
     write.commit()?;

@@ -8,8 +8,11 @@ mod accounts;
 mod backup;
 
 pub use backup::BackupSummary;
+mod aliases;
 pub mod fault;
 mod queue;
+
+pub use aliases::AliasChange;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,8 @@ pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queu
 pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 /// Small facts about the store itself (e.g. the id of the server key).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Normalised alias → primary address of its account.
+pub(crate) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
 
 pub const STORE_FILE: &str = "mailwarden.redb";
 
@@ -155,6 +160,7 @@ impl Store {
         tx.open_table(QUEUE)?;
         tx.open_table(BODIES)?;
         tx.open_table(META)?;
+        tx.open_table(ALIASES)?;
         tx.commit()?;
         Ok(Self {
             db: Arc::new(db),

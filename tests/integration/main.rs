@@ -1,10 +1,15 @@
 //! One integration test binary: every test starts the real server on
 //! ephemeral ports and talks to it over TCP/TLS.
 
+mod aliases;
 mod cli;
 mod common;
 mod crash;
+mod headers;
+mod limits;
+mod pipelining;
 mod real_clients;
+mod replies;
 mod security;
 mod spool;
 mod submission;

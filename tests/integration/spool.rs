@@ -59,7 +59,8 @@ async fn load(server: &TestServer, sessions: usize, per_session: usize) -> (u64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_writers_share_fsyncs() {
-    let server = TestServer::start().await;
+    // 50 sessions from one address: above the default per-IP limit of 20.
+    let server = TestServer::start_with("[smtp]\nmax_connections_per_ip = 60\n").await;
     server.add_account("alice@example.com", PASSWORD).await;
     let (fsyncs, accepted) = load(&server, 50, 10).await;
     assert_eq!(accepted, 500);

@@ -51,6 +51,25 @@ impl Client {
         (client, greeting)
     }
 
+    /// Connects in plaintext from a chosen loopback source address.
+    pub async fn plain_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        cert: &Path,
+    ) -> (Self, Reply) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source");
+        let tcp = socket.connect(addr).await.expect("connect");
+        let mut client = Self {
+            io: Some(BufReader::new(Box::new(tcp))),
+            cert: std::fs::read(cert).expect("server certificate"),
+        };
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
     /// Connects with TLS from the first byte (port 465 style).
     pub async fn implicit_tls(addr: SocketAddr, cert: &Path) -> (Self, Reply) {
         let tcp = TcpStream::connect(addr).await.expect("connect");
@@ -156,6 +175,40 @@ impl Client {
         assert_eq!(r.code, 354, "DATA: {r:?}");
         self.send_raw(&dot_stuff(body)).await;
         self.send_raw(b".\r\n").await;
+        self.reply().await
+    }
+
+    /// MAIL and RCPT as `from` to `to`, each answered 250.
+    pub async fn envelope(&mut self, from: &str, to: &[&str]) {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        assert_eq!(r.code, 250, "MAIL: {r:?}");
+        for rcpt in to {
+            let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            assert_eq!(r.code, 250, "RCPT: {r:?}");
+        }
+    }
+
+    /// DATA, then `raw` exactly as given (already dot-stuffed and ended).
+    pub async fn data_raw(&mut self, raw: &[u8]) -> Reply {
+        let r = self.cmd("DATA").await;
+        assert_eq!(r.code, 354, "DATA: {r:?}");
+        self.send_raw(raw).await;
+        self.reply().await
+    }
+
+    /// DATA with a CRLF message, dot-stuffed and ended here.
+    pub async fn data(&mut self, message: &[u8]) -> Reply {
+        let mut raw = dot_stuff(message);
+        raw.extend_from_slice(b".\r\n");
+        self.data_raw(&raw).await
+    }
+
+    /// `BDAT <len> [LAST]` with `chunk`.
+    pub async fn bdat(&mut self, chunk: &[u8], last: bool) -> Reply {
+        let last = if last { " LAST" } else { "" };
+        let mut raw = format!("BDAT {}{last}\r\n", chunk.len()).into_bytes();
+        raw.extend_from_slice(chunk);
+        self.send_raw(&raw).await;
         self.reply().await
     }
 

@@ -3,6 +3,8 @@
 
 pub mod client;
 
+use client::Client;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use mailwarden::server::{self, Running};
 use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery staple";
+pub const ALICE: &str = "alice@example.com";
 
 /// A config file for tests: every listener on port 0, data in `dir`.
 /// `extra` is appended; a leading `[server]` block is merged into ours.
@@ -62,6 +65,11 @@ impl TestServer {
 
     pub async fn start_with(extra: &str) -> Self {
         Self::start_full(extra, server::Overrides::default()).await
+    }
+
+    /// `start_with`, replacing parts of the server (e.g. a failing spool).
+    pub async fn start_with_overrides(extra: &str, overrides: server::Overrides) -> Self {
+        Self::start_full(extra, overrides).await
     }
 
     pub async fn start_full(extra: &str, overrides: server::Overrides) -> Self {
@@ -120,6 +128,23 @@ impl TestServer {
             .add(address, password, &mailwarden::accounts::Origin::ADMIN)
             .await
             .expect("account created");
+    }
+
+    /// A server with the account `ALICE` (password `PASSWORD`).
+    pub async fn with_alice(extra: &str) -> Self {
+        let server = Self::start_with(extra).await;
+        server.add_account(ALICE, PASSWORD).await;
+        server
+    }
+
+    /// A session on the implicit-TLS port, after EHLO and AUTH as `ALICE`.
+    pub async fn alice(&self) -> Client {
+        let (mut c, greeting) = Client::implicit_tls(self.submissions(), &self.cert_path()).await;
+        assert_eq!(greeting.code, 220, "{greeting:?}");
+        c.ehlo().await;
+        let r = c.auth_plain(ALICE, PASSWORD).await;
+        assert_eq!(r.line(), "235 2.7.0 Authentication successful");
+        c
     }
 
     /// Waits until the outbox holds `n` messages and returns them by name.
@@ -189,6 +214,65 @@ pub fn read_outbox(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Whether the outbox stays at `n` messages for a moment (nothing else
+/// arrives after a refusal).
+pub async fn assert_outbox_stays(server: &TestServer, n: usize) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let files = read_outbox(&server.outbox());
+    assert_eq!(files.len(), n, "outbox: {:?}", names(&files));
+}
+
+fn names(files: &[(String, Vec<u8>)]) -> Vec<&str> {
+    files.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// The queue id from `250 2.0.0 Ok: queued as <id>`.
+pub fn queued_id(reply: &client::Reply) -> String {
+    let line = reply.line();
+    line.strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("not queued: {line}"))
+        .to_string()
+}
+
+/// The stored message named `id`.
+pub async fn stored(server: &TestServer, id: &str) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((_, m)) = read_outbox(&server.outbox())
+            .into_iter()
+            .find(|(n, _)| n == id)
+        {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message {id} never reached the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message of exactly `size` octets: a From header, then filler lines.
+pub fn sized_message(size: usize) -> Vec<u8> {
+    let mut m = b"From: <alice@example.com>\r\nSubject: size\r\n\r\n".to_vec();
+    assert!(size >= m.len() + 2);
+    while m.len() < size {
+        let room = size - m.len();
+        let line = room.min(78);
+        if line <= 2 {
+            // Too little room for a line: lengthen the last one.
+            m.truncate(m.len() - 2);
+            m.extend(std::iter::repeat_n(b'y', room));
+            m.extend_from_slice(b"\r\n");
+        } else {
+            m.extend(std::iter::repeat_n(b'x', line - 2));
+            m.extend_from_slice(b"\r\n");
+        }
+    }
+    assert_eq!(m.len(), size);
+    m
+}
+
 /// Splits a delivered message into its Received line and the rest.
 pub fn split_received(message: &[u8]) -> (String, Vec<u8>) {
     let end = message
@@ -224,12 +308,9 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run mailwarden");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // The CLI may exit before reading its input (an early error): a broken
+    // pipe here is not a test failure.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
