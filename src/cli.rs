@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use crate::accounts::lockout::Lockouts;
 use crate::accounts::{Accounts, AccountsParts, Passwords};
 use crate::admin::Ops;
 use crate::admin::client::{AdminClient, Reach};
@@ -628,6 +629,8 @@ impl Target {
                 let accounts = Accounts::new(AccountsParts {
                     store: store.clone(),
                     passwords: Arc::new(Passwords::new(4)?),
+                    portal_passwords: Arc::new(Passwords::new(4)?),
+                    lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
                     clock,
                     events: Arc::new(TracingEvents),
                     key: Arc::new(key),

@@ -31,6 +31,8 @@ pub struct Config {
     pub accounts: AccountsConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub lockout: LockoutConfig,
     /// The folder relative paths were resolved against; not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -217,6 +219,51 @@ impl Default for AccountsConfig {
     }
 }
 
+/// Brute-force limits (docs/security.md explains the defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Distinct wrong passwords per IPv4 address or IPv6 /64...
+    pub ip_max_distinct_failures: usize,
+    /// ...within this window.
+    #[serde(deserialize_with = "de_duration")]
+    pub ip_window: Duration,
+    /// Distinct wrong passwords per account (from networks it never used)...
+    pub account_max_distinct_failures: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub account_window: Duration,
+    /// A successful login makes its network known to the account this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub trusted_network_for: Duration,
+    /// Wrong OTP codes per account within `otp_window` before the OTP step
+    /// locks for `otp_lock`.
+    pub otp_max_failures: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub otp_window: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub otp_lock: Duration,
+    /// argon2 verifications that may wait or run at once for SMTP AUTH
+    /// (and, separately, for portal sign-in) before `454 4.7.0`.
+    pub auth_queue: usize,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            ip_max_distinct_failures: 10,
+            ip_window: minutes(15),
+            account_max_distinct_failures: 50,
+            account_window: minutes(24 * 60),
+            trusted_network_for: minutes(30 * 24 * 60),
+            otp_max_failures: 5,
+            otp_window: minutes(15),
+            otp_lock: minutes(15),
+            auth_queue: 64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
@@ -327,6 +374,23 @@ impl Config {
         }
         if smtp.command_timeout.is_zero() || smtp.data_timeout.is_zero() {
             bail!("`smtp.command_timeout` and `smtp.data_timeout` must be longer than 0s");
+        }
+        let l = &self.lockout;
+        for (key, value) in [
+            (
+                "lockout.ip_max_distinct_failures",
+                l.ip_max_distinct_failures,
+            ),
+            (
+                "lockout.account_max_distinct_failures",
+                l.account_max_distinct_failures,
+            ),
+            ("lockout.otp_max_failures", l.otp_max_failures),
+            ("lockout.auth_queue", l.auth_queue),
+        ] {
+            if value == 0 {
+                bail!("`{key}` must be at least 1");
+            }
         }
         if self.listeners.submission.is_empty() && self.listeners.submissions.is_empty() {
             bail!("`listeners.submission` and `listeners.submissions` are both empty");

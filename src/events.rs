@@ -29,8 +29,10 @@ pub struct Event {
     pub duration_ms: Option<u64>,
     /// Messages accepted in a session.
     pub messages: Option<u64>,
-    /// A block's kind (`policy`, `operator`).
+    /// A block's kind (`policy`, `operator`), a lockout's scope.
     pub kind: Option<&'static str>,
+    /// A client network (`192.0.2.1/32`, `2001:db8::/64`).
+    pub network: Option<String>,
 }
 
 impl Event {
@@ -81,6 +83,10 @@ impl Event {
         self.target = Some(target.into());
         self
     }
+    pub fn network(mut self, network: impl Into<String>) -> Self {
+        self.network = Some(network.into());
+        self
+    }
     pub fn kind(mut self, kind: &'static str) -> Self {
         self.kind = Some(kind);
         self
@@ -129,6 +135,7 @@ impl Events for TracingEvents {
                     duration_ms = e.duration_ms,
                     messages = e.messages,
                     kind = e.kind,
+                    network = e.network.as_deref(),
                 )
             };
         }

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::lockout::Lockouts;
 use crate::accounts::{Accounts, AccountsParts, Authenticator, Passwords};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, DeliveryMode};
@@ -25,10 +26,6 @@ use crate::store::Store;
 use crate::store::fault::FaultSwitch;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
 use crate::{admin, delivery, tls};
-
-/// How many argon2 verifications may wait or run at once before AUTH
-/// answers 454.
-const AUTH_QUEUE: usize = 64;
 
 pub struct Running {
     pub submission: Vec<SocketAddr>,
@@ -82,7 +79,7 @@ pub async fn start_with(
     )?);
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
-    let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
+    let passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
     let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
         store.clone(),
         clock.clone(),
@@ -94,6 +91,8 @@ pub async fn start_with(
     let accounts = Accounts::new(AccountsParts {
         store: store.clone(),
         passwords,
+        portal_passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
+        lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
         clock: clock.clone(),
         events: events.clone(),
         key: server_key.clone(),

@@ -62,6 +62,13 @@ pub trait Authenticator: Send + Sync + 'static {
 impl Authenticator for Accounts {
     async fn authenticate(&self, req: AuthRequest<'_>) -> AuthOutcome {
         let login = normalize(req.login).ok();
+        // Counters key on the login as typed (normalised when possible), so
+        // unknown addresses count exactly like real ones.
+        let counter_key = login.clone().unwrap_or_else(|| req.login.to_lowercase());
+        // Before anything about the credential: 454 then 235 reveals nothing.
+        if self.lockouts().check(req.ip, &counter_key).is_err() {
+            return AuthOutcome::LockedOut;
+        }
         let authzid_ok = req.authzid.is_empty() || normalize(req.authzid).ok() == login;
         let account = match &login {
             Some(login) => self.find(login).await.ok().flatten(),
@@ -89,6 +96,7 @@ impl Authenticator for Accounts {
                         Ok(())
                     })
                     .await;
+                self.lockouts().success(req.ip, &a.address);
                 return AuthOutcome::Success(Identity {
                     account: a.address.clone(),
                     aliases: a.aliases.clone(),
@@ -102,12 +110,22 @@ impl Authenticator for Accounts {
         let verified = match self
             .parts
             .passwords
-            .verify(req.secret, checkable.map(|a| a.password_hash.as_str()))
+            .verify_from(
+                req.ip,
+                req.secret,
+                checkable.map(|a| a.password_hash.as_str()),
+            )
             .await
         {
             Ok(ok) => ok,
             Err(_busy) => return AuthOutcome::Busy,
         };
+        if verified {
+            self.lockouts().success(req.ip, &counter_key);
+        } else {
+            let started = self.lockouts().failure(req.ip, &counter_key, req.secret);
+            self.report_lockouts(&counter_key, started);
+        }
         match (account, verified) {
             (Some(a), true) => AuthOutcome::Success(Identity {
                 account: a.address,

@@ -4,6 +4,7 @@
 
 mod authenticator;
 pub mod device;
+pub mod lockout;
 mod notify;
 pub mod password;
 mod security;
@@ -188,6 +189,8 @@ pub enum AccountError {
     Password(&'static str),
     /// A wrong or reused one-time code.
     BadCode,
+    /// Too many wrong codes lately: the OTP step is locked for a while.
+    OtpLocked,
     /// The request does not fit the account's state (e.g. no pending 2FA).
     State(String),
     Store(StoreError),
@@ -204,6 +207,7 @@ impl std::fmt::Display for AccountError {
             Self::NoAlias { account, alias } => write!(f, "account {account} has no alias {alias}"),
             Self::Password(why) => write!(f, "password refused: {why}"),
             Self::BadCode => write!(f, "the code is wrong or was already used"),
+            Self::OtpLocked => write!(f, "too many wrong codes: try again in 15 minutes"),
             Self::State(why) => write!(f, "{why}"),
             Self::Store(e) => write!(f, "{e}"),
             Self::Internal(e) => write!(f, "{e}"),
@@ -244,7 +248,11 @@ pub fn check_password_rule(address: &str, password: &str) -> Result<(), AccountE
 /// Everything account operations need.
 pub struct AccountsParts {
     pub store: Store,
+    /// argon2 budget for SMTP AUTH.
     pub passwords: Arc<Passwords>,
+    /// A separate argon2 budget for portal sign-in.
+    pub portal_passwords: Arc<Passwords>,
+    pub lockouts: Arc<lockout::Lockouts>,
     pub clock: Arc<dyn Clock>,
     pub events: Arc<dyn Events>,
     pub key: Arc<ServerKey>,
@@ -269,6 +277,29 @@ impl Accounts {
 
     pub fn store(&self) -> &Store {
         &self.parts.store
+    }
+
+    /// The brute-force counters shared by SMTP AUTH and the portal.
+    pub fn lockouts(&self) -> &lockout::Lockouts {
+        &self.parts.lockouts
+    }
+
+    /// The portal's own argon2 budget.
+    pub fn portal_passwords(&self) -> &Passwords {
+        &self.parts.portal_passwords
+    }
+
+    /// Emits `auth.lockout` for each lockout a failure started.
+    pub fn report_lockouts(&self, login: &str, started: Vec<lockout::Started>) {
+        for s in started {
+            let mut event = Event::new("auth.lockout")
+                .account(login)
+                .kind(s.scope.as_str());
+            if let Some(network) = s.network {
+                event = event.network(network.to_string());
+            }
+            self.emit(event);
+        }
     }
 
     pub(crate) fn now(&self) -> u64 {

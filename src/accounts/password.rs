@@ -3,6 +3,10 @@
 //! AUTH answers `454 4.7.0 Temporary authentication failure` instead of
 //! piling up work an attacker can cause for free.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use tokio::sync::Semaphore;
@@ -14,6 +18,9 @@ pub struct Busy;
 pub struct Passwords {
     running: Semaphore,
     waiting: Semaphore,
+    /// One verify in flight per client network: a single address cannot
+    /// take every core.
+    per_client: Mutex<HashMap<ipnet::IpNet, Arc<tokio::sync::Mutex<()>>>>,
     /// Verified against when there is no real hash, so every AUTH costs the
     /// same one argon2id verify (no user enumeration by timing).
     dummy_hash: String,
@@ -29,6 +36,7 @@ impl Passwords {
         Ok(Self {
             running: Semaphore::new(cores),
             waiting: Semaphore::new(queue.max(cores)),
+            per_client: Mutex::new(HashMap::new()),
             dummy_hash,
         })
     }
@@ -45,6 +53,33 @@ impl Passwords {
             .await
             .unwrap_or(false);
         Ok(ok && real)
+    }
+
+    /// `verify`, one at a time per client network.
+    pub async fn verify_from(
+        &self,
+        client: IpAddr,
+        password: &str,
+        phc: Option<&str>,
+    ) -> Result<bool, Busy> {
+        let network = super::lockout::client_network(client);
+        let turn = self
+            .per_client
+            .lock()
+            .expect("per-client map")
+            .entry(network)
+            .or_default()
+            .clone();
+        let result = {
+            let _mine = turn.lock().await;
+            self.verify(password, phc).await
+        };
+        // Forget the network once nobody else waits on it.
+        let mut map = self.per_client.lock().expect("per-client map");
+        if Arc::strong_count(&turn) == 2 {
+            map.remove(&network);
+        }
+        result
     }
 
     pub async fn hash(&self, password: &str) -> anyhow::Result<String> {

@@ -194,6 +194,7 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<Account, AccountError> {
         let address = normalize(address)?;
+        self.otp_gate(&address)?;
         let (now, origin2, key, code) = (
             self.now(),
             origin.clone(),
@@ -255,6 +256,7 @@ impl Accounts {
     /// Checks a code against the active secret (sign-in, disabling 2FA).
     pub async fn totp_check(&self, address: &str, code: &str) -> Result<(), AccountError> {
         let address = normalize(address)?;
+        self.otp_gate(&address)?;
         let (now, key, code) = (self.now(), self.parts.key.clone(), code.to_string());
         self.update(&address, move |a| {
             let active = a
@@ -274,11 +276,22 @@ impl Accounts {
         .map_err(|e| self.code_error(e, &address))
     }
 
+    /// Counts a wrong code towards the OTP lockout.
     fn code_error(&self, e: AccountError, address: &str) -> AccountError {
         if matches!(e, AccountError::BadCode) {
             self.emit(Event::new("auth.otp_failure").account(address));
+            if let Some(started) = self.lockouts().otp_failure(address, None) {
+                self.report_lockouts(address, vec![started]);
+            }
         }
         e
+    }
+
+    /// Refuses OTP checks while the account's OTP step is locked.
+    fn otp_gate(&self, address: &str) -> Result<(), AccountError> {
+        self.lockouts()
+            .otp_check(address)
+            .map_err(|_| AccountError::OtpLocked)
     }
 
     /// Turns 2FA off and revokes every device password. Needs a current

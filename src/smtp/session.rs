@@ -367,7 +367,14 @@ impl Session {
                         .reason("locked_out")
                         .code(454),
                 );
-                self.answer(conn, reply::AUTH_LOCKED_OUT)
+                // Probing a lockout counts like a failed AUTH in this session.
+                self.auth_failures += 1;
+                conn.queue(&reply::AUTH_LOCKED_OUT);
+                if self.auth_failures >= self.shared.limits.max_auth_failures {
+                    conn.queue(&reply::TOO_MANY_ERRORS);
+                    return Flow::Close;
+                }
+                Flow::Continue
             }
             AuthOutcome::Busy => {
                 self.shared.events.emit(

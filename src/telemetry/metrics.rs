@@ -16,6 +16,7 @@ pub const MESSAGES_REJECTED: &str = "mailwarden_messages_rejected_total";
 pub const SESSIONS: &str = "mailwarden_sessions_total";
 pub const AUTH: &str = "mailwarden_auth_total";
 pub const DELIVERIES: &str = "mailwarden_deliveries_total";
+pub const AUTH_LOCKOUTS: &str = "mailwarden_auth_lockouts_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -84,6 +85,10 @@ impl Events for MetricsEvents {
                     .increment(1)
             }
             "session.start" => m.counter(SESSIONS, &[]).increment(1),
+            "auth.lockout" => {
+                let scope = event.kind.unwrap_or("unknown").to_string();
+                m.counter(AUTH_LOCKOUTS, &[("scope", scope)]).increment(1)
+            }
             "auth.success" | "auth.failure" => {
                 let outcome = if event.name == "auth.success" {
                     "success"

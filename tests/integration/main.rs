@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod headers;
 mod limits;
+mod lockout;
 mod pipelining;
 mod real_clients;
 mod replies;

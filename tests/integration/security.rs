@@ -58,7 +58,7 @@ async fn enable_2fa(
         .map(|_| ())
 }
 
-fn secret_of(display_key: &str) -> Vec<u8> {
+pub fn secret_of(display_key: &str) -> Vec<u8> {
     let b32: String = display_key.split_whitespace().collect();
     base32_decode(&b32)
 }

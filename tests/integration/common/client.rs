@@ -72,7 +72,26 @@ impl Client {
 
     /// Connects with TLS from the first byte (port 465 style).
     pub async fn implicit_tls(addr: SocketAddr, cert: &Path) -> (Self, Reply) {
-        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Self::implicit_tls_from(addr, None, cert).await
+    }
+
+    /// Implicit TLS from a chosen loopback source address (127.0.0.0/8 is
+    /// all ours), to look like another client.
+    pub async fn implicit_tls_from(
+        addr: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        cert: &Path,
+    ) -> (Self, Reply) {
+        let tcp = match source {
+            None => TcpStream::connect(addr).await.expect("connect"),
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .expect("bind a loopback source");
+                socket.connect(addr).await.expect("connect")
+            }
+        };
         tcp.set_nodelay(true).unwrap();
         let cert = std::fs::read(cert).expect("server certificate");
         let tls = handshake(Box::new(tcp), &cert).await;

@@ -1,0 +1,265 @@
+//! Brute-force defence through real SMTP sessions: guessing is stopped,
+//! honest retries and other clients are not.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailwarden::accounts::{AccountError, Origin, totp};
+
+use crate::common::client::Client;
+use crate::common::{PASSWORD, TestServer, http_get};
+
+const ALICE: &str = "alice@example.com";
+const LOCKED: &str = "454 4.7.0 Too many authentication failures, try again later";
+const INVALID: &str =
+    "535 5.7.8 Authentication credentials invalid (with 2FA enabled, use a device password)";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// One AUTH PLAIN in a fresh session from `source`; returns the reply line.
+async fn auth_from(server: &TestServer, source: &str, user: &str, password: &str) -> String {
+    let (mut c, _) =
+        Client::implicit_tls_from(server.submissions(), Some(ip(source)), &server.cert_path())
+            .await;
+    c.ehlo().await;
+    c.auth_plain(user, password).await.line()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeating_the_same_wrong_password_locks_nobody_out() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    // A phone with the old password retries all day.
+    for _ in 0..34 {
+        let (mut c, _) = Client::implicit_tls_from(
+            server.submissions(),
+            Some(ip("127.0.0.11")),
+            &server.cert_path(),
+        )
+        .await;
+        c.ehlo().await;
+        for _ in 0..3 {
+            assert_eq!(
+                c.auth_plain(ALICE, "the old password").await.line(),
+                INVALID
+            );
+        }
+    }
+    assert_eq!(
+        auth_from(&server, "127.0.0.11", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+    assert!(
+        !server
+            .events
+            .snapshot()
+            .iter()
+            .any(|e| e.name == "auth.lockout")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_guesses_from_one_address_lock_that_address_only() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    let mut replies = Vec::new();
+    for i in 0..11 {
+        replies.push(auth_from(&server, "127.0.0.21", ALICE, &format!("guess number {i}")).await);
+    }
+    assert_eq!(&replies[..10], vec![INVALID; 10].as_slice());
+    assert_eq!(replies[10], LOCKED, "the 11th distinct guess is refused");
+    // Even the right password: 454, before the credential is looked at.
+    assert_eq!(
+        auth_from(&server, "127.0.0.21", ALICE, PASSWORD).await,
+        LOCKED
+    );
+    // Another client with the right password gets in.
+    assert_eq!(
+        auth_from(&server, "127.0.0.22", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+    let lockout = server.wait_event("auth.lockout").await;
+    assert_eq!(lockout.kind, Some("ip"));
+    assert_eq!(lockout.network.as_deref(), Some("127.0.0.21/32"));
+    assert_eq!(lockout.account.as_deref(), Some(ALICE));
+    let (_, metrics) = http_get(server.running().metrics, "/metrics").await;
+    assert!(
+        metrics.contains("mailwarden_auth_lockouts_total{scope=\"ip\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_known_addresses_get_the_same_replies_and_counters() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..12 {
+        known.push(
+            auth_from(
+                &server,
+                "127.0.0.31",
+                ALICE,
+                &format!("guess {i} for a long time"),
+            )
+            .await,
+        );
+        unknown.push(
+            auth_from(
+                &server,
+                "127.0.0.32",
+                "nobody@example.com",
+                &format!("guess {i} for a long time"),
+            )
+            .await,
+        );
+    }
+    assert_eq!(known, unknown);
+    let scopes: Vec<_> = server
+        .events
+        .snapshot()
+        .into_iter()
+        .filter(|e| e.name == "auth.lockout")
+        .map(|e| (e.account, e.kind))
+        .collect();
+    assert!(scopes.contains(&(Some(ALICE.into()), Some("ip"))));
+    assert!(scopes.contains(&(Some("nobody@example.com".into()), Some("ip"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_limit_stops_spread_out_guessing_but_not_the_owner() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    // The owner's usual network.
+    assert_eq!(
+        auth_from(&server, "127.0.0.41", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+    // 50 distinct guesses, 5 from each of 10 addresses (under the per-IP limit).
+    for i in 0..50 {
+        let source = format!("127.0.1.{}", 1 + i / 5);
+        assert_eq!(
+            auth_from(&server, &source, ALICE, &format!("spread guess {i}")).await,
+            INVALID
+        );
+    }
+    assert_eq!(
+        auth_from(&server, "127.0.2.1", ALICE, PASSWORD).await,
+        LOCKED
+    );
+    assert_eq!(
+        auth_from(&server, "127.0.0.41", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+    let lockout = server
+        .events
+        .snapshot()
+        .into_iter()
+        .find(|e| e.name == "auth.lockout")
+        .unwrap();
+    assert_eq!(lockout.kind, Some("account"));
+}
+
+#[tokio::test]
+async fn five_wrong_otp_codes_lock_the_otp_step() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    let enrolment = server
+        .accounts()
+        .totp_enable(ALICE, &Origin::ADMIN)
+        .await
+        .unwrap();
+    let secret = crate::security::secret_of(&enrolment.key);
+    let right = totp::code_at(
+        &secret,
+        mailwarden::clock::Clock::unix(&mailwarden::clock::SystemClock),
+    );
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        let r = server
+            .accounts()
+            .totp_verify(ALICE, wrong, &Origin::ADMIN)
+            .await;
+        assert!(matches!(r, Err(AccountError::BadCode)), "{r:?}");
+    }
+    let r = server
+        .accounts()
+        .totp_verify(ALICE, &right, &Origin::ADMIN)
+        .await;
+    assert!(matches!(r, Err(AccountError::OtpLocked)), "{r:?}");
+    assert_eq!(server.wait_event("auth.lockout").await.kind, Some("otp"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guessing_storm_does_not_delay_a_device_password_login() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    let device = server
+        .accounts()
+        .device_password_add(ALICE, "laptop", &Origin::ADMIN)
+        .await
+        .unwrap();
+
+    let login_time = |server: &TestServer| {
+        let (addr, cert, device) = (server.submissions(), server.cert_path(), device.clone());
+        async move {
+            let (mut c, _) = Client::implicit_tls_from(addr, Some(ip("127.0.0.51")), &cert).await;
+            c.ehlo().await;
+            let start = Instant::now();
+            let r = c.auth_plain(ALICE, &device).await;
+            assert_eq!(r.code, 235, "{r:?}");
+            start.elapsed()
+        }
+    };
+    let quiet = login_time(&server).await;
+
+    // 200 attackers on 200 addresses, connected first, then all at once.
+    let go = Arc::new(tokio::sync::Barrier::new(201));
+    let mut attackers = Vec::new();
+    for i in 0..200 {
+        let (addr, cert, go) = (server.submissions(), server.cert_path(), go.clone());
+        attackers.push(tokio::spawn(async move {
+            let source = ip(&format!("127.0.3.{}", 1 + i % 250));
+            let (mut c, _) = Client::implicit_tls_from(addr, Some(source), &cert).await;
+            c.ehlo().await;
+            go.wait().await;
+            c.auth_plain(
+                &format!("user{i}@example.com"),
+                &format!("wrong password {i}"),
+            )
+            .await
+            .code
+        }));
+    }
+    go.wait().await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stormy = login_time(&server).await;
+    let codes: Vec<u16> = futures_join(attackers).await;
+    let busy = codes.iter().filter(|&&c| c == 454).count();
+    println!(
+        "device-password AUTH: {:.1} ms quiet, {:.1} ms during 200 parallel wrong AUTHs ({busy} of them got 454 busy)",
+        quiet.as_secs_f64() * 1000.0,
+        stormy.as_secs_f64() * 1000.0
+    );
+    assert!(codes.iter().all(|&c| c == 535 || c == 454), "{codes:?}");
+    assert!(
+        stormy < quiet + Duration::from_millis(100),
+        "{stormy:?} vs {quiet:?}"
+    );
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
