@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
 use crate::policy::Policy;
 use crate::policy::blocks::BlockGate;
+use crate::policy::feedback::{DeliveryFeedback, NoFeedback};
 use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
 use crate::spool::{Spool, StoreSpool};

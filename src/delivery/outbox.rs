@@ -10,17 +10,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, Events};
+use crate::policy::feedback::DeliveryFeedback;
 use crate::spool::{QueueEntry, QueueWrite, Spool};
 
 pub async fn run_outbox(
     spool: Arc<dyn Spool>,
     dir: PathBuf,
     events: Arc<dyn Events>,
+    feedback: Arc<dyn DeliveryFeedback>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match deliver_ready(&*spool, &dir, &*events).await {
+        match deliver_ready(&*spool, &dir, &*events, &*feedback).await {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(e) => {
                 tracing::error!(event = "delivery.error", target = "outbox", error = %e);
@@ -43,7 +45,12 @@ pub async fn run_outbox(
 const GATHER: Duration = Duration::from_millis(20);
 
 /// Writes every ready message, then forgets them all in one spool commit.
-async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> anyhow::Result<()> {
+async fn deliver_ready(
+    spool: &dyn Spool,
+    dir: &Path,
+    events: &dyn Events,
+    feedback: &dyn DeliveryFeedback,
+) -> anyhow::Result<()> {
     let mut delivered = Vec::new();
     let mut failure = None;
     for entry in spool.ready().await? {
@@ -68,6 +75,7 @@ async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> an
         spool.apply(removals).await?;
         for (entry, path) in &delivered {
             emit_success(events, entry, path);
+            feedback.delivery_outcome(&entry.envelope.account, entry.envelope.recipients.len(), 0);
         }
     }
     failure.map_or(Ok(()), Err)

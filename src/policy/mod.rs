@@ -3,6 +3,7 @@
 //! the scorer (a later issue) plugs in here without touching the session.
 
 pub mod blocks;
+pub mod feedback;
 
 use std::net::IpAddr;
 

@@ -1,0 +1,18 @@
+//! How delivery results reach the scorer's bounce signal: delivery workers
+//! report each message's outcome per account, whatever the delivery mode.
+
+/// Told once per delivery attempt that reached a final answer for some
+/// recipients.
+pub trait DeliveryFeedback: Send + Sync + 'static {
+    /// `delivered` recipients were accepted by the next hop, `bounced` were
+    /// refused permanently. `account` is the envelope's authenticated account.
+    fn delivery_outcome(&self, account: &str, delivered: usize, bounced: usize);
+}
+
+/// Feedback nobody listens to.
+#[derive(Debug, Default)]
+pub struct NoFeedback;
+
+impl DeliveryFeedback for NoFeedback {
+    fn delivery_outcome(&self, _: &str, _: usize, _: usize) {}
+}
