@@ -203,10 +203,12 @@ pub async fn start_with(
     } else {
         tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
     }
+    let feedback: Arc<dyn DeliveryFeedback> = Arc::new(NoFeedback);
     tracker.spawn(delivery::run_outbox(
         spool,
         outbox,
         events,
+        feedback,
         shutdown.clone(),
     ));
     Ok(running)
