@@ -599,7 +599,7 @@ async fn restore(config: &Config, file: &std::path::Path, json: bool) -> anyhow:
 /// Where account and queue commands go.
 enum Target {
     Server(AdminClient),
-    Local(Ops),
+    Local(Box<Ops>),
 }
 
 impl Target {
@@ -638,11 +638,13 @@ impl Target {
                     hostname: config.server.hostname.clone(),
                     totp_issuer: config.accounts.totp_issuer.clone(),
                 });
-                Ok(Self::Local(Ops {
+                Ok(Self::Local(Box::new(Ops {
                     accounts,
                     spool,
                     store,
-                }))
+                    scorer: None,
+                    policy: config.policy.clone(),
+                })))
             }
         }
     }

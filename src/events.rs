@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Event {
     /// Stable name, e.g. `auth.success`.
     pub name: &'static str,
@@ -33,6 +33,10 @@ pub struct Event {
     pub kind: Option<&'static str>,
     /// A client network (`192.0.2.1/32`, `2001:db8::/64`).
     pub network: Option<String>,
+    /// A policy score.
+    pub score: Option<f64>,
+    /// Observe mode: the decision was logged, not applied.
+    pub observed: Option<bool>,
 }
 
 impl Event {
@@ -81,6 +85,18 @@ impl Event {
     }
     pub fn target(mut self, target: impl Into<String>) -> Self {
         self.target = Some(target.into());
+        self
+    }
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+    pub fn score(mut self, score: f64) -> Self {
+        self.score = Some((score * 100.0).round() / 100.0);
+        self
+    }
+    pub fn observed(mut self, observed: bool) -> Self {
+        self.observed = observed.then_some(true);
         self
     }
     pub fn network(mut self, network: impl Into<String>) -> Self {
@@ -136,6 +152,8 @@ impl Events for TracingEvents {
                     messages = e.messages,
                     kind = e.kind,
                     network = e.network.as_deref(),
+                    score = e.score,
+                    observed = e.observed,
                 )
             };
         }

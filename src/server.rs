@@ -18,11 +18,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
 use crate::policy::Policy;
-use crate::policy::blocks::BlockGate;
-use crate::policy::feedback::{DeliveryFeedback, NoFeedback};
+use crate::policy::feedback::DeliveryFeedback;
+use crate::policy::scorer::{Scorer, ScorerEvents};
 use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
-use crate::spool::{Spool, StoreSpool};
+use crate::spool::{CommitHook, Spool, StoreSpool};
 use crate::store::Store;
 use crate::store::fault::FaultSwitch;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
@@ -36,6 +36,7 @@ pub struct Running {
     pub store: Store,
     pub server_key: Arc<ServerKey>,
     pub accounts: Accounts,
+    scorer: Arc<Scorer>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -73,18 +74,29 @@ pub async fn start_with(
     }
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Metrics::new();
+    let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let scorer = Scorer::new(
+        config.policy.clone(),
+        clock.clone(),
+        store.clone(),
+        config.server.support_contact.clone(),
+    )?;
+    // Every event is counted in the metrics and seen by the scorer (logins,
+    // failures, unblocks) before it reaches the log.
+    let events: Arc<dyn Events> = Arc::new(ScorerEvents::new(scorer.clone(), events));
     let events: Arc<dyn Events> = Arc::new(MetricsEvents::new(metrics.clone(), events));
     let server_key = Arc::new(ServerKey::load_or_create(
         &config.secret_key_file(),
         &store,
     )?);
     let tls_config = tls::server_config(&config)?;
-    let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
-    let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
+    let hook: Arc<dyn CommitHook> = scorer.clone();
+    let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::with_hook(
         store.clone(),
         clock.clone(),
         metrics.clone(),
+        Some(hook),
     ));
     if let Some(wrap) = overrides.spool {
         spool = wrap(spool);
@@ -102,10 +114,8 @@ pub async fn start_with(
         totp_issuer: config.accounts.totp_issuer.clone(),
     });
     let authenticator: Arc<dyn Authenticator> = Arc::new(accounts.clone());
-    let policy: Arc<dyn Policy> = Arc::new(BlockGate::new(
-        store.clone(),
-        config.server.support_contact.clone(),
-    ));
+    scorer.connect(accounts.clone(), events.clone());
+    let policy: Arc<dyn Policy> = scorer.clone();
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -147,6 +157,7 @@ pub async fn start_with(
         store: store.clone(),
         server_key,
         accounts: accounts.clone(),
+        scorer: scorer.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -169,6 +180,8 @@ pub async fn start_with(
         accounts,
         spool: spool.clone(),
         store: store.clone(),
+        scorer: Some(scorer.clone()),
+        policy: config.policy.clone(),
     };
     let http = [
         ("Admin", admin_listener, admin::router(token, ops)),
@@ -203,7 +216,7 @@ pub async fn start_with(
     } else {
         tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
     }
-    let feedback: Arc<dyn DeliveryFeedback> = Arc::new(NoFeedback);
+    let feedback: Arc<dyn DeliveryFeedback> = scorer.clone();
     tracker.spawn(delivery::run_outbox(
         spool,
         outbox,
@@ -237,6 +250,7 @@ impl Running {
                 "some sessions did not finish in 30s"
             );
         }
+        self.scorer.disconnect();
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down.

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use crate::accounts::{
     Account, AccountError, Accounts, BlockKind, BlockRequest, HistoryEntry, Origin,
 };
+use crate::config::PolicyConfig;
+use crate::policy::scorer::{PolicyView, Scorer, stored_view};
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, Spool};
 use crate::store::{Store, StoreError};
 
@@ -212,6 +214,9 @@ pub struct AccountView {
     pub block: Option<BlockView>,
     pub device_passwords: Vec<DevicePasswordView>,
     pub history: Vec<HistoryEntry>,
+    /// The scorer's counters and score (account show only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -265,6 +270,7 @@ impl From<Account> for AccountView {
             created: a.created,
             disabled: a.disabled,
             history: a.history,
+            policy: None,
         }
     }
 }
@@ -315,6 +321,9 @@ pub struct Ops {
     pub accounts: Accounts,
     pub spool: Arc<dyn Spool>,
     pub store: Store,
+    /// The live scorer; `None` in the CLI, which reads the saved state.
+    pub scorer: Option<Arc<Scorer>>,
+    pub policy: PolicyConfig,
 }
 
 fn to_json<T: Serialize>(value: T) -> Result<Value, OpError> {
@@ -435,7 +444,25 @@ impl Ops {
                 to_json(list)
             }
             Request::AccountShow { address } => {
-                to_json(AccountView::from(accounts.get(&address).await?))
+                let mut view = AccountView::from(accounts.get(&address).await?);
+                view.policy = match &self.scorer {
+                    Some(scorer) => Some(scorer.view(&view.address)),
+                    None => {
+                        let (store, config, address) = (
+                            self.store.clone(),
+                            self.policy.clone(),
+                            view.address.clone(),
+                        );
+                        let now = crate::clock::Clock::unix(&crate::clock::SystemClock);
+                        tokio::task::spawn_blocking(move || {
+                            stored_view(&store, &address, &config, now)
+                        })
+                        .await
+                        .ok()
+                        .flatten()
+                    }
+                };
+                to_json(view)
             }
             Request::AccountDelete { address } => {
                 accounts.delete(&address).await?;

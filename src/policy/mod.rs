@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod feedback;
+pub mod scorer;
 
 use std::net::IpAddr;
 

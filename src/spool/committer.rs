@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::QueueWrite;
+use super::{CommitHook, QueueWrite};
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 
@@ -47,13 +47,13 @@ impl Drop for Pending {
 }
 
 impl Committer {
-    pub fn start(store: Store, metrics: Arc<Metrics>) -> Self {
+    pub fn start(store: Store, metrics: Arc<Metrics>, hook: Option<Arc<dyn CommitHook>>) -> Self {
         let (tx, rx) = mpsc::channel();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = in_flight.clone();
         let thread = std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || run(store, rx, metrics, counter))
+            .spawn(move || run(store, rx, metrics, counter, hook))
             .expect("spawn the spool commit thread");
         Self {
             jobs: Some(tx),
@@ -95,6 +95,7 @@ fn run(
     jobs: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
     in_flight: Arc<AtomicUsize>,
+    hook: Option<Arc<dyn CommitHook>>,
 ) {
     let inserts = |job: &Job| {
         job.0
@@ -127,7 +128,12 @@ fn run(
         }
         let (writes, replies): (Vec<Vec<QueueWrite>>, Vec<_>) = batch.into_iter().unzip();
         let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
-        let flat: Vec<QueueWrite> = writes.into_iter().flatten().collect();
+        let mut flat: Vec<QueueWrite> = writes.into_iter().flatten().collect();
+        let own = flat.len();
+        // State that counted these messages joins their commit.
+        if let Some(hook) = &hook {
+            flat.extend(hook.dirty_writes());
+        }
         tracing::trace!(
             event = "spool.commit",
             writes = flat.len(),
@@ -137,7 +143,7 @@ fn run(
             Ok(results) => {
                 metrics.spool_fsyncs.increment(1);
                 metrics.spool_committed_writes.increment(flat.len() as u64);
-                let mut results = results.into_iter();
+                let mut results = results.into_iter().take(own);
                 for (reply, n) in replies.into_iter().zip(sizes) {
                     let _ = reply.send(Ok(results.by_ref().take(n).collect()));
                 }

@@ -105,6 +105,18 @@ pub enum QueueWrite {
     Update(QueueEntry),
     SetState(QueueId, QueueState),
     Remove(QueueId),
+    /// The scorer's state for an account (`None` forgets it), written in
+    /// the same commit as the messages it counted.
+    PolicyState {
+        account: String,
+        state: Option<Vec<u8>>,
+    },
+}
+
+/// Something whose state must be durable together with the spool's
+/// inserts: asked for its changed rows just before each group commit.
+pub trait CommitHook: Send + Sync + 'static {
+    fn dirty_writes(&self) -> Vec<QueueWrite>;
 }
 
 impl QueueWrite {
@@ -112,6 +124,7 @@ impl QueueWrite {
     pub fn size(&self) -> usize {
         match self {
             Self::Insert { body, .. } => body.len() + 256,
+            Self::PolicyState { state, .. } => state.as_ref().map_or(64, Vec::len),
             _ => 256,
         }
     }
@@ -198,8 +211,18 @@ pub struct StoreSpool {
 
 impl StoreSpool {
     pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        Self::with_hook(store, clock, metrics, None)
+    }
+
+    /// A spool whose every commit also carries `hook`'s changed rows.
+    pub fn with_hook(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        hook: Option<Arc<dyn CommitHook>>,
+    ) -> Self {
         Self {
-            committer: committer::Committer::start(store.clone(), metrics),
+            committer: committer::Committer::start(store.clone(), metrics, hook),
             store,
             clock,
             last_id: AtomicU64::new(0),

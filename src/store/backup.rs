@@ -5,7 +5,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{ACCOUNTS, ALIASES, BODIES, META, QUEUE, Store, StoreError};
+use super::{ACCOUNTS, ALIASES, BODIES, META, POLICY, QUEUE, Store, StoreError};
 
 fn copy_str_table(
     from: &redb::ReadTransaction,
@@ -64,6 +64,7 @@ fn copy_all(from: &Database, to: &Database) -> Result<BackupSummary, StoreError>
     let write = to.begin_write()?;
     let accounts = copy_str_table(&read, &write, ACCOUNTS)?;
     copy_str_table(&read, &write, META)?;
+    copy_str_table(&read, &write, POLICY)?;
     copy_alias_table(&read, &write)?;
     let queued = copy_u64_table(&read, &write, QUEUE)?;
     copy_u64_table(&read, &write, BODIES)?;

@@ -25,6 +25,8 @@ pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queu
 pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bodies");
 /// Small facts about the store itself (e.g. the id of the server key).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The scorer's per-account windows, written with the spool inserts.
+pub(crate) const POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("policy");
 /// Normalised alias → primary address of its account.
 pub(crate) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
 
@@ -160,6 +162,7 @@ impl Store {
         tx.open_table(QUEUE)?;
         tx.open_table(BODIES)?;
         tx.open_table(META)?;
+        tx.open_table(POLICY)?;
         tx.open_table(ALIASES)?;
         tx.commit()?;
         Ok(Self {
@@ -181,6 +184,26 @@ impl Store {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(META)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every account's scorer state.
+    pub fn policy_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(POLICY)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn policy_state(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(POLICY)?;
+        Ok(table.get(account)?.map(|v| v.value().to_vec()))
     }
 
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{BODIES, QUEUE, Store, StoreError};
+use super::{BODIES, POLICY, QUEUE, Store, StoreError};
 use crate::spool::{QueueEntry, QueueId, QueueWrite};
 
 impl Store {
@@ -15,6 +15,7 @@ impl Store {
         {
             let mut queue = tx.open_table(QUEUE)?;
             let mut bodies = tx.open_table(BODIES)?;
+            let mut policy = tx.open_table(POLICY)?;
             for write in writes {
                 let found = match write {
                     QueueWrite::Insert { entry, body } => {
@@ -42,6 +43,13 @@ impl Store {
                             }
                             None => false,
                         }
+                    }
+                    QueueWrite::PolicyState { account, state } => {
+                        match state {
+                            Some(bytes) => policy.insert(account.as_str(), bytes.as_slice())?,
+                            None => policy.remove(account.as_str())?,
+                        };
+                        true
                     }
                     QueueWrite::Remove(id) => {
                         bodies.remove(id.0)?;

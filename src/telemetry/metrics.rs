@@ -17,6 +17,9 @@ pub const SESSIONS: &str = "mailwarden_sessions_total";
 pub const AUTH: &str = "mailwarden_auth_total";
 pub const DELIVERIES: &str = "mailwarden_deliveries_total";
 pub const AUTH_LOCKOUTS: &str = "mailwarden_auth_lockouts_total";
+pub const POLICY_DECISIONS: &str = "mailwarden_policy_decisions_total";
+pub const BLOCKS: &str = "mailwarden_account_blocks_total";
+pub const UNBLOCKS: &str = "mailwarden_account_unblocks_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -85,6 +88,25 @@ impl Events for MetricsEvents {
                     .increment(1)
             }
             "session.start" => m.counter(SESSIONS, &[]).increment(1),
+            "policy.decision" => {
+                let decision = event.reason.clone().unwrap_or_default();
+                let observed = if event.observed == Some(true) {
+                    "true"
+                } else {
+                    "false"
+                }
+                .to_string();
+                m.counter(
+                    POLICY_DECISIONS,
+                    &[("decision", decision), ("observed", observed)],
+                )
+                .increment(1)
+            }
+            "account.blocked" => {
+                let kind = event.kind.unwrap_or("unknown").to_string();
+                m.counter(BLOCKS, &[("kind", kind)]).increment(1)
+            }
+            "account.unblocked" => m.counter(UNBLOCKS, &[]).increment(1),
             "auth.lockout" => {
                 let scope = event.kind.unwrap_or("unknown").to_string();
                 m.counter(AUTH_LOCKOUTS, &[("scope", scope)]).increment(1)

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
 
-use crate::common::{PASSWORD, read_outbox, run_cli, test_config_text};
+use crate::common::{BULK_POLICY, PASSWORD, read_outbox, run_cli, test_config_text};
 
 /// The real binary, killed for real.
 struct ServerProcess {
@@ -67,7 +67,7 @@ impl ServerProcess {
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mailwarden.toml");
-    std::fs::write(&config, test_config_text("")).unwrap();
+    std::fs::write(&config, test_config_text(BULK_POLICY)).unwrap();
     (dir, config)
 }
 
@@ -268,7 +268,12 @@ async fn sigkill_at_random_points_during_a_thousand_messages() {
             // Kill somewhere in the next stretch of the load.
             let target =
                 ledger.lock().unwrap().acked.len() as u64 + 20 + random_below(TOTAL / KILLS as u64);
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
             while (ledger.lock().unwrap().acked.len() as u64) < target.min(TOTAL - 1) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the load stalled before the kill"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             tokio::time::sleep(Duration::from_micros(random_below(3000))).await;

@@ -6,7 +6,7 @@ use mailwarden::server::Overrides;
 use mailwarden::store::fault::{Fault, FaultSwitch};
 
 use crate::common::client::Client;
-use crate::common::{PASSWORD, TestServer, http_get, metric};
+use crate::common::{BULK_POLICY, PASSWORD, TestServer, http_get, metric};
 
 const BODY: &[u8] = b"From: <alice@example.com>\r\nSubject: load\r\n\r\nhello\r\n";
 
@@ -60,7 +60,10 @@ async fn load(server: &TestServer, sessions: usize, per_session: usize) -> (u64,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_writers_share_fsyncs() {
     // 50 sessions from one address: above the default per-IP limit of 20.
-    let server = TestServer::start_with("[smtp]\nmax_connections_per_ip = 60\n").await;
+    let server = TestServer::start_with(&format!(
+        "{BULK_POLICY}[smtp]\nmax_connections_per_ip = 60\n"
+    ))
+    .await;
     server.add_account("alice@example.com", PASSWORD).await;
     let (fsyncs, accepted) = load(&server, 50, 10).await;
     assert_eq!(accepted, 500);
@@ -73,7 +76,7 @@ async fn fifty_concurrent_writers_share_fsyncs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsyncs_per_message_at_1_and_10_writers() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(BULK_POLICY).await;
     server.add_account("alice@example.com", PASSWORD).await;
     let (f1, a1) = load(&server, 1, 50).await;
     let (f10, a10) = load(&server, 10, 20).await;

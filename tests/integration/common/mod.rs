@@ -15,6 +15,9 @@ use mailwarden::server::{self, Running};
 use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Policy caps out of the way, for tests about load and durability.
+pub const BULK_POLICY: &str = "[policy]\nmax_messages_per_minute = 1000000\nmax_messages_per_hour = 1000000\nmax_messages_per_day = 1000000\nmax_recipients_per_minute = 1000000\nmax_recipients_per_hour = 1000000\nmax_recipients_per_day = 1000000\nnew_account_max_messages_per_hour = 1000000\nnew_account_max_recipients_per_hour = 1000000\nblock_score = 1000000.0\n";
 pub const ALICE: &str = "alice@example.com";
 
 /// A config file for tests: every listener on port 0, data in `dir`.

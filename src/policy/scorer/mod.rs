@@ -1,0 +1,692 @@
+//! The outbound-policy scorer: for every message, does the account still
+//! look like its owner?
+//!
+//! Each message earns points from signals (new recipients, above all from a
+//! network the account has not used before; the same body to many people;
+//! logins from many networks; many link domains; a display name carrying
+//! another address; bounces; a login after many wrong passwords; unusual
+//! speed). Points decay with a half-life; an account whose score reaches
+//! `block_score` is blocked with the 554 of DESIGN.md. Caps on volume only
+//! ever defer (451, for the whole message). docs/policy.md explains each
+//! signal and default.
+//!
+//! Per account, the decision and the counter update happen under one lock,
+//! in arrival order, so parallel sessions cannot all slip under the
+//! threshold. The changed state is written by the spool's group commit,
+//! in the same commit as the messages it counted.
+
+pub mod content;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use self::content::Content;
+use self::state::{AccountState, HOUR, MINUTE};
+use super::feedback::DeliveryFeedback;
+use super::{Decision, MailContext, MessageContext, Policy, RcptContext};
+use crate::accounts::{Account, Accounts, BlockKind, BlockRequest, Origin};
+use crate::clock::Clock;
+use crate::config::{PolicyConfig, PolicyMode};
+use crate::events::{Event, Events};
+use crate::smtp::reply;
+use crate::spool::{CommitHook, QueueWrite};
+use crate::store::Store;
+
+/// The points one message earned, by signal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub signals: Vec<(&'static str, f64)>,
+}
+
+impl Breakdown {
+    fn add(&mut self, signal: &'static str, points: f64) {
+        if points > 0.0 {
+            self.signals.push((signal, points));
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.signals.iter().map(|(_, p)| p).sum()
+    }
+
+    /// The signals, largest first, as `name=points`.
+    pub fn describe(&self) -> String {
+        let mut s = self.signals.clone();
+        s.sort_by(|a, b| b.1.total_cmp(&a.1));
+        s.iter()
+            .map(|(n, p)| format!("{n}={p:.1}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn top(&self) -> Option<&'static str> {
+        self.signals
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(n, _)| *n)
+    }
+}
+
+/// The reason category a user sees: plain words, never thresholds.
+pub fn category(signal: &str) -> &'static str {
+    match signal {
+        "new_recipients" | "new_recipients_unfamiliar_network" => "sending to many new recipients",
+        "repeated_body" => "the same message sent to many recipients",
+        "network_spread" => "logins from many different networks",
+        "link_domains" => "messages with many links to different sites",
+        "display_name_address" => "a sender name that imitates another address",
+        "bounces" => "many messages that could not be delivered",
+        "auth_failures_before_login" => "a login after many wrong passwords",
+        "fast_sending" => "sending unusually fast",
+        "many_domains" => "sending to many different domains",
+        _ => "unusual sending activity",
+    }
+}
+
+/// What `account show` prints about the scorer's view of an account.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct PolicyView {
+    pub score: f64,
+    pub block_score: f64,
+    pub messages_last_minute: u32,
+    pub messages_last_hour: u32,
+    pub messages_last_day: u32,
+    pub recipients_last_hour: u32,
+    pub recipients_last_day: u32,
+    pub networks_last_hour: usize,
+    pub delivered_last_day: u32,
+    pub bounced_last_day: u32,
+}
+
+pub struct Scorer {
+    config: PolicyConfig,
+    clock: Arc<dyn Clock>,
+    store: Store,
+    support_contact: Option<String>,
+    shared: Vec<IpNet>,
+    /// Set by `connect`, cleared by `disconnect` (the scorer and the
+    /// accounts refer to each other; shutdown breaks the cycle).
+    accounts: Mutex<Option<Accounts>>,
+    events: Mutex<Option<Arc<dyn Events>>>,
+    states: Mutex<HashMap<String, Arc<Entry>>>,
+    dirty: Mutex<HashSet<String>>,
+}
+
+/// One account: `turn` orders its decisions (FIFO, held across awaits);
+/// `state` is only ever held briefly, never across an await, so logins and
+/// delivery results can be recorded from anywhere.
+struct Entry {
+    turn: tokio::sync::Mutex<()>,
+    state: Mutex<AccountState>,
+}
+
+impl Entry {
+    fn new(state: AccountState) -> Arc<Self> {
+        Arc::new(Self {
+            turn: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AccountState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The network a client counts as for the spread signal: its /24 or /64.
+pub fn scoring_network(ip: IpAddr) -> IpNet {
+    let prefix = if ip.to_canonical().is_ipv4() { 24 } else { 64 };
+    IpNet::new(ip.to_canonical(), prefix)
+        .expect("valid prefix")
+        .trunc()
+}
+
+impl Scorer {
+    /// Loads every account's saved state from the store.
+    pub fn new(
+        config: PolicyConfig,
+        clock: Arc<dyn Clock>,
+        store: Store,
+        support_contact: Option<String>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let shared = config
+            .shared_client_networks
+            .iter()
+            .filter_map(|n| {
+                n.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
+            })
+            .collect();
+        let mut states = HashMap::new();
+        for (account, bytes) in store.policy_states().map_err(|e| anyhow::anyhow!("{e}"))? {
+            match serde_json::from_slice::<AccountState>(&bytes) {
+                Ok(state) => {
+                    states.insert(account, Entry::new(state));
+                }
+                Err(e) => tracing::warn!(event = "policy.state_unreadable", account, error = %e),
+            }
+        }
+        Ok(Arc::new(Self {
+            config,
+            clock,
+            store,
+            support_contact,
+            shared,
+            accounts: Mutex::new(None),
+            events: Mutex::new(None),
+            states: Mutex::new(states),
+            dirty: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Completes the wiring: blocks go through `accounts`, decisions to `events`.
+    pub fn connect(&self, accounts: Accounts, events: Arc<dyn Events>) {
+        *self.accounts.lock().expect("scorer wiring") = Some(accounts);
+        *self.events.lock().expect("scorer wiring") = Some(events);
+    }
+
+    /// Drops the references `connect` made, so everything can be freed.
+    pub fn disconnect(&self) {
+        self.accounts.lock().expect("scorer wiring").take();
+        self.events.lock().expect("scorer wiring").take();
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    fn emit(&self, event: Event) {
+        let events = self.events.lock().expect("scorer wiring").clone();
+        if let Some(events) = events {
+            events.emit(event);
+        }
+    }
+
+    fn entry(&self, account: &str) -> Arc<Entry> {
+        let now = self.clock.unix();
+        self.states
+            .lock()
+            .expect("scorer states")
+            .entry(account.to_string())
+            .or_insert_with(|| Entry::new(AccountState::new(now)))
+            .clone()
+    }
+
+    fn follows(&self, account: &str) -> bool {
+        self.states
+            .lock()
+            .expect("scorer states")
+            .contains_key(account)
+    }
+
+    /// Changes an account's state briefly (never across an await).
+    fn with_state<T>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> T) -> T {
+        let entry = self.entry(account);
+        let out = f(&mut entry.state());
+        self.mark_dirty(account);
+        out
+    }
+
+    fn mark_dirty(&self, account: &str) {
+        self.dirty
+            .lock()
+            .expect("dirty set")
+            .insert(account.to_string());
+    }
+
+    /// A network as the spread signal sees it: every shared client network
+    /// (office NAT, cloud mail app) counts as one known client.
+    fn network_key(&self, ip: IpAddr) -> String {
+        let ip = ip.to_canonical();
+        match self.shared.iter().find(|n| n.contains(&ip)) {
+            Some(n) => format!("shared:{n}"),
+            None => scoring_network(ip).to_string(),
+        }
+    }
+
+    async fn account(&self, address: &str) -> Option<Account> {
+        let store = self.store.clone();
+        let key = address.to_string();
+        tokio::task::spawn_blocking(move || store.account_get(&key))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
+    /// The block reply, if the account is blocked (or gone).
+    fn gate(&self, address: &str, account: Option<&Account>) -> Option<Decision> {
+        let contact = self.support_contact.as_deref();
+        match account {
+            None => Some(Decision::Block(reply::operator_block(address, contact))),
+            Some(a) => match a.block.as_ref().map(|b| b.kind) {
+                None => None,
+                Some(BlockKind::Policy) => Some(Decision::Block(reply::policy_block(&a.address))),
+                Some(BlockKind::Operator) => {
+                    Some(Decision::Block(reply::operator_block(&a.address, contact)))
+                }
+            },
+        }
+    }
+
+    fn is_new(&self, account: &Account, now: u64) -> bool {
+        account.created + self.config.new_account_period.as_secs() > now
+    }
+
+    /// The cap this message would break, if any: caps only ever defer.
+    fn cap_broken(
+        &self,
+        st: &AccountState,
+        now: u64,
+        new_account: bool,
+        recipients: u32,
+        messages: u32,
+    ) -> Option<&'static str> {
+        let c = &self.config;
+        let (m1, r1) = st.messages_within(now, MINUTE);
+        let (mh, rh) = st.messages_within(now, HOUR);
+        let (md, rd) = st.messages_today();
+        let (max_mh, max_rh) = if new_account {
+            (
+                c.new_account_max_messages_per_hour,
+                c.new_account_max_recipients_per_hour,
+            )
+        } else {
+            (c.max_messages_per_hour, c.max_recipients_per_hour)
+        };
+        [
+            (
+                m1 + messages > c.max_messages_per_minute,
+                "messages_per_minute",
+            ),
+            (mh + messages > max_mh, "messages_per_hour"),
+            (md + messages > c.max_messages_per_day, "messages_per_day"),
+            (
+                r1 + recipients > c.max_recipients_per_minute,
+                "recipients_per_minute",
+            ),
+            (rh + recipients > max_rh, "recipients_per_hour"),
+            (
+                rd + recipients > c.max_recipients_per_day,
+                "recipients_per_day",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(broken, name)| broken.then_some(name))
+    }
+
+    /// The points this message earns, given the account's windows.
+    pub fn score_message(
+        &self,
+        st: &AccountState,
+        now: u64,
+        network: &str,
+        recipients: &[String],
+        content: &Content,
+    ) -> Breakdown {
+        let c = &self.config;
+        let mut b = Breakdown::default();
+        let familiar = network.starts_with("shared:")
+            || st.is_familiar(
+                network,
+                now,
+                c.network_familiar_after.as_secs(),
+                c.network_familiar_for.as_secs(),
+            );
+        let mut seen = HashSet::new();
+        let new = recipients
+            .iter()
+            .filter(|r| seen.insert(r.as_str()) && !st.known.contains(r))
+            .count() as f64;
+        if familiar {
+            b.add(
+                "new_recipients",
+                (new * c.weight_new_recipient).min(c.max_new_recipient_points),
+            );
+        } else {
+            b.add(
+                "new_recipients_unfamiliar_network",
+                (new * c.weight_new_recipient_unfamiliar)
+                    .min(c.max_new_recipient_points_unfamiliar),
+            );
+        }
+        if new > 0.0 && st.body_seen(content.fingerprint) > 0 {
+            let w = if familiar {
+                c.weight_repeated_body
+            } else {
+                c.weight_repeated_body_unfamiliar
+            };
+            b.add("repeated_body", w);
+        }
+        if st.networks_last_hour().len() >= c.spread_networks_per_hour {
+            b.add("network_spread", c.weight_network_spread);
+        }
+        if content.link_domains > c.free_link_domains {
+            let extra = (content.link_domains - c.free_link_domains) as f64;
+            b.add(
+                "link_domains",
+                (extra * c.weight_link_domain).min(c.max_link_points),
+            );
+        }
+        if content.display_name_address {
+            b.add("display_name_address", c.weight_display_name_address);
+        }
+        let (delivered, bounced) = st.deliveries_today();
+        let total = delivered + bounced;
+        if total >= c.bounce_min_recipients && bounced as f64 / total as f64 >= c.bounce_ratio {
+            b.add("bounces", c.weight_bounces);
+        }
+        if st.failures_before_login >= c.auth_failures_before_success {
+            b.add("auth_failures_before_login", c.weight_auth_failures);
+        }
+        let (per_hour, _) = st.messages_within(now, HOUR);
+        if per_hour + 1 > c.fast_messages_per_hour {
+            b.add("fast_sending", c.weight_fast_message);
+        }
+        let domains = st.distinct_domains_last_hour();
+        if domains > 20 {
+            b.add("many_domains", ((domains - 20) as f64 * 0.1).min(1.0));
+        }
+        b
+    }
+
+    /// The state of an account as `account show` prints it.
+    pub fn view(&self, address: &str) -> PolicyView {
+        let now = self.clock.unix();
+        let entry = self.entry(address);
+        let mut st = entry.state();
+        st.advance(now, self.config.half_life.as_secs());
+        view_of(&st, now, &self.config)
+    }
+
+    /// After a block lifts: windows and score start again from zero, and
+    /// probation counts only what comes next. Known recipients and the
+    /// networks that were familiar before stay.
+    fn restart(&self, account: &str) {
+        let now = self.clock.unix();
+        let after = self.config.network_familiar_after.as_secs();
+        self.with_state(account, |st| {
+            let known = std::mem::take(&mut st.known);
+            let networks: Vec<_> = st
+                .networks
+                .drain(..)
+                .filter(|n| n.first_seen + after <= now)
+                .collect();
+            *st = AccountState::new(now);
+            st.known = known;
+            st.networks = networks;
+        });
+    }
+
+    /// Networks that logged in while the abuse built up and are not the
+    /// owner's usual ones: their portal changes will not lift the block.
+    /// They are forgotten as known networks too.
+    fn take_abuse_networks(&self, st: &mut AccountState, now: u64, network: &str) -> Vec<IpNet> {
+        let after = self.config.network_familiar_after.as_secs();
+        let for_ = self.config.network_familiar_for.as_secs();
+        let mut abuse: Vec<IpNet> = st
+            .logins
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .chain(std::iter::once(network))
+            .filter(|n| !n.starts_with("shared:") && !st.is_familiar(n, now, after, for_))
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        abuse.sort();
+        abuse.dedup();
+        st.networks
+            .retain(|n| !abuse.iter().any(|a| a.to_string() == n.network));
+        abuse
+    }
+
+    async fn block(
+        &self,
+        address: &str,
+        score: f64,
+        breakdown: &Breakdown,
+        abuse: Vec<IpNet>,
+    ) -> Decision {
+        let c = &self.config;
+        let reason = category(breakdown.top().unwrap_or("")).to_string();
+        let detail = format!(
+            "score {score:.1} (block at {:.1}): {}",
+            c.block_score,
+            breakdown.describe()
+        );
+        let accounts = self.accounts.lock().expect("scorer wiring").clone();
+        if let Some(accounts) = accounts {
+            let request = BlockRequest {
+                kind: BlockKind::Policy,
+                reason,
+                detail: Some(detail),
+                abuse_networks: abuse,
+            };
+            let origin = Origin {
+                via: "policy",
+                ip: None,
+            };
+            if let Err(e) = accounts.block(address, request, &origin).await {
+                tracing::error!(event = "policy.block_failed", account = address, error = %e);
+            }
+        }
+        Decision::Block(reply::policy_block(address))
+    }
+}
+
+fn view_of(st: &AccountState, now: u64, c: &PolicyConfig) -> PolicyView {
+    let (m1, _) = st.messages_within(now, MINUTE);
+    let (mh, rh) = st.messages_within(now, HOUR);
+    let (md, rd) = st.messages_today();
+    let (delivered, bounced) = st.deliveries_today();
+    PolicyView {
+        score: (st.score * 10.0).round() / 10.0,
+        block_score: c.block_score,
+        messages_last_minute: m1,
+        messages_last_hour: mh,
+        messages_last_day: md,
+        recipients_last_hour: rh,
+        recipients_last_day: rd,
+        networks_last_hour: st.networks_last_hour().len(),
+        delivered_last_day: delivered,
+        bounced_last_day: bounced,
+    }
+}
+
+/// The saved state of an account, read straight from the store (for the
+/// CLI with no server running).
+pub fn stored_view(
+    store: &Store,
+    address: &str,
+    config: &PolicyConfig,
+    now: u64,
+) -> Option<PolicyView> {
+    let bytes = store.policy_state(address).ok()??;
+    let mut st: AccountState = serde_json::from_slice(&bytes).ok()?;
+    st.advance(now, config.half_life.as_secs());
+    Some(view_of(&st, now, config))
+}
+
+#[async_trait]
+impl Policy for Scorer {
+    async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision {
+        let account = self.account(ctx.account).await;
+        if let Some(refusal) = self.gate(ctx.account, account.as_ref()) {
+            return refusal;
+        }
+        let account = account.expect("gate refuses a missing account");
+        let now = self.clock.unix();
+        let entry = self.entry(ctx.account);
+        let (cap, score) = {
+            let mut st = entry.state();
+            st.advance(now, self.config.half_life.as_secs());
+            // One more message, recipients not known yet.
+            (
+                self.cap_broken(&st, now, self.is_new(&account, now), 0, 1),
+                st.score,
+            )
+        };
+        match cap {
+            Some(cap) if self.config.mode == PolicyMode::Enforce => {
+                self.emit(
+                    Event::new("policy.decision")
+                        .account(ctx.account)
+                        .ip(ctx.client_ip)
+                        .reason("defer")
+                        .target(cap)
+                        .score(score),
+                );
+                Decision::Defer(reply::RATE_LIMITED)
+            }
+            _ => Decision::Accept,
+        }
+    }
+
+    async fn on_rcpt(&self, ctx: &RcptContext<'_>) -> Decision {
+        // Blocked mid-transaction: the next RCPT says so. Never a per-RCPT
+        // rate limit (partial acceptance makes clients resend to everyone).
+        let account = self.account(ctx.account).await;
+        self.gate(ctx.account, account.as_ref())
+            .unwrap_or(Decision::Accept)
+    }
+
+    async fn on_message(&self, ctx: &MessageContext<'_>) -> Decision {
+        let account = self.account(ctx.account).await;
+        if let Some(refusal) = self.gate(ctx.account, account.as_ref()) {
+            return refusal;
+        }
+        let account = account.expect("gate refuses a missing account");
+        let content = {
+            let message = ctx.message.to_vec();
+            tokio::task::spawn_blocking(move || content::analyse(&message))
+                .await
+                .unwrap_or_default()
+        };
+        let now = self.clock.unix();
+        let network = self.network_key(ctx.client_ip);
+        let observe = self.config.mode == PolicyMode::Observe;
+        let entry = self.entry(ctx.account);
+        // Decisions of one account happen one at a time, in arrival order.
+        let _turn = entry.turn.lock().await;
+        let n = ctx.recipients.len() as u32;
+        let (verdict, cap, breakdown, score, abuse) = {
+            let mut st = entry.state();
+            st.advance(now, self.config.half_life.as_secs());
+            let cap = self.cap_broken(&st, now, self.is_new(&account, now), n, 1);
+            let breakdown = self.score_message(&st, now, &network, ctx.recipients, &content);
+            let score = st.score + breakdown.total();
+            let verdict = if cap.is_some() {
+                "defer"
+            } else if score >= self.config.block_score {
+                "block"
+            } else {
+                "accept"
+            };
+            let mut abuse = Vec::new();
+            match (verdict, observe) {
+                // A deferred message is not sent: nothing to count.
+                ("defer", false) => {}
+                ("block", false) => {
+                    st.score = score;
+                    abuse = self.take_abuse_networks(&mut st, now, &network);
+                }
+                _ => {
+                    st.score = score;
+                    st.failures_before_login = 0;
+                    st.record_message(now, ctx.recipients, content.fingerprint);
+                }
+            }
+            (verdict, cap, breakdown, score, abuse)
+        };
+        self.mark_dirty(ctx.account);
+        self.emit(
+            Event::new("policy.decision")
+                .account(ctx.account)
+                .ip(ctx.client_ip)
+                .reason(verdict)
+                .target(cap.map_or_else(|| breakdown.describe(), str::to_string))
+                .score(score)
+                .observed(observe)
+                .recipients(ctx.recipients.len()),
+        );
+        match (verdict, observe) {
+            ("defer", false) => Decision::Defer(reply::RATE_LIMITED),
+            ("block", false) => self.block(ctx.account, score, &breakdown, abuse).await,
+            _ => Decision::Accept,
+        }
+    }
+}
+
+impl DeliveryFeedback for Scorer {
+    fn delivery_outcome(&self, account: &str, delivered: usize, bounced: usize) {
+        // Only accounts the scorer follows (not postmaster notices).
+        if !self.follows(account) {
+            return;
+        }
+        let now = self.clock.unix();
+        self.with_state(account, |st| {
+            st.record_delivery(now, delivered as u32, bounced as u32)
+        });
+    }
+}
+
+impl CommitHook for Scorer {
+    fn dirty_writes(&self) -> Vec<QueueWrite> {
+        let dirty: Vec<String> = self.dirty.lock().expect("dirty set").drain().collect();
+        let mut writes = Vec::with_capacity(dirty.len());
+        for account in dirty {
+            let entry = self.entry(&account);
+            let bytes = serde_json::to_vec(&*entry.state());
+            if let Ok(bytes) = bytes {
+                writes.push(QueueWrite::PolicyState {
+                    account,
+                    state: Some(bytes),
+                });
+            }
+        }
+        writes
+    }
+}
+
+/// Feeds the scorer from the event stream: logins, failures, unblocks.
+pub struct ScorerEvents {
+    scorer: Arc<Scorer>,
+    next: Arc<dyn Events>,
+}
+
+impl ScorerEvents {
+    pub fn new(scorer: Arc<Scorer>, next: Arc<dyn Events>) -> Self {
+        Self { scorer, next }
+    }
+}
+
+impl Events for ScorerEvents {
+    fn emit(&self, event: Event) {
+        let s = &self.scorer;
+        let now = s.clock.unix();
+        match (event.name, event.account.as_deref(), event.ip) {
+            ("auth.success", Some(account), Some(ip)) => {
+                let network = s.network_key(ip);
+                let needed = s.config.auth_failures_before_success;
+                s.with_state(account, |st| st.record_login(now, &network, needed));
+            }
+            // Failures for unknown logins are not followed (no state to grow).
+            ("auth.failure", Some(account), Some(_))
+                if event.reason.as_deref() == Some("bad_password") && s.follows(account) =>
+            {
+                s.with_state(account, |st| st.record_auth_failure(now));
+            }
+            ("account.unblocked", Some(account), _) => s.restart(account),
+            _ => {}
+        }
+        self.next.emit(event);
+    }
+}

@@ -1,0 +1,320 @@
+//! One account's recent behaviour, in sliding windows, small enough to be
+//! written with every group commit that holds its messages.
+
+use std::collections::VecDeque;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+pub const MINUTE: u64 = 60;
+pub const HOUR: u64 = 3600;
+pub const DAY: u64 = 24 * HOUR;
+
+/// Recipients the account mailed before: a Bloom filter (16 Kibit, 3
+/// hashes). A false "known" only lowers a score; it never blocks anyone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KnownRecipients {
+    #[serde(with = "bits_b64")]
+    bits: Vec<u8>,
+}
+
+const BLOOM_BYTES: usize = 2048;
+
+impl Default for KnownRecipients {
+    fn default() -> Self {
+        Self {
+            bits: vec![0; BLOOM_BYTES],
+        }
+    }
+}
+
+impl KnownRecipients {
+    fn positions(address: &str) -> [usize; 3] {
+        let mut h = DefaultHasher::new();
+        address.hash(&mut h);
+        let a = h.finish();
+        let b = a.rotate_left(21) ^ 0x9E37_79B9_7F4A_7C15;
+        let bits = (BLOOM_BYTES * 8) as u64;
+        [a % bits, b % bits, a.wrapping_add(b.wrapping_mul(3)) % bits].map(|x| x as usize)
+    }
+
+    pub fn contains(&self, address: &str) -> bool {
+        Self::positions(address).iter().all(|&p| {
+            self.bits
+                .get(p / 8)
+                .is_some_and(|b| b & (1 << (p % 8)) != 0)
+        })
+    }
+
+    pub fn insert(&mut self, address: &str) {
+        if self.bits.len() != BLOOM_BYTES {
+            self.bits = vec![0; BLOOM_BYTES];
+        }
+        for p in Self::positions(address) {
+            self.bits[p / 8] |= 1 << (p % 8);
+        }
+    }
+}
+
+mod bits_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bits: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bits))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A client network that logged in to the account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeenNetwork {
+    pub network: String,
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccountState {
+    /// Points, as of `score_at` (they decay with the half-life).
+    pub score: f64,
+    pub score_at: u64,
+    /// When the scorer first saw the account (its warm-up starts here).
+    pub first_seen: u64,
+    /// Messages of the last hour: (time, recipients).
+    pub recent: VecDeque<(u64, u32)>,
+    /// Messages per hour for the last day: (hour index, messages, recipients).
+    pub hours: VecDeque<(u64, u32, u32)>,
+    /// Recipient domains of the last hour: (time, domain hash).
+    pub domains: VecDeque<(u64, u64)>,
+    /// Body fingerprints of the last day: (time, fingerprint, recipients).
+    pub bodies: VecDeque<(u64, u64, u32)>,
+    /// Networks that logged in, with first and last use.
+    pub networks: Vec<SeenNetwork>,
+    /// Logins of the last hour: (time, network).
+    pub logins: VecDeque<(u64, String)>,
+    /// Wrong passwords since the last successful login (last hour).
+    pub auth_failures: VecDeque<u64>,
+    /// Set at a login that followed many failures; counted once.
+    #[serde(default)]
+    pub failures_before_login: usize,
+    /// Delivery results per hour for the last day: (hour, delivered, bounced).
+    pub deliveries: VecDeque<(u64, u32, u32)>,
+    pub known: KnownRecipients,
+}
+
+fn prune<T>(q: &mut VecDeque<T>, keep: impl Fn(&T) -> bool) {
+    while q.front().is_some_and(|x| !keep(x)) {
+        q.pop_front();
+    }
+}
+
+impl AccountState {
+    pub fn new(now: u64) -> Self {
+        Self {
+            first_seen: now,
+            score_at: now,
+            ..Self::default()
+        }
+    }
+
+    /// Drops what fell out of every window; decays the score to `now`.
+    pub fn advance(&mut self, now: u64, half_life: u64) {
+        let hour = now / HOUR;
+        prune(&mut self.recent, |(at, _)| at + HOUR > now);
+        prune(&mut self.hours, |(h, _, _)| h + 24 > hour);
+        prune(&mut self.domains, |(at, _)| at + HOUR > now);
+        prune(&mut self.bodies, |(at, _, _)| at + DAY > now);
+        prune(&mut self.logins, |(at, _)| at + HOUR > now);
+        prune(&mut self.auth_failures, |at| at + HOUR > now);
+        prune(&mut self.deliveries, |(h, _, _)| h + 24 > hour);
+        if now > self.score_at {
+            let elapsed = (now - self.score_at) as f64;
+            self.score *= 0.5f64.powf(elapsed / half_life.max(1) as f64);
+            self.score_at = now;
+        }
+        if self.score < 0.01 {
+            self.score = 0.0;
+        }
+    }
+
+    pub fn messages_within(&self, now: u64, secs: u64) -> (u32, u32) {
+        self.recent
+            .iter()
+            .filter(|(at, _)| at + secs > now)
+            .fold((0, 0), |(m, r), (_, n)| (m + 1, r + n))
+    }
+
+    pub fn messages_today(&self) -> (u32, u32) {
+        self.hours
+            .iter()
+            .fold((0, 0), |(m, r), (_, hm, hr)| (m + hm, r + hr))
+    }
+
+    /// Counts a sent message in every window.
+    pub fn record_message(&mut self, now: u64, recipients: &[String], fingerprint: u64) {
+        let n = recipients.len() as u32;
+        self.recent.push_back((now, n));
+        let hour = now / HOUR;
+        match self.hours.back_mut() {
+            Some((h, m, r)) if *h == hour => {
+                *m += 1;
+                *r += n;
+            }
+            _ => self.hours.push_back((hour, 1, n)),
+        }
+        for r in recipients {
+            self.known.insert(r);
+            let domain = crate::address::domain_of(r);
+            let mut h = DefaultHasher::new();
+            domain.hash(&mut h);
+            let hash = h.finish();
+            if !self.domains.iter().any(|(_, d)| *d == hash) {
+                self.domains.push_back((now, hash));
+            }
+        }
+        if fingerprint != 0 {
+            self.bodies.push_back((now, fingerprint, n));
+        }
+        // Bound memory whatever the traffic.
+        while self.recent.len() > 5000 {
+            self.recent.pop_front();
+        }
+        while self.domains.len() > 1000 {
+            self.domains.pop_front();
+        }
+        while self.bodies.len() > 500 {
+            self.bodies.pop_front();
+        }
+    }
+
+    pub fn record_login(&mut self, now: u64, network: &str, failures_needed: usize) {
+        if self.auth_failures.len() >= failures_needed {
+            self.failures_before_login = self.auth_failures.len();
+        }
+        self.auth_failures.clear();
+        self.logins.push_back((now, network.to_string()));
+        while self.logins.len() > 256 {
+            self.logins.pop_front();
+        }
+        match self.networks.iter_mut().find(|n| n.network == network) {
+            Some(n) => n.last_seen = now,
+            None => {
+                self.networks.push(SeenNetwork {
+                    network: network.to_string(),
+                    first_seen: now,
+                    last_seen: now,
+                });
+                // Keep the 32 most recently used.
+                if self.networks.len() > 32 {
+                    self.networks
+                        .sort_by_key(|n| std::cmp::Reverse(n.last_seen));
+                    self.networks.truncate(32);
+                }
+            }
+        }
+    }
+
+    pub fn record_auth_failure(&mut self, now: u64) {
+        self.auth_failures.push_back(now);
+        while self.auth_failures.len() > 100 {
+            self.auth_failures.pop_front();
+        }
+    }
+
+    pub fn record_delivery(&mut self, now: u64, delivered: u32, bounced: u32) {
+        let hour = now / HOUR;
+        match self.deliveries.back_mut() {
+            Some((h, d, b)) if *h == hour => {
+                *d += delivered;
+                *b += bounced;
+            }
+            _ => self.deliveries.push_back((hour, delivered, bounced)),
+        }
+    }
+
+    /// (delivered, bounced) over the last day.
+    pub fn deliveries_today(&self) -> (u32, u32) {
+        self.deliveries
+            .iter()
+            .fold((0, 0), |(d, b), (_, hd, hb)| (d + hd, b + hb))
+    }
+
+    pub fn networks_last_hour(&self) -> Vec<&str> {
+        let mut nets: Vec<&str> = self.logins.iter().map(|(_, n)| n.as_str()).collect();
+        nets.sort_unstable();
+        nets.dedup();
+        nets
+    }
+
+    /// Familiar: first used at least `after` ago and used within `for_`.
+    /// With no history older than `after` there is nothing to compare
+    /// against, and every network counts as familiar.
+    pub fn is_familiar(&self, network: &str, now: u64, after: u64, for_: u64) -> bool {
+        let established = |n: &SeenNetwork| n.first_seen + after <= now && n.last_seen + for_ > now;
+        if !self.networks.iter().any(established) {
+            return true;
+        }
+        self.networks
+            .iter()
+            .any(|n| n.network == network && established(n))
+    }
+
+    /// How many earlier messages of the last day had this body.
+    pub fn body_seen(&self, fingerprint: u64) -> u32 {
+        if fingerprint == 0 {
+            return 0;
+        }
+        self.bodies
+            .iter()
+            .filter(|(_, f, _)| *f == fingerprint)
+            .count() as u32
+    }
+
+    pub fn distinct_domains_last_hour(&self) -> usize {
+        self.domains.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_slide_and_the_score_decays() {
+        let mut s = AccountState::new(1_000_000);
+        s.score = 8.0;
+        s.record_message(1_000_000, &["a@x.org".into(), "b@y.org".into()], 7);
+        assert_eq!(s.messages_within(1_000_000, MINUTE), (1, 2));
+        s.advance(1_000_000 + HOUR, HOUR);
+        assert!((s.score - 4.0).abs() < 0.01);
+        assert_eq!(s.messages_within(1_000_000 + HOUR, HOUR), (0, 0));
+        assert_eq!(s.messages_today(), (1, 2));
+        assert!(s.known.contains("a@x.org"));
+        assert!(!s.known.contains("c@x.org"));
+        let json = serde_json::to_string(&s).unwrap();
+        let back: AccountState = serde_json::from_str(&json).unwrap();
+        assert!(back.known.contains("b@y.org"));
+        assert!(json.len() < 4000, "{}", json.len());
+    }
+
+    #[test]
+    fn networks_become_familiar_after_a_day() {
+        let mut s = AccountState::new(0);
+        s.record_login(0, "192.0.2.0/24", 5);
+        assert!(
+            s.is_familiar("198.51.100.0/24", 10, DAY, 30 * DAY),
+            "no history yet"
+        );
+        let later = 2 * DAY;
+        assert!(s.is_familiar("192.0.2.0/24", later, DAY, 30 * DAY));
+        s.record_login(later, "198.51.100.0/24", 5);
+        assert!(!s.is_familiar("198.51.100.0/24", later, DAY, 30 * DAY));
+        assert!(s.is_familiar("198.51.100.0/24", later + DAY, DAY, 30 * DAY));
+    }
+}
