@@ -51,6 +51,8 @@ pub struct Overrides {
     pub store_faults: Option<Arc<FaultSwitch>>,
     /// Wraps the spool (e.g. a failing one).
     pub spool: Option<SpoolWrapper>,
+    /// Hears every delivery outcome (the scorer's bounce signal).
+    pub feedback: Option<Arc<dyn DeliveryFeedback>>,
 }
 
 pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
@@ -63,9 +65,15 @@ pub async fn start_with(
     overrides: Overrides,
 ) -> anyhow::Result<Running> {
     let mode = config.delivery_mode();
-    if mode != DeliveryMode::Outbox {
-        bail!("delivery.mode = {mode:?} is not available in this version yet; use \"outbox\"");
+    if mode == DeliveryMode::Mx {
+        bail!(
+            "delivery.mode = \"mx\" is not available in this version yet; use \"relay\" or \"outbox\""
+        );
     }
+    let relay = match mode {
+        DeliveryMode::Relay => Some(Arc::new(delivery::RelaySettings::from_config(&config)?)),
+        _ => None,
+    };
     let data_dir = config.server.data_dir.clone();
     let store = match &overrides.store_faults {
         Some(switch) => Store::open_or_create_faulty(&data_dir, switch.clone()),
@@ -80,6 +88,8 @@ pub async fn start_with(
     )?);
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let feedback: Arc<dyn DeliveryFeedback> =
+        overrides.feedback.unwrap_or_else(|| Arc::new(NoFeedback));
     let passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
     let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
         store.clone(),
@@ -117,7 +127,7 @@ pub async fn start_with(
         policy,
         spool: spool.clone(),
         events: events.clone(),
-        clock,
+        clock: clock.clone(),
         connections: Default::default(),
         shutdown: shutdown.clone(),
     });
@@ -192,6 +202,47 @@ pub async fn start_with(
         tracing::info!(event = "listener.ready", kind, addr = %addr);
     }
 
+    if let Some(relay) = relay {
+        tracing::info!(
+            event = "delivery.relay_mode",
+            relay = %format!("{}:{}", relay.host, relay.port),
+            tls = ?relay.tls,
+            connections = config.delivery.relay.as_ref().map_or(1, |r| r.connections),
+        );
+        let relay_config = config
+            .delivery
+            .relay
+            .as_ref()
+            .expect("checked by the config");
+        if !relay_config.verify_certificate {
+            tracing::warn!(
+                event = "delivery.relay_insecure",
+                "delivery.relay.verify_certificate = false: the relay's certificate is not checked"
+            );
+        }
+        if relay.tls == crate::config::RelayTls::None && relay_config.username.is_some() {
+            tracing::warn!(
+                event = "delivery.relay_insecure",
+                "delivery.relay.tls = \"none\" with AUTH: the relay password crosses the network in clear"
+            );
+        }
+        let runner = Arc::new(delivery::Runner {
+            spool,
+            clock,
+            settings: delivery::QueueSettings {
+                hostname: config.server.hostname.clone(),
+                retry_schedule: config.delivery.retry_schedule.clone(),
+                max_age: config.delivery.max_age,
+                delay_warning: config.delivery.delay_warning,
+            },
+            events,
+            feedback,
+        });
+        let transports = delivery::RelayTransport::pool(relay, relay_config.connections);
+        tracker.spawn(delivery::run_queue(runner, transports, shutdown.clone()));
+        return Ok(running);
+    }
+
     let outbox = data_dir.join("outbox");
     if config.source == ConfigSource::EmbeddedDefault {
         tracing::warn!(
@@ -203,7 +254,6 @@ pub async fn start_with(
     } else {
         tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
     }
-    let feedback: Arc<dyn DeliveryFeedback> = Arc::new(NoFeedback);
     tracker.spawn(delivery::run_outbox(
         spool,
         outbox,
