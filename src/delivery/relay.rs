@@ -187,8 +187,11 @@ impl RelayTransport {
         let s = &self.settings;
         let opened = async {
             let mut client: Client = match s.tls {
+                // mail-send writes a message in several small writes: without
+                // TCP_NODELAY, Nagle and delayed ACKs cost 40 ms per message.
                 RelayTls::None => {
                     let c = s.builder.connect_plain().await?;
+                    c.stream.set_nodelay(true)?;
                     SmtpClient {
                         stream: Box::new(c.stream) as Box<dyn Io>,
                         timeout: c.timeout,
@@ -196,6 +199,7 @@ impl RelayTransport {
                 }
                 RelayTls::Starttls | RelayTls::Implicit => {
                     let c = s.builder.connect().await?;
+                    c.stream.get_ref().0.set_nodelay(true)?;
                     SmtpClient {
                         stream: Box::new(c.stream) as Box<dyn Io>,
                         timeout: c.timeout,

@@ -52,7 +52,9 @@ pub struct Runner {
 
 /// A worker closes its idle connection after this long without work.
 const IDLE: Duration = Duration::from_secs(10);
-/// After a wake-up, let a burst of new messages gather.
+/// After a wake-up, let a burst of new messages gather; at least twice as
+/// long as listing the spool took, so a long queue is not listed for every
+/// message that arrives.
 const GATHER: Duration = Duration::from_millis(5);
 
 /// Runs until `shutdown`: one dispatcher and one worker per transport.
@@ -89,6 +91,7 @@ async fn dispatch(
 ) {
     let spool = &runner.spool;
     loop {
+        let listing = std::time::Instant::now();
         let entries = match spool.list().await {
             Ok(entries) => entries,
             Err(e) => {
@@ -99,6 +102,7 @@ async fn dispatch(
                 }
             }
         };
+        let gather = GATHER.max(listing.elapsed() * 2);
         let now = spool.now();
         let mut next_due: Option<u64> = None;
         for entry in entries {
@@ -127,7 +131,7 @@ async fn dispatch(
             _ = spool.wait_for_work(wait) => {}
             _ = shutdown.cancelled() => return,
         }
-        tokio::time::sleep(GATHER).await;
+        tokio::time::sleep(gather).await;
     }
 }
 
