@@ -46,9 +46,8 @@ pub struct Report {
     pub action: Action,
     /// Enhanced status code, e.g. `5.1.1`.
     pub status: String,
+    /// What the next hop said (its `remote_mta` fills `Remote-MTA`).
     pub diagnostic: Diagnostic,
-    /// The next hop that answered, when one did.
-    pub remote_mta: Option<String>,
 }
 
 /// Whether the sender asked to hear about `action` for this recipient.
@@ -136,9 +135,9 @@ pub fn build(
             .filter(|r| r.action == action)
             .map(|r| {
                 let via = r
+                    .diagnostic
                     .remote_mta
                     .as_ref()
-                    .filter(|_| r.diagnostic.is_remote())
                     .map(|h| format!(" (said {h})"))
                     .unwrap_or_default();
                 format!(
@@ -183,9 +182,7 @@ pub fn build(
             r.action.word(),
             r.status
         ));
-        if let Some(host) = &r.remote_mta
-            && r.diagnostic.is_remote()
-        {
+        if let Some(host) = &r.diagnostic.remote_mta {
             status.push_str(&format!("Remote-MTA: dns; {host}\r\n"));
         }
         if r.diagnostic.is_remote() {
@@ -337,8 +334,8 @@ mod tests {
             index: 0,
             action: Action::Failed,
             status: "5.1.1".into(),
-            diagnostic: Diagnostic::reply(550, [5, 1, 1], "No such user"),
-            remote_mta: Some("relay.example.net".into()),
+            diagnostic: Diagnostic::reply(550, [5, 1, 1], "No such user")
+                .from_host("relay.example.net"),
         };
         let (env, bytes) = build(
             "mail.example.com",
@@ -388,7 +385,6 @@ mod tests {
             action: Action::Failed,
             status: "5.4.7".into(),
             diagnostic: Diagnostic::local("expired", "delivery time expired"),
-            remote_mta: None,
         };
         let (_, bytes) = build(
             "h",
@@ -419,7 +415,6 @@ mod tests {
             action: Action::Failed,
             status: "5.6.7".into(),
             diagnostic: Diagnostic::local_status("smtputf8", [5, 6, 7], "no SMTPUTF8"),
-            remote_mta: None,
         };
         let (env, bytes) = build(
             "h",

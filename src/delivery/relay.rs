@@ -233,6 +233,30 @@ impl RelayTransport {
 #[async_trait]
 impl Transport for RelayTransport {
     async fn deliver(&mut self, message: &Outgoing<'_>) -> Vec<Outcome> {
+        let mut outcomes = self.attempt(message).await;
+        for o in &mut outcomes {
+            let d = o.diagnostic_mut();
+            if d.is_remote() && d.remote_mta.is_none() {
+                d.remote_mta = Some(self.settings.host.clone());
+            }
+        }
+        outcomes
+    }
+
+    async fn idle(&mut self) {
+        if let Some(c) = self.connection.take() {
+            // A relay that stopped answering must not hold the worker.
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.client.quit()).await;
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("relay:{}:{}", self.settings.host, self.settings.port)
+    }
+}
+
+impl RelayTransport {
+    async fn attempt(&mut self, message: &Outgoing<'_>) -> Vec<Outcome> {
         let n = message.recipients.len();
         if let Some(why) = self.paused() {
             return vec![Outcome::Deferred(why); n];
@@ -268,20 +292,6 @@ impl Transport for RelayTransport {
                 Attempt::Broken(why) => return vec![Outcome::Deferred(why); n],
             }
         }
-    }
-
-    async fn idle(&mut self) {
-        if let Some(c) = self.connection.take() {
-            let _ = c.client.quit().await;
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("relay:{}:{}", self.settings.host, self.settings.port)
-    }
-
-    fn remote_mta(&self) -> Option<String> {
-        Some(self.settings.host.clone())
     }
 }
 

@@ -211,7 +211,6 @@ impl Runner {
             })
             .await;
         debug_assert_eq!(outcomes.len(), pending.len());
-        let remote_mta = transport.remote_mta();
         let now = spool.now();
         let expires = entry
             .envelope
@@ -238,7 +237,6 @@ impl Runner {
                             action: Action::Relayed,
                             status: reply.status_for(2),
                             diagnostic: reply.clone(),
-                            remote_mta: remote_mta.clone(),
                         });
                     }
                     tally.delivered.push((i, reply));
@@ -270,7 +268,6 @@ impl Runner {
                     action: Action::Failed,
                     status: d.status_for(5),
                     diagnostic: d.clone(),
-                    remote_mta: remote_mta.clone(),
                 });
             }
         }
@@ -285,7 +282,6 @@ impl Runner {
                     action: Action::Failed,
                     status: "5.4.7".into(),
                     diagnostic: d.clone(),
-                    remote_mta: remote_mta.clone(),
                 });
             }
         }
@@ -309,7 +305,6 @@ impl Runner {
                         action: Action::Delayed,
                         status: d.status_for(4),
                         diagnostic: d.clone(),
-                        remote_mta: remote_mta.clone(),
                     });
                 }
             }

@@ -22,6 +22,8 @@ pub struct Diagnostic {
     /// `timeout`, `tls`, `auth`, `protocol`, `smtputf8`, `8bitmime`,
     /// `expired`.
     pub reason: &'static str,
+    /// The host that answered (a DSN's `Remote-MTA`), when one did.
+    pub remote_mta: Option<String>,
 }
 
 impl Diagnostic {
@@ -32,6 +34,7 @@ impl Diagnostic {
             status: (esc[0] != 0).then_some(esc),
             text: clean(text),
             reason: "reply",
+            remote_mta: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl Diagnostic {
             status: None,
             text: clean(text.as_ref()),
             reason,
+            remote_mta: None,
         }
     }
 
@@ -51,6 +55,14 @@ impl Diagnostic {
             status: Some(status),
             ..Self::local(reason, text)
         }
+    }
+
+    /// Names the host that gave a reply (nothing for local reasons).
+    pub fn from_host(mut self, host: &str) -> Self {
+        if self.is_remote() {
+            self.remote_mta = Some(host.to_string());
+        }
+        self
     }
 
     /// Whether the next hop itself answered.
@@ -131,15 +143,24 @@ pub struct Outgoing<'a> {
 #[async_trait]
 pub trait Transport: Send {
     /// One attempt for `message.recipients`: exactly one outcome for each,
-    /// in the same order.
+    /// in the same order, each naming the host that answered (MX delivery
+    /// talks to several).
     async fn deliver(&mut self, message: &Outgoing<'_>) -> Vec<Outcome>;
     /// Called when there has been nothing to send for a while: close
     /// connections kept for reuse.
     async fn idle(&mut self);
     /// For events: `relay:smtp.example.net:587`.
     fn target(&self) -> String;
-    /// The next hop's name for a DSN's `Remote-MTA` field.
-    fn remote_mta(&self) -> Option<String>;
+}
+
+impl Outcome {
+    /// The diagnostic, whatever the outcome.
+    pub fn diagnostic_mut(&mut self) -> &mut Diagnostic {
+        match self {
+            Self::Delivered { reply, .. } => reply,
+            Self::Deferred(d) | Self::Failed(d) => d,
+        }
+    }
 }
 
 /// Whether `bytes` has any octet above 127.
