@@ -431,14 +431,18 @@ fn describe(request: &Request) -> Describe {
                             .flatten()
                             .filter_map(|r| r.as_str())
                             .collect();
-                        format!(
+                        let mut text = format!(
                             "{}  {}  {} bytes  <{}> -> {}",
                             s(m, "id"),
                             s(m, "state"),
                             m["size"],
                             s(m, "from"),
                             rcpts.join(", ")
-                        )
+                        );
+                        for d in m["deliveries"].as_array().into_iter().flatten() {
+                            text.push_str(&delivery_line(d));
+                        }
+                        text
                     })
                     .collect();
                 if lines.is_empty() {
@@ -561,6 +565,31 @@ fn describe(request: &Request) -> Describe {
             Box::new(|v| serde_json::to_string_pretty(v).unwrap_or_default())
         }
     }
+}
+
+/// `    bob@example.org  pending  2 attempts  next try 2026-11-28T08:00:00Z  last reply: 451 ...`
+fn delivery_line(d: &serde_json::Value) -> String {
+    let time = |v: &serde_json::Value| {
+        v.as_u64().map(|t| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+            )
+            .to_string()
+        })
+    };
+    let mut line = format!(
+        "\n    {}  {}  {} attempts",
+        d["address"].as_str().unwrap_or_default(),
+        d["status"].as_str().unwrap_or_default(),
+        d["attempts"].as_u64().unwrap_or(0)
+    );
+    if let Some(next) = time(&d["next_attempt"]) {
+        line.push_str(&format!("  next try {next}"));
+    }
+    if let Some(reply) = d["last_reply"].as_str() {
+        line.push_str(&format!("  last reply: {reply}"));
+    }
+    line
 }
 
 /// Replaces the store with a backup; only while no server runs.

@@ -141,13 +141,47 @@ pub enum DeliveryMode {
     Mx,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Required in a config file; the embedded default uses the outbox.
     pub mode: Option<DeliveryMode>,
+    /// Waits before the 1st, 2nd, ... retry of a temporary failure; the last
+    /// one repeats (docs/delivery.md).
+    #[serde(deserialize_with = "de_durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// A recipient still failing temporarily this long after the message was
+    /// accepted is bounced (`5.4.7`).
+    #[serde(deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    /// A "delayed" DSN goes to senders who asked for one (NOTIFY=DELAY) once
+    /// a recipient has waited this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub delay_warning: Duration,
     pub relay: Option<RelayConfig>,
     pub mx: MxConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            mode: None,
+            retry_schedule: vec![
+                minutes(1),
+                minutes(5),
+                minutes(15),
+                minutes(30),
+                minutes(60),
+                minutes(120),
+                minutes(240),
+            ],
+            max_age: minutes(5 * 24 * 60),
+            delay_warning: minutes(4 * 60),
+            relay: None,
+            mx: MxConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -170,6 +204,25 @@ pub struct RelayConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default = "yes")]
     pub verify_certificate: bool,
+    /// Extra trusted roots (PEM) for a relay with a private CA, added to the
+    /// system's.
+    pub ca_file: Option<PathBuf>,
+    /// Limit for connecting and for each command (DATA: sending the message
+    /// and reading the reply).
+    #[serde(default = "default_relay_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Connections (and delivery workers) to the relay at once.
+    #[serde(default = "default_relay_connections")]
+    pub connections: usize,
+    /// The EHLO name; `server.hostname` by default.
+    pub helo_name: Option<String>,
+}
+
+fn default_relay_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_relay_connections() -> usize {
+    2
 }
 
 fn default_relay_port() -> u16 {
@@ -420,6 +473,7 @@ impl Config {
         self.tls.key = self.tls.key.as_deref().map(resolve);
         if let Some(relay) = &mut self.delivery.relay {
             relay.password_file = relay.password_file.as_deref().map(resolve);
+            relay.ca_file = relay.ca_file.as_deref().map(resolve);
         }
         self.base_dir = base;
         self.source = source;
@@ -489,6 +543,29 @@ impl Config {
         if self.delivery.mode == Some(DeliveryMode::Relay) && self.delivery.relay.is_none() {
             bail!("`delivery.mode = \"relay\"` needs a [delivery.relay] section with `host`");
         }
+        let d = &self.delivery;
+        if d.retry_schedule.is_empty() || d.retry_schedule.iter().any(|w| w.as_secs() == 0) {
+            bail!("`delivery.retry_schedule` needs at least one wait, each of 1s or more");
+        }
+        if d.max_age.as_secs() == 0 {
+            bail!("`delivery.max_age` must be 1s or more");
+        }
+        if let Some(relay) = &d.relay {
+            if relay.host.trim().is_empty() {
+                bail!("`delivery.relay.host` must not be empty");
+            }
+            if relay.connections == 0 {
+                bail!("`delivery.relay.connections` must be at least 1");
+            }
+            if relay.timeout.is_zero() {
+                bail!("`delivery.relay.timeout` must be longer than 0s");
+            }
+            if relay.username.is_some() != relay.password_file.is_some() {
+                bail!(
+                    "`delivery.relay.username` and `delivery.relay.password_file` must be set together"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -529,6 +606,17 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             .map(|b| b.as_u64())
             .map_err(|e| serde::de::Error::custom(format!("invalid size {s:?}: {e}"))),
     }
+}
+
+/// A list of durations: `["1m", "5m"]`.
+fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            humantime::parse_duration(s.trim())
+                .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+        })
+        .collect()
 }
 
 /// "5m", "30s", "1h 30m".
@@ -575,6 +663,31 @@ mod tests {
         assert!(err.to_string().contains("certificate"));
         let err = parse("[delivery]\nmode = \"outbox\"\n[tls]\ncert = \"a.pem\"\n").unwrap_err();
         assert!(err.to_string().contains("together"));
+    }
+
+    #[test]
+    fn delivery_keys_have_defaults_and_are_checked() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.delivery.max_age, Duration::from_secs(5 * 24 * 3600));
+        assert_eq!(cfg.delivery.retry_schedule[0], Duration::from_secs(60));
+        assert_eq!(cfg.delivery.retry_schedule.len(), 7);
+        let relay = "[delivery]\nmode = \"relay\"\nretry_schedule = [\"1s\", \"2m\"]\n\
+                     max_age = \"1h\"\n[delivery.relay]\nhost = \"smtp.example.net\"\n\
+                     ca_file = \"ca.pem\"\n[tls]\nself_signed = true\n";
+        let cfg = parse(relay).unwrap();
+        let r = cfg.delivery.relay.as_ref().unwrap();
+        assert_eq!(
+            cfg.delivery.retry_schedule,
+            [Duration::from_secs(1), Duration::from_secs(120)]
+        );
+        assert_eq!((r.port, r.tls, r.connections), (587, RelayTls::Starttls, 2));
+        assert_eq!(r.timeout, Duration::from_secs(120));
+        assert_eq!(r.ca_file.as_deref(), Some(Path::new("/etc/mw/ca.pem")));
+        assert!(r.verify_certificate);
+        let err = parse(&relay.replace("ca_file", "username = \"u\"\nca_file")).unwrap_err();
+        assert!(err.to_string().contains("password_file"), "{err}");
+        let err = parse(&relay.replace("[\"1s\", \"2m\"]", "[]")).unwrap_err();
+        assert!(err.to_string().contains("retry_schedule"), "{err}");
     }
 
     #[test]

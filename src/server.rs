@@ -18,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
 use crate::policy::Policy;
-use crate::policy::feedback::DeliveryFeedback;
+use crate::policy::feedback::{DeliveryFeedback, Tee};
 use crate::policy::scorer::{Scorer, ScorerEvents};
 use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
@@ -52,6 +52,8 @@ pub struct Overrides {
     pub store_faults: Option<Arc<FaultSwitch>>,
     /// Wraps the spool (e.g. a failing one).
     pub spool: Option<SpoolWrapper>,
+    /// Hears every delivery outcome (the scorer's bounce signal).
+    pub feedback: Option<Arc<dyn DeliveryFeedback>>,
 }
 
 pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
@@ -64,9 +66,15 @@ pub async fn start_with(
     overrides: Overrides,
 ) -> anyhow::Result<Running> {
     let mode = config.delivery_mode();
-    if mode != DeliveryMode::Outbox {
-        bail!("delivery.mode = {mode:?} is not available in this version yet; use \"outbox\"");
+    if mode == DeliveryMode::Mx {
+        bail!(
+            "delivery.mode = \"mx\" is not available in this version yet; use \"relay\" or \"outbox\""
+        );
     }
+    let relay = match mode {
+        DeliveryMode::Relay => Some(Arc::new(delivery::RelaySettings::from_config(&config)?)),
+        _ => None,
+    };
     let data_dir = config.server.data_dir.clone();
     let store = match &overrides.store_faults {
         Some(switch) => Store::open_or_create_faulty(&data_dir, switch.clone()),
@@ -90,6 +98,11 @@ pub async fn start_with(
         &store,
     )?);
     let tls_config = tls::server_config(&config)?;
+    // Delivery results feed the scorer's bounce signal (and a test's sink).
+    let feedback: Arc<dyn DeliveryFeedback> = match overrides.feedback {
+        Some(extra) => Arc::new(Tee(vec![scorer.clone(), extra])),
+        None => scorer.clone(),
+    };
     let passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
     let hook: Arc<dyn CommitHook> = scorer.clone();
     let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::with_hook(
@@ -127,7 +140,7 @@ pub async fn start_with(
         policy,
         spool: spool.clone(),
         events: events.clone(),
-        clock,
+        clock: clock.clone(),
         connections: Default::default(),
         shutdown: shutdown.clone(),
     });
@@ -205,6 +218,47 @@ pub async fn start_with(
         tracing::info!(event = "listener.ready", kind, addr = %addr);
     }
 
+    if let Some(relay) = relay {
+        tracing::info!(
+            event = "delivery.relay_mode",
+            relay = %format!("{}:{}", relay.host, relay.port),
+            tls = ?relay.tls,
+            connections = config.delivery.relay.as_ref().map_or(1, |r| r.connections),
+        );
+        let relay_config = config
+            .delivery
+            .relay
+            .as_ref()
+            .expect("checked by the config");
+        if !relay_config.verify_certificate {
+            tracing::warn!(
+                event = "delivery.relay_insecure",
+                "delivery.relay.verify_certificate = false: the relay's certificate is not checked"
+            );
+        }
+        if relay.tls == crate::config::RelayTls::None && relay_config.username.is_some() {
+            tracing::warn!(
+                event = "delivery.relay_insecure",
+                "delivery.relay.tls = \"none\" with AUTH: the relay password crosses the network in clear"
+            );
+        }
+        let runner = Arc::new(delivery::Runner {
+            spool,
+            clock,
+            settings: delivery::QueueSettings {
+                hostname: config.server.hostname.clone(),
+                retry_schedule: config.delivery.retry_schedule.clone(),
+                max_age: config.delivery.max_age,
+                delay_warning: config.delivery.delay_warning,
+            },
+            events,
+            feedback,
+        });
+        let transports = delivery::RelayTransport::pool(relay, relay_config.connections);
+        tracker.spawn(delivery::run_queue(runner, transports, shutdown.clone()));
+        return Ok(running);
+    }
+
     let outbox = data_dir.join("outbox");
     if config.source == ConfigSource::EmbeddedDefault {
         tracing::warn!(
@@ -216,7 +270,6 @@ pub async fn start_with(
     } else {
         tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
     }
-    let feedback: Arc<dyn DeliveryFeedback> = scorer.clone();
     tracker.spawn(delivery::run_outbox(
         spool,
         outbox,

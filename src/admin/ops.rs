@@ -13,7 +13,7 @@ use crate::accounts::{
 };
 use crate::config::PolicyConfig;
 use crate::policy::scorer::{PolicyView, Scorer, stored_view};
-use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, Spool};
+use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
 use crate::store::{Store, StoreError};
 
 /// A command, as the CLI sends it (`{"op": "account_add", ...}`).
@@ -288,14 +288,51 @@ pub struct QueueView {
     pub attempts: u32,
     pub next_attempt: u64,
     pub last_error: Option<String>,
+    /// Each recipient's delivery state, in envelope order.
+    #[serde(default)]
+    pub deliveries: Vec<RecipientView>,
     /// The message header (queue show only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<String>,
 }
 
+/// One recipient of a queued message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecipientView {
+    pub address: String,
+    /// `pending`, `delivered` or `bounced`.
+    pub status: RcptStatus,
+    pub attempts: u32,
+    /// The last reply from the next hop, or why there was none.
+    pub last_reply: Option<String>,
+    pub last_attempt: Option<u64>,
+    /// Unix seconds of the next try (pending recipients of queued mail).
+    pub next_attempt: Option<u64>,
+}
+
 impl From<QueueEntry> for QueueView {
     fn from(e: QueueEntry) -> Self {
+        let deliveries = e
+            .envelope
+            .recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let state = e.rcpt_state(i);
+                let pending = state.status == RcptStatus::Pending;
+                RecipientView {
+                    address: r.address.clone(),
+                    status: state.status,
+                    attempts: state.attempts,
+                    last_reply: state.last_reply,
+                    last_attempt: state.last_attempt,
+                    next_attempt: (pending && e.state == QueueState::Queued)
+                        .then_some(e.next_attempt),
+                }
+            })
+            .collect();
         Self {
+            deliveries,
             id: e.id.to_string(),
             state: e.state,
             account: e.envelope.account,

@@ -16,3 +16,14 @@ pub struct NoFeedback;
 impl DeliveryFeedback for NoFeedback {
     fn delivery_outcome(&self, _: &str, _: usize, _: usize) {}
 }
+
+/// Tells several listeners.
+pub struct Tee(pub Vec<std::sync::Arc<dyn DeliveryFeedback>>);
+
+impl DeliveryFeedback for Tee {
+    fn delivery_outcome(&self, account: &str, delivered: usize, bounced: usize) {
+        for listener in &self.0 {
+            listener.delivery_outcome(account, delivered, bounced);
+        }
+    }
+}

@@ -85,6 +85,7 @@ pub struct QueueEntry {
     pub id: QueueId,
     pub envelope: Envelope,
     pub state: QueueState,
+    /// Delivery attempts that left some recipient to try again.
     #[serde(default)]
     pub attempts: u32,
     /// Unix seconds; not before this time.
@@ -92,6 +93,68 @@ pub struct QueueEntry {
     pub next_attempt: u64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Delivery state of each recipient, in `envelope.recipients` order.
+    /// Empty (or short) means "pending" for those not listed.
+    #[serde(default)]
+    pub rcpts: Vec<RcptState>,
+}
+
+impl QueueEntry {
+    /// A freshly queued message: every recipient pending, due now.
+    pub fn new(id: QueueId, envelope: Envelope) -> Self {
+        Self {
+            id,
+            envelope,
+            state: QueueState::Queued,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            rcpts: Vec::new(),
+        }
+    }
+
+    /// One state per recipient (fills in "pending" for any not recorded).
+    pub fn rcpt_states(&mut self) -> &mut [RcptState] {
+        let n = self.envelope.recipients.len();
+        self.rcpts.resize_with(n, RcptState::default);
+        &mut self.rcpts
+    }
+
+    /// The state of recipient `i`.
+    pub fn rcpt_state(&self, i: usize) -> RcptState {
+        self.rcpts.get(i).cloned().unwrap_or_default()
+    }
+}
+
+/// Where one recipient of a queued message stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptStatus {
+    /// Not tried yet, or failed temporarily: tried again at `next_attempt`.
+    #[default]
+    Pending,
+    /// The next hop accepted it; never sent again.
+    Delivered,
+    /// Failed permanently (or expired); never sent again.
+    Bounced,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptState {
+    pub status: RcptStatus,
+    /// Attempts made for this recipient.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last reply for it (`451 4.3.0 Try again later`), or why there
+    /// was none (`connection refused`).
+    #[serde(default)]
+    pub last_reply: Option<String>,
+    /// Unix seconds of the last attempt.
+    #[serde(default)]
+    pub last_attempt: Option<u64>,
+    /// A "delayed" DSN was already sent for it.
+    #[serde(default)]
+    pub delay_notified: bool,
 }
 
 /// One change to the spool; a batch of them is one commit.
@@ -103,6 +166,9 @@ pub enum QueueWrite {
     },
     /// Replace an entry's record (attempts, state, next try), body unchanged.
     Update(QueueEntry),
+    /// Delivery progress: like `Update`, but the stored hold state wins (a
+    /// message put on hold during an attempt stays held).
+    Progress(QueueEntry),
     SetState(QueueId, QueueState),
     Remove(QueueId),
     /// The scorer's state for an account (`None` forgets it), written in
@@ -159,14 +225,7 @@ pub trait Spool: Send + Sync + 'static {
         envelope: Envelope,
         message: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let entry = QueueEntry {
-            id,
-            envelope,
-            state: QueueState::Queued,
-            attempts: 0,
-            next_attempt: 0,
-            last_error: None,
-        };
+        let entry = QueueEntry::new(id, envelope);
         self.apply(vec![QueueWrite::Insert {
             entry,
             body: message,
@@ -268,7 +327,10 @@ impl Spool for StoreSpool {
         let wakes = writes.iter().any(|w| {
             matches!(
                 w,
-                QueueWrite::Insert { .. } | QueueWrite::Update(_) | QueueWrite::SetState(..)
+                QueueWrite::Insert { .. }
+                    | QueueWrite::Update(_)
+                    | QueueWrite::Progress(_)
+                    | QueueWrite::SetState(..)
             )
         });
         let results = self.committer.submit(writes).await?;

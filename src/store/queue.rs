@@ -30,6 +30,21 @@ impl Store {
                         }
                         exists
                     }
+                    QueueWrite::Progress(entry) => {
+                        let stored = match queue.get(entry.id.0)? {
+                            Some(v) => Some(serde_json::from_slice::<QueueEntry>(v.value())?),
+                            None => None,
+                        };
+                        match stored {
+                            Some(stored) => {
+                                let mut entry = entry.clone();
+                                entry.state = stored.state;
+                                queue.insert(entry.id.0, serde_json::to_vec(&entry)?.as_slice())?;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
                     QueueWrite::SetState(id, state) => {
                         let entry = match queue.get(id.0)? {
                             Some(v) => Some(serde_json::from_slice::<QueueEntry>(v.value())?),

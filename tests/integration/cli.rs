@@ -187,6 +187,7 @@ fn put_held(store: &mailwarden::store::Store, id: u64) -> String {
         attempts: 0,
         next_attempt: 0,
         last_error: None,
+        rcpts: Vec::new(),
     };
     let body = b"Subject: held\r\nFrom: <alice@example.com>\r\n\r\nheld body\r\n".to_vec();
     store

@@ -10,6 +10,7 @@ mod limits;
 mod lockout;
 mod pipelining;
 mod real_clients;
+mod relay;
 mod replies;
 mod security;
 mod spool;

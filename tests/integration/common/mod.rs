@@ -23,6 +23,12 @@ pub const ALICE: &str = "alice@example.com";
 /// A config file for tests: every listener on port 0, data in `dir`.
 /// `extra` is appended; a leading `[server]` block is merged into ours.
 pub fn test_config_text(extra: &str) -> String {
+    test_config_text_mode("outbox", extra)
+}
+
+/// `test_config_text` with another `delivery.mode` (`extra` continues the
+/// `[delivery]` table).
+pub fn test_config_text_mode(mode: &str, extra: &str) -> String {
     let (server_extra, extra) = match extra.strip_prefix("[server]\n") {
         Some(rest) => match rest.find("\n[") {
             Some(end) => (&rest[..end + 1], &rest[end + 1..]),
@@ -48,7 +54,7 @@ metrics = "127.0.0.1:0"
 self_signed = true
 
 [delivery]
-mode = "outbox"
+mode = "{mode}"
 {extra}
 "#
     )

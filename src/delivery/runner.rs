@@ -1,0 +1,433 @@
+//! The queue runner: hands due messages to delivery workers (one transport
+//! each), records every recipient's outcome in the spool, schedules retries,
+//! bounces, and queues DSNs, whatever the transport.
+//!
+//! Per attempt, one spool commit records the outcome of every recipient
+//! tried, together with the DSN it causes. A recipient recorded as delivered
+//! or bounced is never sent again, even after a crash. The only window for a
+//! duplicate is between the next hop's final reply and that commit: a crash
+//! there sends the message again to the recipients of that attempt.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::dsn::{self, Action, Report};
+use super::transport::{Diagnostic, Outcome, Outgoing, Transport};
+use crate::clock::Clock;
+use crate::events::{Event, Events};
+use crate::policy::feedback::DeliveryFeedback;
+use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
+
+/// How retries and reports work (the `[delivery]` keys).
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub hostname: String,
+    pub retry_schedule: Vec<Duration>,
+    pub max_age: Duration,
+    pub delay_warning: Duration,
+}
+
+impl QueueSettings {
+    /// The wait after the `attempts`-th attempt that left work (1-based);
+    /// the schedule's last entry repeats.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let i = (attempts.max(1) as usize - 1).min(self.retry_schedule.len() - 1);
+        self.retry_schedule[i]
+    }
+}
+
+/// What the workers share.
+pub struct Runner {
+    pub spool: Arc<dyn Spool>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: QueueSettings,
+    pub events: Arc<dyn Events>,
+    pub feedback: Arc<dyn DeliveryFeedback>,
+}
+
+/// A worker closes its idle connection after this long without work.
+const IDLE: Duration = Duration::from_secs(10);
+/// After a wake-up, let a burst of new messages gather; at least twice as
+/// long as listing the spool took, so a long queue is not listed for every
+/// message that arrives.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Runs until `shutdown`: one dispatcher and one worker per transport.
+pub async fn run_queue(
+    runner: Arc<Runner>,
+    transports: Vec<Box<dyn Transport>>,
+    shutdown: CancellationToken,
+) {
+    let (jobs, queue) = mpsc::channel::<QueueId>(transports.len());
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let in_flight: Arc<Mutex<HashSet<QueueId>>> = Arc::default();
+    let workers = TaskTracker::new();
+    for transport in transports {
+        workers.spawn(worker(
+            runner.clone(),
+            transport,
+            queue.clone(),
+            in_flight.clone(),
+            shutdown.clone(),
+        ));
+    }
+    workers.close();
+    dispatch(&runner, jobs, &in_flight, &shutdown).await;
+    workers.wait().await;
+}
+
+/// Lists the spool, sends every due message not already in flight to the
+/// workers, then waits for new work or the next due time.
+async fn dispatch(
+    runner: &Runner,
+    jobs: mpsc::Sender<QueueId>,
+    in_flight: &Mutex<HashSet<QueueId>>,
+    shutdown: &CancellationToken,
+) {
+    let spool = &runner.spool;
+    loop {
+        let listing = std::time::Instant::now();
+        let entries = match spool.list().await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(event = "delivery.error", error = %e, "cannot read the queue");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let gather = GATHER.max(listing.elapsed() * 2);
+        let now = spool.now();
+        let mut next_due: Option<u64> = None;
+        for entry in entries {
+            if entry.state != QueueState::Queued {
+                continue;
+            }
+            if entry.next_attempt > now {
+                next_due = Some(next_due.map_or(entry.next_attempt, |t| t.min(entry.next_attempt)));
+                continue;
+            }
+            if !in_flight.lock().unwrap().insert(entry.id) {
+                continue;
+            }
+            tokio::select! {
+                sent = jobs.send(entry.id) => if sent.is_err() { return },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        // Due within a second: poll finely (the spool counts whole seconds).
+        let wait = match next_due {
+            Some(t) if t <= now + 1 => Duration::from_millis(200),
+            Some(t) => Duration::from_secs(t - now).min(Duration::from_secs(5)),
+            None => Duration::from_secs(5),
+        };
+        tokio::select! {
+            _ = spool.wait_for_work(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(gather).await;
+    }
+}
+
+async fn worker(
+    runner: Arc<Runner>,
+    mut transport: Box<dyn Transport>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<QueueId>>>,
+    in_flight: Arc<Mutex<HashSet<QueueId>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(IDLE, async { queue.lock().await.recv().await }) => next,
+            _ = shutdown.cancelled() => break,
+        };
+        let id = match next {
+            Ok(Some(id)) => id,
+            Ok(None) => break,
+            Err(_) => {
+                transport.idle().await;
+                continue;
+            }
+        };
+        if let Err(e) = runner.attempt(&mut *transport, id).await {
+            tracing::error!(event = "delivery.error", message_id = %id, error = %e);
+            // The spool is failing: do not spin on it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        in_flight.lock().unwrap().remove(&id);
+    }
+    transport.idle().await;
+}
+
+/// What one attempt did, for events and feedback after the commit.
+#[derive(Default)]
+struct Tally {
+    delivered: Vec<(usize, Diagnostic)>,
+    /// Refused permanently by the next hop, or failed here.
+    bounced: Vec<(usize, Diagnostic)>,
+    /// Still failing temporarily at the maximum age.
+    expired: Vec<(usize, Diagnostic)>,
+    deferred: Vec<(usize, Diagnostic)>,
+}
+
+impl Runner {
+    /// One delivery attempt of message `id` through `transport`.
+    pub async fn attempt(
+        &self,
+        transport: &mut dyn Transport,
+        id: QueueId,
+    ) -> Result<(), crate::store::StoreError> {
+        let spool = &self.spool;
+        // Fresh from the spool: it may have been held, deleted or retried
+        // since it was listed.
+        let Some(mut entry) = spool.get(id).await? else {
+            return Ok(());
+        };
+        if entry.state != QueueState::Queued || entry.next_attempt > spool.now() {
+            return Ok(());
+        }
+        let Some(body) = spool.body(id).await? else {
+            return Ok(());
+        };
+        let pending: Vec<usize> = (0..entry.envelope.recipients.len())
+            .filter(|&i| entry.rcpt_state(i).status == RcptStatus::Pending)
+            .collect();
+        if pending.is_empty() {
+            spool.apply(vec![QueueWrite::Remove(id)]).await?;
+            return Ok(());
+        }
+        let outcomes = transport
+            .deliver(&Outgoing {
+                id,
+                envelope: &entry.envelope,
+                body: &body,
+                recipients: &pending,
+            })
+            .await;
+        debug_assert_eq!(outcomes.len(), pending.len());
+        let now = spool.now();
+        let expires = entry
+            .envelope
+            .received_at
+            .saturating_add(self.settings.max_age.as_secs());
+
+        let mut tally = Tally::default();
+        let mut reports = Vec::new();
+        for (&i, outcome) in pending.iter().zip(outcomes) {
+            let recipient = entry.envelope.recipients[i].clone();
+            let state = &mut entry.rcpt_states()[i];
+            state.attempts += 1;
+            state.last_attempt = Some(now);
+            match outcome {
+                Outcome::Delivered {
+                    reply,
+                    dsn_passed_on,
+                } => {
+                    state.status = RcptStatus::Delivered;
+                    state.last_reply = Some(reply.line());
+                    if !dsn_passed_on && dsn::wanted(&entry.envelope, &recipient, Action::Relayed) {
+                        reports.push(Report {
+                            index: i,
+                            action: Action::Relayed,
+                            status: reply.status_for(2),
+                            diagnostic: reply.clone(),
+                        });
+                    }
+                    tally.delivered.push((i, reply));
+                }
+                Outcome::Failed(d) => {
+                    state.status = RcptStatus::Bounced;
+                    state.last_reply = Some(d.line());
+                    tally.bounced.push((i, d));
+                }
+                Outcome::Deferred(d) => {
+                    state.last_reply = Some(d.line());
+                    if now >= expires {
+                        state.status = RcptStatus::Bounced;
+                        tally.expired.push((i, d));
+                    } else {
+                        tally.deferred.push((i, d));
+                    }
+                }
+            }
+        }
+        for (i, d) in &tally.bounced {
+            if dsn::wanted(
+                &entry.envelope,
+                &entry.envelope.recipients[*i],
+                Action::Failed,
+            ) {
+                reports.push(Report {
+                    index: *i,
+                    action: Action::Failed,
+                    status: d.status_for(5),
+                    diagnostic: d.clone(),
+                });
+            }
+        }
+        for (i, d) in &tally.expired {
+            if dsn::wanted(
+                &entry.envelope,
+                &entry.envelope.recipients[*i],
+                Action::Failed,
+            ) {
+                reports.push(Report {
+                    index: *i,
+                    action: Action::Failed,
+                    status: "5.4.7".into(),
+                    diagnostic: d.clone(),
+                });
+            }
+        }
+        if !tally.deferred.is_empty() {
+            entry.attempts += 1;
+            let wait = self.settings.backoff(entry.attempts).as_secs();
+            entry.next_attempt = now.saturating_add(wait).min(expires).max(now + 1);
+            entry.last_error = Some(tally.deferred[0].1.line());
+            let waited = now.saturating_sub(entry.envelope.received_at);
+            if waited >= self.settings.delay_warning.as_secs() {
+                for (i, d) in &tally.deferred {
+                    let recipient = &entry.envelope.recipients[*i];
+                    if entry.rcpt_state(*i).delay_notified
+                        || !dsn::wanted(&entry.envelope, recipient, Action::Delayed)
+                    {
+                        continue;
+                    }
+                    entry.rcpt_states()[*i].delay_notified = true;
+                    reports.push(Report {
+                        index: *i,
+                        action: Action::Delayed,
+                        status: d.status_for(4),
+                        diagnostic: d.clone(),
+                    });
+                }
+            }
+        }
+        reports.sort_by_key(|r| r.index);
+
+        let mut writes = Vec::new();
+        let mut dsn_id = None;
+        if !reports.is_empty() {
+            let id = spool.new_id();
+            let (envelope, message) = dsn::build(
+                &self.settings.hostname,
+                id,
+                &entry,
+                &body,
+                &reports,
+                self.clock.now(),
+                Some(expires),
+            );
+            writes.push(QueueWrite::Insert {
+                entry: QueueEntry::new(id, envelope),
+                body: message,
+            });
+            dsn_id = Some(id);
+        }
+        let finished = entry.rcpts.iter().all(|r| r.status != RcptStatus::Pending);
+        if finished {
+            writes.push(QueueWrite::Remove(id));
+        } else {
+            writes.push(QueueWrite::Progress(entry.clone()));
+        }
+        spool.apply(writes).await?;
+
+        self.report(&entry, &tally, transport.target(), dsn_id, finished);
+        Ok(())
+    }
+
+    /// Events and the scorer's feedback, once the outcome is durable.
+    fn report(
+        &self,
+        entry: &QueueEntry,
+        tally: &Tally,
+        target: String,
+        dsn_id: Option<QueueId>,
+        finished: bool,
+    ) {
+        let env = &entry.envelope;
+        let event = |name, list: &[(usize, Diagnostic)]| {
+            let first = &list[0].1;
+            let mut e = Event::new(name)
+                .account(&env.account)
+                .message_id(entry.id.to_string())
+                .recipients(list.len())
+                .size(env.size)
+                .target(target.clone())
+                .reason(first.reason);
+            if let Some(code) = first.code {
+                e = e.code(code);
+            }
+            e
+        };
+        if !tally.delivered.is_empty() {
+            self.events
+                .emit(event("delivery.success", &tally.delivered).reason("delivered"));
+        }
+        let failed: Vec<(usize, Diagnostic)> = tally
+            .bounced
+            .iter()
+            .chain(&tally.expired)
+            .cloned()
+            .collect();
+        if !failed.is_empty() {
+            let reason = if tally.bounced.is_empty() {
+                "expired"
+            } else {
+                tally.bounced[0].1.reason
+            };
+            self.events
+                .emit(event("delivery.failed", &failed).reason(reason));
+        }
+        if !tally.deferred.is_empty() {
+            self.events
+                .emit(event("delivery.deferred", &tally.deferred));
+        }
+        if let Some(id) = dsn_id {
+            self.events.emit(
+                Event::new("delivery.dsn")
+                    .account(&env.account)
+                    .message_id(id.to_string())
+                    .target(entry.id.to_string()),
+            );
+        }
+        if finished {
+            tracing::debug!(event = "delivery.done", message_id = %entry.id);
+        }
+        // The scorer hears about the user's mail only: what the next hop
+        // accepted, and what it refused for good. Expiry and failures
+        // decided here (SMTPUTF8, 8BITMIME) say nothing about the sender.
+        let system =
+            env.from.is_empty() && env.account == format!("postmaster@{}", self.settings.hostname);
+        let refused = tally.bounced.iter().filter(|(_, d)| d.is_remote()).count();
+        if !system && (!tally.delivered.is_empty() || refused > 0) {
+            self.feedback
+                .delivery_outcome(&env.account, tally.delivered.len(), refused);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_wait_repeats() {
+        let s = QueueSettings {
+            hostname: "h".into(),
+            retry_schedule: vec![Duration::from_secs(60), Duration::from_secs(300)],
+            max_age: Duration::from_secs(3600),
+            delay_warning: Duration::from_secs(600),
+        };
+        assert_eq!(s.backoff(1), Duration::from_secs(60));
+        assert_eq!(s.backoff(2), Duration::from_secs(300));
+        assert_eq!(s.backoff(9), Duration::from_secs(300));
+        assert_eq!(s.backoff(0), Duration::from_secs(60));
+    }
+}
