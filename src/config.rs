@@ -196,11 +196,24 @@ impl Default for MxConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PortalConfig {
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// A web session unused this long is signed out.
+    #[serde(deserialize_with = "de_duration")]
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +347,7 @@ impl Config {
         if self.delivery.mode == Some(DeliveryMode::Relay) && self.delivery.relay.is_none() {
             bail!("`delivery.mode = \"relay\"` needs a [delivery.relay] section with `host`");
         }
+        crate::portal::Settings::from_config(self)?;
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use crate::spool::{Spool, StoreSpool};
 use crate::store::Store;
 use crate::store::fault::FaultSwitch;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
-use crate::{admin, delivery, tls};
+use crate::{admin, delivery, portal, tls};
 
 /// How many argon2 verifications may wait or run at once before AUTH
 /// answers 454.
@@ -33,6 +33,8 @@ const AUTH_QUEUE: usize = 64;
 pub struct Running {
     pub submission: Vec<SocketAddr>,
     pub submissions: Vec<SocketAddr>,
+    /// The "My account" web portal.
+    pub portal: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
     pub store: Store,
@@ -77,6 +79,7 @@ pub async fn start_with(
     )?);
     let tls_config = tls::server_config(&config)?;
     let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let portal_settings = portal::Settings::from_config(&config)?;
     let passwords = Arc::new(Passwords::new(AUTH_QUEUE)?);
     let spool: Arc<dyn Spool> = Arc::new(StoreSpool::new(
         store.clone(),
@@ -85,7 +88,7 @@ pub async fn start_with(
     ));
     let accounts = Accounts::new(AccountsParts {
         store: store.clone(),
-        passwords,
+        passwords: passwords.clone(),
         clock: clock.clone(),
         events: events.clone(),
         key: server_key.clone(),
@@ -109,7 +112,7 @@ pub async fn start_with(
         policy,
         spool: spool.clone(),
         events: events.clone(),
-        clock,
+        clock: clock.clone(),
         shutdown: shutdown.clone(),
     });
 
@@ -121,6 +124,8 @@ pub async fn start_with(
     for addr in &config.listeners.submissions {
         submissions.push(bind(*addr).await?);
     }
+    let portal_listener = bind(config.listeners.portal).await?;
+    let portal_addr = portal_listener.local_addr()?;
     let admin_listener = bind(config.listeners.admin).await?;
     let metrics_listener = bind(config.listeners.metrics).await?;
     let metrics_addr = metrics_listener.local_addr()?;
@@ -133,6 +138,7 @@ pub async fn start_with(
     let mut running = Running {
         submission: Vec::new(),
         submissions: Vec::new(),
+        portal: portal_addr,
         admin: admin_addr,
         metrics: metrics_addr,
         store: store.clone(),
@@ -155,6 +161,30 @@ pub async fn start_with(
             tracker.spawn(smtp::serve(listener, kind, shared.clone(), tracker.clone()));
         }
     }
+
+    let portal_app = portal::Portal::new(portal::PortalParts {
+        accounts: accounts.clone(),
+        passwords,
+        clock,
+        events: events.clone(),
+        settings: portal_settings,
+        support_contact: config.server.support_contact.clone(),
+        brand: config.accounts.totp_issuer.clone(),
+    })
+    .router();
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(
+            portal_listener,
+            portal_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(event = "http.error", kind = "Portal", error = %e);
+        }
+    });
+    tracing::info!(event = "listener.ready", kind = "Portal", addr = %portal_addr);
 
     let ops = admin::Ops {
         accounts,

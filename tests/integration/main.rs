@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod crash;
+mod portal;
 mod real_clients;
 mod security;
 mod spool;

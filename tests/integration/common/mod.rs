@@ -2,6 +2,7 @@
 //! a temporary folder, and a small SMTP client that speaks TCP and TLS.
 
 pub mod client;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
