@@ -75,6 +75,7 @@ fn layout(ctx: &Ctx, title: &str, signed_in: Option<&str>, body: &str) -> String
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>{title} · {brand}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{css}">
 </head>
 <body>

@@ -1,6 +1,7 @@
 //! One integration test binary: every test starts the real server on
 //! ephemeral ports and talks to it over TCP/TLS.
 
+mod browser;
 mod cli;
 mod common;
 mod crash;
