@@ -415,9 +415,11 @@ pub async fn signin(
         return p.see_other("/my-account");
     }
     let normalized = address::normalize(&f.email).ok();
+    // What the failure counts and events use: the address as normalised,
+    // or (not an address) what was typed, bounded.
     let key = normalized
         .clone()
-        .unwrap_or_else(|| f.email.trim().to_lowercase());
+        .unwrap_or_else(|| f.email.trim().to_lowercase().chars().take(254).collect());
     if p.inner.signin.check(ip, &key).is_err() {
         p.signin_event("portal.signin_failure", &key, ip, "locked_out");
         p.inner.sessions.update(&session.id, |s| {

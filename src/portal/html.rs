@@ -339,7 +339,7 @@ fn two_factor_section(ctx: &Ctx, v: &AccountView) -> String {
             "<p><strong>2FA is off.</strong> With 2FA on, signing in here also needs a 6-digit code from an authenticator app on your phone (such as Google Authenticator or Authy), and desktop email programs use device passwords.</p>"
         }
         (false, true) => {
-            "<p><strong>Setup started.</strong> Click <em>QR Code</em> and scan it with your authenticator app, then enter the 6-digit code the app shows under <em>Verify 2FA</em>.</p>"
+            "<p><strong>Setup started.</strong> Click <em>QR Code</em> and scan it with your authenticator app, then enter the 6-digit code the app shows under <em>Verify 2FA</em>. (<em>Enable 2FA</em> starts again with a new key.)</p>"
         }
         (true, false) => "<p><strong>2FA is on.</strong></p>",
         (true, true) => {
@@ -348,8 +348,10 @@ fn two_factor_section(ctx: &Ctx, v: &AccountView) -> String {
     };
     out.push_str(status);
     out.push('\n');
-    // Enable 2FA: when off, and to re-enrol while a policy block is on.
-    if !pending && (!on || a.policy_blocked()) {
+    // Enable 2FA: when off (while pending it starts again with a new key,
+    // so the help page's "Click 'Enable 2FA'" always works), and to re-enrol
+    // while a policy block is on.
+    if !on || a.policy_blocked() {
         let _ = writeln!(
             out,
             "{}<button type=\"submit\">Enable 2FA</button></form>",

@@ -597,6 +597,21 @@ async fn the_qr_code_shows_only_while_enrolment_is_pending() {
     // Reloading keeps it while pending (the user may need a second look).
     assert_eq!(key_on(&account_page(&mut w).await.body), Some(key.clone()));
 
+    // Enable 2FA again while pending starts over with a new key (the help
+    // page's first step always works).
+    assert!(
+        account_page(&mut w)
+            .await
+            .body
+            .contains(r#"<button type="submit">Enable 2FA</button>"#)
+    );
+    act(&mut w, "/my-account/2fa/enable", &[]).await;
+    assert!(!account_page(&mut w).await.body.contains("alt=\"QR code\""));
+    act(&mut w, "/my-account/2fa/qr", &[]).await;
+    let old_key = key;
+    let key = key_on(&account_page(&mut w).await.body).unwrap();
+    assert_ne!(key, old_key);
+
     // A wrong code: still pending, with a notice.
     act(&mut w, "/my-account/2fa/verify", &[("otp", "12345")]).await;
     let me = account_page(&mut w).await;
