@@ -352,9 +352,11 @@ fn two_factor_section(ctx: &Ctx, v: &AccountView) -> String {
     // so the help page's "Click 'Enable 2FA'" always works), and to re-enrol
     // while a policy block is on.
     if !on || a.policy_blocked() {
+        // While pending, QR Code is the next step: Enable 2FA steps back.
+        let class = if pending { r#" class="secondary""# } else { "" };
         let _ = writeln!(
             out,
-            "{}<button type=\"submit\">Enable 2FA</button></form>",
+            "{}<button type=\"submit\"{class}>Enable 2FA</button></form>",
             ctx.form("/my-account/2fa/enable", "inline")
         );
     }

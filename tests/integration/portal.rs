@@ -603,7 +603,7 @@ async fn the_qr_code_shows_only_while_enrolment_is_pending() {
         account_page(&mut w)
             .await
             .body
-            .contains(r#"<button type="submit">Enable 2FA</button>"#)
+            .contains(r#"<button type="submit" class="secondary">Enable 2FA</button>"#)
     );
     act(&mut w, "/my-account/2fa/enable", &[]).await;
     assert!(!account_page(&mut w).await.body.contains("alt=\"QR code\""));
