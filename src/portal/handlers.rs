@@ -149,7 +149,7 @@ impl Portal {
                 self.inner.sessions.remove(&session.id);
                 Err(self.to_signin(
                     Notice::info("You were signed out")
-                        .detail("The password of this account was changed. Please sign in again."),
+                        .detail("The password or the account was changed. Please sign in again."),
                 ))
             }
             Err(e) => Err(self.internal(e)),
