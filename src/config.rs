@@ -251,11 +251,24 @@ impl Default for MxConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PortalConfig {
     pub public_url: Option<String>,
     pub trusted_proxies: Vec<String>,
+    /// A web session unused this long is signed out.
+    #[serde(deserialize_with = "de_duration")]
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            trusted_proxies: Vec::new(),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -566,6 +579,7 @@ impl Config {
                 );
             }
         }
+        crate::portal::Settings::from_config(self)?;
         Ok(())
     }
 

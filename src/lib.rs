@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod policy;
+pub mod portal;
 pub mod secrets;
 pub mod server;
 pub mod smtp;

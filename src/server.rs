@@ -26,11 +26,13 @@ use crate::spool::{CommitHook, Spool, StoreSpool};
 use crate::store::Store;
 use crate::store::fault::FaultSwitch;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
-use crate::{admin, delivery, tls};
+use crate::{admin, delivery, portal, tls};
 
 pub struct Running {
     pub submission: Vec<SocketAddr>,
     pub submissions: Vec<SocketAddr>,
+    /// The "My account" web portal.
+    pub portal: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
     pub store: Store,
@@ -98,12 +100,15 @@ pub async fn start_with(
         &store,
     )?);
     let tls_config = tls::server_config(&config)?;
+    let portal_settings = portal::Settings::from_config(&config)?;
     // Delivery results feed the scorer's bounce signal (and a test's sink).
     let feedback: Arc<dyn DeliveryFeedback> = match overrides.feedback {
         Some(extra) => Arc::new(Tee(vec![scorer.clone(), extra])),
         None => scorer.clone(),
     };
     let passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
+    // Portal sign-ins have their own argon2 budget, apart from SMTP AUTH.
+    let portal_passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
     let hook: Arc<dyn CommitHook> = scorer.clone();
     let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::with_hook(
         store.clone(),
@@ -117,7 +122,7 @@ pub async fn start_with(
     let accounts = Accounts::new(AccountsParts {
         store: store.clone(),
         passwords,
-        portal_passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
+        portal_passwords: portal_passwords.clone(),
         lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
         clock: clock.clone(),
         events: events.clone(),
@@ -153,6 +158,8 @@ pub async fn start_with(
     for addr in &config.listeners.submissions {
         submissions.push(bind(*addr).await?);
     }
+    let portal_listener = bind(config.listeners.portal).await?;
+    let portal_addr = portal_listener.local_addr()?;
     let admin_listener = bind(config.listeners.admin).await?;
     let metrics_listener = bind(config.listeners.metrics).await?;
     let metrics_addr = metrics_listener.local_addr()?;
@@ -165,6 +172,7 @@ pub async fn start_with(
     let mut running = Running {
         submission: Vec::new(),
         submissions: Vec::new(),
+        portal: portal_addr,
         admin: admin_addr,
         metrics: metrics_addr,
         store: store.clone(),
@@ -188,6 +196,30 @@ pub async fn start_with(
             tracker.spawn(smtp::serve(listener, kind, shared.clone(), tracker.clone()));
         }
     }
+
+    let portal_app = portal::Portal::new(portal::PortalParts {
+        accounts: accounts.clone(),
+        passwords: portal_passwords,
+        clock: clock.clone(),
+        events: events.clone(),
+        settings: portal_settings,
+        support_contact: config.server.support_contact.clone(),
+        brand: config.accounts.totp_issuer.clone(),
+    })
+    .router();
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(
+            portal_listener,
+            portal_app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+        if let Err(e) = served {
+            tracing::error!(event = "http.error", kind = "Portal", error = %e);
+        }
+    });
+    tracing::info!(event = "listener.ready", kind = "Portal", addr = %portal_addr);
 
     let ops = admin::Ops {
         accounts,

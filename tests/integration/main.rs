@@ -2,6 +2,7 @@
 //! ephemeral ports and talks to it over TCP/TLS.
 
 mod aliases;
+mod browser;
 mod cli;
 mod common;
 mod crash;
@@ -9,6 +10,7 @@ mod headers;
 mod limits;
 mod lockout;
 mod pipelining;
+mod portal;
 mod real_clients;
 mod relay;
 mod replies;

@@ -1,0 +1,322 @@
+//! Web sessions, in memory: random 256-bit ids, a CSRF token each, idle and
+//! absolute expiry on the portal's `Clock`. A new id at every sign-in step
+//! (the old one stops working). One-time values (notices, a new device
+//! password) ride here and are shown once.
+//!
+//! Anyone can open the sign-in page, so anonymous sessions are cheap and
+//! capped: past `MAX_SESSIONS`, expired ones go, then the least recently
+//! used anonymous ones.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use subtle::ConstantTimeEq;
+
+use crate::clock::Clock;
+
+pub const MAX_SESSIONS: usize = 50_000;
+/// A signed-in session ends after this long, used or not.
+pub const MAX_AGE: Duration = Duration::from_secs(12 * 60 * 60);
+/// The password step is good for this long before the OTP step.
+pub const OTP_STEP_TIME: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Anonymous,
+    /// The password was right; the account has 2FA and needs a code.
+    OtpPending {
+        address: String,
+        since: u64,
+        /// The password hash the password was checked against.
+        password_hash: String,
+    },
+    SignedIn {
+        address: String,
+        /// When this web session last passed an OTP (device passwords).
+        otp_at: Option<u64>,
+        /// The password hash valid at sign-in: when it changes (another
+        /// session or the CLI changed the password), this session ends.
+        password_hash: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    Success,
+    Error,
+    Info,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub title: String,
+    pub detail: Option<String>,
+    /// The page section it belongs to (shown there); `None`: the top.
+    pub at: Option<&'static str>,
+}
+
+impl Notice {
+    pub fn success(title: &str) -> Self {
+        Self {
+            kind: NoticeKind::Success,
+            title: title.into(),
+            detail: None,
+            at: None,
+        }
+    }
+    pub fn error(title: &str) -> Self {
+        Self {
+            kind: NoticeKind::Error,
+            title: title.into(),
+            detail: None,
+            at: None,
+        }
+    }
+    pub fn info(title: &str) -> Self {
+        Self {
+            kind: NoticeKind::Info,
+            title: title.into(),
+            detail: None,
+            at: None,
+        }
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    pub fn at(mut self, section: &'static str) -> Self {
+        self.at = Some(section);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub csrf: String,
+    pub created: u64,
+    pub last_seen: u64,
+    pub auth: Auth,
+    pub notices: Vec<Notice>,
+    /// A device password just created: (name, password), shown once.
+    pub new_device: Option<(String, String)>,
+    /// The QR Code button was pressed (shown while enrolment is pending).
+    pub show_qr: bool,
+    /// The block this session has shown; when it is gone, say so once.
+    pub seen_block: Option<u64>,
+    /// The section of the last action, where its notices show.
+    pub last_section: Option<&'static str>,
+}
+
+impl Session {
+    pub fn csrf_matches(&self, given: &str) -> bool {
+        !given.is_empty() && bool::from(given.as_bytes().ct_eq(self.csrf.as_bytes()))
+    }
+
+    pub fn address(&self) -> Option<&str> {
+        match &self.auth {
+            Auth::SignedIn { address, .. } => Some(address),
+            _ => None,
+        }
+    }
+}
+
+pub struct SessionStore {
+    sessions: Mutex<HashMap<String, Session>>,
+    idle: u64,
+    clock: Arc<dyn Clock>,
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("randomness");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl SessionStore {
+    pub fn new(idle: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            idle: idle.as_secs().max(1),
+            clock,
+        }
+    }
+
+    fn expired(&self, s: &Session, now: u64) -> bool {
+        now >= s.last_seen + self.idle || now >= s.created + MAX_AGE.as_secs()
+    }
+
+    /// The live session with this id, marked as used now.
+    pub fn get(&self, id: &str) -> Option<Session> {
+        let now = self.clock.unix();
+        let mut map = self.sessions.lock().expect("session lock");
+        let live = map.get(id).is_some_and(|s| !self.expired(s, now));
+        if !live {
+            map.remove(id);
+            return None;
+        }
+        let s = map.get_mut(id)?;
+        s.last_seen = now;
+        Some(s.clone())
+    }
+
+    /// A new session with a fresh id and CSRF token.
+    pub fn create(&self, auth: Auth) -> Session {
+        let now = self.clock.unix();
+        let session = Session {
+            id: random_token(),
+            csrf: random_token(),
+            created: now,
+            last_seen: now,
+            auth,
+            notices: Vec::new(),
+            new_device: None,
+            show_qr: false,
+            seen_block: None,
+            last_section: None,
+        };
+        let mut map = self.sessions.lock().expect("session lock");
+        if map.len() >= MAX_SESSIONS {
+            map.retain(|_, s| !self.expired(s, now));
+        }
+        if map.len() >= MAX_SESSIONS {
+            let oldest = map
+                .values()
+                .filter(|s| s.auth == Auth::Anonymous)
+                .min_by_key(|s| s.last_seen)
+                .map(|s| s.id.clone());
+            if let Some(id) = oldest {
+                map.remove(&id);
+            }
+        }
+        map.insert(session.id.clone(), session.clone());
+        session
+    }
+
+    /// Ends `old` and starts a new session (new id, new CSRF token) with
+    /// `auth`; notices move over. Used at every sign-in step.
+    pub fn rotate(&self, old: &str, auth: Auth) -> Session {
+        let notices = self
+            .sessions
+            .lock()
+            .expect("session lock")
+            .remove(old)
+            .map(|s| s.notices)
+            .unwrap_or_default();
+        let mut session = self.create(auth);
+        if !notices.is_empty() {
+            session = self
+                .update(&session.id, |s| s.notices = notices)
+                .unwrap_or(session);
+        }
+        session
+    }
+
+    /// Changes a live session; returns it as changed.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut Session)) -> Option<Session> {
+        let mut map = self.sessions.lock().expect("session lock");
+        let s = map.get_mut(id)?;
+        f(s);
+        Some(s.clone())
+    }
+
+    pub fn notice(&self, id: &str, notice: Notice) {
+        self.update(id, |s| s.notices.push(notice));
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.sessions.lock().expect("session lock").remove(id);
+    }
+
+    /// Signs out every session of `address` except `keep`.
+    pub fn sign_out_others(&self, address: &str, keep: &str) -> usize {
+        let mut map = self.sessions.lock().expect("session lock");
+        let before = map.len();
+        map.retain(|id, s| {
+            id == keep
+                || match &s.auth {
+                    Auth::SignedIn { address: a, .. } | Auth::OtpPending { address: a, .. } => {
+                        a != address
+                    }
+                    Auth::Anonymous => true,
+                }
+        });
+        before - map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().expect("session lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::UNIX_EPOCH;
+
+    fn store() -> (SessionStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000)));
+        (
+            SessionStore::new(Duration::from_secs(60), clock.clone()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn ids_are_random_and_sessions_expire_when_idle() {
+        let (store, clock) = store();
+        let a = store.create(Auth::Anonymous);
+        let b = store.create(Auth::Anonymous);
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.csrf, a.id);
+        assert_eq!(a.id.len(), 43);
+        clock.advance(Duration::from_secs(59));
+        assert!(store.get(&a.id).is_some());
+        clock.advance(Duration::from_secs(59));
+        // Used 59 s ago: still live. b was last used 118 s ago.
+        assert!(store.get(&a.id).is_some());
+        assert!(store.get(&b.id).is_none());
+        assert!(store.get("not-an-id").is_none());
+    }
+
+    #[test]
+    fn rotation_ends_the_old_id_and_keeps_notices() {
+        let (store, _) = store();
+        let a = store.create(Auth::Anonymous);
+        store.notice(&a.id, Notice::info("hello"));
+        let signed = Auth::SignedIn {
+            address: "a@x.example".into(),
+            otp_at: None,
+            password_hash: "h".into(),
+        };
+        let b = store.rotate(&a.id, signed.clone());
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.csrf, b.csrf);
+        assert!(store.get(&a.id).is_none());
+        let b = store.get(&b.id).unwrap();
+        assert_eq!(b.auth, signed);
+        assert_eq!(b.notices, vec![Notice::info("hello")]);
+        let c = store.create(signed);
+        assert_eq!(store.sign_out_others("a@x.example", &b.id), 1);
+        assert!(store.get(&c.id).is_none());
+        assert!(store.get(&b.id).is_some());
+    }
+
+    #[test]
+    fn csrf_comparison() {
+        let (store, _) = store();
+        let a = store.create(Auth::Anonymous);
+        assert!(a.csrf_matches(&a.csrf.clone()));
+        assert!(!a.csrf_matches(""));
+        assert!(!a.csrf_matches("x"));
+    }
+}

@@ -1,0 +1,210 @@
+//! The help page (seed/upgraded-email-2fa-help.txt), end to end: a
+//! policy-blocked user follows it in headless Chromium (driven by
+//! tests/browser/help_page.mjs), then a real SMTP client sends with the
+//! new device password. `scripts/test` installs Chromium and
+//! playwright-core; a missing one fails this test rather than skipping it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mailwarden::accounts::{BlockKind, BlockRequest, Origin};
+
+use crate::common::client::Client;
+use crate::common::{PASSWORD, TestServer};
+
+const ALICE: &str = "alice@example.com";
+const POLICY_554: &str = "554 5.7.1 Account <alice@example.com> has been blocked from sending due to abusive activity. Please update password and (re-)enable 2FA to be unblocked";
+const AUTH_535: &str =
+    "535 5.7.8 Authentication credentials invalid (with 2FA enabled, use a device password)";
+
+/// Where the screenshots go: target/browser-screenshots/NN-step.png.
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("browser-screenshots")
+}
+
+/// Runs the browser script; (success, stdout, stderr). Killed after 3 min.
+fn run_browser(url: &str, outdir: &Path) -> (bool, String, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/help_page.mjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .args([url, ALICE, PASSWORD])
+        .arg(outdir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is installed (scripts/test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().expect("wait for node").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("node output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn printed(stdout: &str, key: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the browser test printed no {key}:\n{stdout}"))
+        .to_string()
+}
+
+async fn auth_reply(server: &TestServer, password: &str) -> (Client, String) {
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    let r = c.auth_plain(ALICE, password).await;
+    (c, r.line())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blocked_user_follows_the_help_page_in_a_real_browser() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    server
+        .accounts()
+        .block(
+            ALICE,
+            BlockRequest {
+                kind: BlockKind::Policy,
+                reason: "sending to many new recipients".into(),
+                detail: Some("score 14: 60 new recipients in 1h".into()),
+                abuse_networks: vec!["203.0.113.0/24".parse().unwrap()],
+            },
+            &Origin::ADMIN,
+        )
+        .await
+        .unwrap();
+    // What brought the user to the help page.
+    let (mut c, reply) = auth_reply(&server, PASSWORD).await;
+    assert_eq!(reply, "235 2.7.0 Authentication successful");
+    assert_eq!(
+        c.cmd(&format!("MAIL FROM:<{ALICE}>")).await.line(),
+        POLICY_554
+    );
+
+    let outdir = screenshot_dir();
+    if let Ok(entries) = std::fs::read_dir(&outdir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let url = format!("http://{}/", server.running().portal);
+    let dir = outdir.clone();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_browser(&url, &dir))
+        .await
+        .unwrap();
+    println!("{stdout}");
+    assert!(ok, "the browser test failed:\n{stdout}\n{stderr}");
+    let steps = stdout.lines().filter(|l| l.starts_with("step ")).count();
+    assert_eq!(steps, 13, "{stdout}");
+    for n in 1..=steps {
+        let found = std::fs::read_dir(&outdir).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{n:02}-"))
+        });
+        assert!(found, "no screenshot {n:02}-*.png in {}", outdir.display());
+    }
+    let device = printed(&stdout, "DEVICE_PASSWORD");
+    let new_password = printed(&stdout, "NEW_PASSWORD");
+
+    // The account as the browser left it.
+    let account = server.accounts().get(ALICE).await.unwrap();
+    assert!(account.block.is_none(), "the help page lifted the block");
+    assert_eq!(account.totp_status(), "on");
+    assert_eq!(account.device_passwords.len(), 1);
+    assert_eq!(account.device_passwords[0].name, "Outlook");
+    let portal_changes: Vec<&str> = account
+        .history
+        .iter()
+        .filter(|h| h.via == "portal")
+        .map(|h| h.change.as_str())
+        .collect();
+    assert_eq!(
+        portal_changes,
+        [
+            "password_changed",
+            "totp_enrolment_started",
+            "totp_enabled",
+            "device_password_created"
+        ]
+    );
+    server.wait_event("portal.signin").await;
+
+    // Outlook, reconfigured with the device password: AUTH and a message.
+    let (mut c, reply) = auth_reply(&server, &device).await;
+    assert_eq!(reply, "235 2.7.0 Authentication successful");
+    let r = c
+        .send_message(
+            ALICE,
+            &["bob@example.org"],
+            b"From: <alice@example.com>\r\nTo: <bob@example.org>\r\nSubject: sent again\r\n\r\nHello Bob.\r\n",
+        )
+        .await;
+    assert!(r.line().starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
+    // The same with swaks over STARTTLS, as a third-party client would.
+    let port = server.submission().port().to_string();
+    let swaks = tokio::task::spawn_blocking(move || {
+        Command::new("swaks")
+            .args([
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--tls",
+                "--auth",
+                "LOGIN",
+                "--auth-user",
+                ALICE,
+                "--auth-password",
+                &device,
+                "--from",
+                ALICE,
+                "--to",
+                "carol@example.net",
+                "--header",
+                "Subject: from swaks",
+                "--timeout",
+                "20",
+            ])
+            .output()
+            .expect("swaks is installed (scripts/test installs it)")
+    })
+    .await
+    .unwrap();
+    let transcript = String::from_utf8_lossy(&swaks.stdout);
+    assert!(swaks.status.success(), "{transcript}");
+    assert!(
+        transcript.contains("250 2.0.0 Ok: queued as"),
+        "{transcript}"
+    );
+
+    // The old password is refused; with 2FA on, so is the new one.
+    assert_eq!(auth_reply(&server, PASSWORD).await.1, AUTH_535);
+    assert_eq!(auth_reply(&server, &new_password).await.1, AUTH_535);
+    for subject in ["Subject: sent again", "Subject: from swaks"] {
+        let mut delivered = false;
+        for _ in 0..500 {
+            delivered = crate::common::read_outbox(&server.outbox())
+                .iter()
+                .any(|(_, m)| String::from_utf8_lossy(m).contains(subject));
+            if delivered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(delivered, "{subject} never reached the outbox");
+    }
+}

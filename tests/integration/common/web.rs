@@ -1,0 +1,170 @@
+//! A deliberately small web client for portal tests: one HTTP/1.0 request
+//! per connection, a cookie jar of one cookie, forms as
+//! application/x-www-form-urlencoded. It never follows redirects, so tests
+//! see every 303.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn location(&self) -> &str {
+        self.header("location").unwrap_or("")
+    }
+
+    /// The page's CSRF token (every form carries the same one).
+    pub fn csrf(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let start = self.body.find(marker).expect("a form with a CSRF token") + marker.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].to_string()
+    }
+
+    /// The body with every CSRF token replaced by `CSRF`.
+    pub fn masked(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let mut out = String::new();
+        let mut rest = self.body.as_str();
+        while let Some(i) = rest.find(marker) {
+            out.push_str(&rest[..i + marker.len()]);
+            out.push_str("CSRF");
+            rest = &rest[i + marker.len()..];
+            rest = &rest[rest.find('"').unwrap()..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+pub struct Web {
+    pub addr: SocketAddr,
+    pub cookie_name: String,
+    /// The session cookie's value, as last set by the server.
+    pub cookie: Option<String>,
+    /// Sent with every request (e.g. X-Forwarded-For).
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Web {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            cookie_name: "mw_session".into(),
+            cookie: None,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Resp {
+        self.request("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        self.post_with(path, fields, &[]).await
+    }
+
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        self.request("POST", path, Some(form_encode(fields)), headers)
+            .await
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: portal.test\r\n");
+        if let Some(c) = &self.cookie {
+            req.push_str(&format!("Cookie: {}={c}\r\n", self.cookie_name));
+        }
+        for (k, v) in &self.extra_headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(body) = &body {
+            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        if let Some(body) = &body {
+            req.push_str(body);
+        }
+        let resp = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut tcp = TcpStream::connect(self.addr).await.expect("connect");
+            tcp.write_all(req.as_bytes()).await.unwrap();
+            let mut raw = Vec::new();
+            tcp.read_to_end(&mut raw).await.unwrap();
+            raw
+        })
+        .await
+        .expect("portal answers within 20s");
+        let raw = String::from_utf8(resp).expect("UTF-8 response");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head");
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap()[9..12].parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        for (k, v) in &headers {
+            if k.eq_ignore_ascii_case("set-cookie")
+                && let Some(value) = v
+                    .split(';')
+                    .next()
+                    .and_then(|kv| kv.strip_prefix(&format!("{}=", self.cookie_name)))
+            {
+                self.cookie = Some(value.to_string());
+            }
+        }
+        Resp {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+}
+
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn pct(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
