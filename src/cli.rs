@@ -67,6 +67,11 @@ pub enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// The outbound policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Write a consistent snapshot of the store (works while serving).
     Backup {
         #[arg(long, value_name = "FILE")]
@@ -74,6 +79,18 @@ pub enum Command {
     },
     /// Replace the store with a backup (the server must be stopped).
     Restore { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Replay a population of honest and hijacked accounts over simulated
+    /// days against the scorer with this configuration's [policy].
+    Simulate {
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +291,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 QueueCommand::Delete { id } => Request::QueueDelete { id },
             };
             runtime.block_on(run_op(&config, request, cli.json))
+        }
+        Command::Policy {
+            command: PolicyCommand::Simulate { days, seed },
+        } => {
+            let config = load_config(config_path)?;
+            let report =
+                runtime.block_on(crate::policy::simulate::run(config.policy, days, seed))?;
+            print!("{}", report.table());
+            Ok(())
         }
         Command::Backup { out } => {
             let config = load_config(config_path)?;

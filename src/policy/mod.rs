@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod feedback;
 pub mod scorer;
+pub mod simulate;
 
 use std::net::IpAddr;
 

@@ -76,7 +76,9 @@ impl Breakdown {
 /// The reason category a user sees: plain words, never thresholds.
 pub fn category(signal: &str) -> &'static str {
     match signal {
-        "new_recipients" | "new_recipients_unfamiliar_network" => "sending to many new recipients",
+        "new_recipients" | "new_recipients_unfamiliar_network" | "bulk_new_recipients" => {
+            "sending to many new recipients"
+        }
         "repeated_body" => "the same message sent to many recipients",
         "network_spread" => "logins from many different networks",
         "link_domains" => "messages with many links to different sites",
@@ -359,6 +361,19 @@ impl Scorer {
                     .min(c.max_new_recipient_points_unfamiliar),
             );
         }
+        // Many messages, each to several new people, within minutes: mail
+        // merged into small batches. Single replies and one big list
+        // mailing do not look like this.
+        if new as u32 >= c.bulk_new_recipients_per_message
+            && st.bulk_messages(
+                now,
+                c.bulk_window.as_secs(),
+                c.bulk_new_recipients_per_message,
+            ) + 1
+                >= c.bulk_messages
+        {
+            b.add("bulk_new_recipients", c.weight_bulk);
+        }
         if new > 0.0 && st.body_seen(content.fingerprint) > 0 {
             let w = if familiar {
                 c.weight_repeated_body
@@ -397,6 +412,22 @@ impl Scorer {
             b.add("many_domains", ((domains - 20) as f64 * 0.1).min(1.0));
         }
         b
+    }
+
+    /// A successful login of `account` from `ip`.
+    pub fn observe_login(&self, account: &str, ip: IpAddr) {
+        let now = self.clock.unix();
+        let network = self.network_key(ip);
+        let needed = self.config.auth_failures_before_success;
+        self.with_state(account, |st| st.record_login(now, &network, needed));
+    }
+
+    /// A wrong password for an account the scorer follows.
+    pub fn observe_auth_failure(&self, account: &str) {
+        if self.follows(account) {
+            let now = self.clock.unix();
+            self.with_state(account, |st| st.record_auth_failure(now));
+        }
     }
 
     /// The state of an account as `account show` prints it.
@@ -671,18 +702,13 @@ impl ScorerEvents {
 impl Events for ScorerEvents {
     fn emit(&self, event: Event) {
         let s = &self.scorer;
-        let now = s.clock.unix();
         match (event.name, event.account.as_deref(), event.ip) {
-            ("auth.success", Some(account), Some(ip)) => {
-                let network = s.network_key(ip);
-                let needed = s.config.auth_failures_before_success;
-                s.with_state(account, |st| st.record_login(now, &network, needed));
-            }
+            ("auth.success", Some(account), Some(ip)) => s.observe_login(account, ip),
             // Failures for unknown logins are not followed (no state to grow).
             ("auth.failure", Some(account), Some(_))
-                if event.reason.as_deref() == Some("bad_password") && s.follows(account) =>
+                if event.reason.as_deref() == Some("bad_password") =>
             {
-                s.with_state(account, |st| st.record_auth_failure(now));
+                s.observe_auth_failure(account)
             }
             ("account.unblocked", Some(account), _) => s.restart(account),
             _ => {}

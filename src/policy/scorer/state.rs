@@ -90,6 +90,9 @@ pub struct AccountState {
     pub recent: VecDeque<(u64, u32)>,
     /// Messages per hour for the last day: (hour index, messages, recipients).
     pub hours: VecDeque<(u64, u32, u32)>,
+    /// New-recipient counts of the last hour's messages: (time, new).
+    #[serde(default)]
+    pub novel: VecDeque<(u64, u32)>,
     /// Recipient domains of the last hour: (time, domain hash).
     pub domains: VecDeque<(u64, u64)>,
     /// Body fingerprints of the last day: (time, fingerprint, recipients).
@@ -129,6 +132,7 @@ impl AccountState {
         prune(&mut self.recent, |(at, _)| at + HOUR > now);
         prune(&mut self.hours, |(h, _, _)| h + 24 > hour);
         prune(&mut self.domains, |(at, _)| at + HOUR > now);
+        prune(&mut self.novel, |(at, _)| at + HOUR > now);
         prune(&mut self.bodies, |(at, _, _)| at + DAY > now);
         prune(&mut self.logins, |(at, _)| at + HOUR > now);
         prune(&mut self.auth_failures, |at| at + HOUR > now);
@@ -159,6 +163,11 @@ impl AccountState {
     /// Counts a sent message in every window.
     pub fn record_message(&mut self, now: u64, recipients: &[String], fingerprint: u64) {
         let n = recipients.len() as u32;
+        let new = recipients
+            .iter()
+            .filter(|r| !self.known.contains(r))
+            .count() as u32;
+        self.novel.push_back((now, new));
         self.recent.push_back((now, n));
         let hour = now / HOUR;
         match self.hours.back_mut() {
@@ -184,6 +193,9 @@ impl AccountState {
         // Bound memory whatever the traffic.
         while self.recent.len() > 5000 {
             self.recent.pop_front();
+        }
+        while self.novel.len() > 5000 {
+            self.novel.pop_front();
         }
         while self.domains.len() > 1000 {
             self.domains.pop_front();
@@ -274,6 +286,14 @@ impl AccountState {
             .iter()
             .filter(|(_, f, _)| *f == fingerprint)
             .count() as u32
+    }
+
+    /// Messages within `secs` that each had at least `min_new` new recipients.
+    pub fn bulk_messages(&self, now: u64, secs: u64, min_new: u32) -> usize {
+        self.novel
+            .iter()
+            .filter(|(at, new)| at + secs > now && *new >= min_new)
+            .count()
     }
 
     pub fn distinct_domains_last_hour(&self) -> usize {
