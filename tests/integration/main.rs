@@ -10,6 +10,7 @@ mod headers;
 mod limits;
 mod lockout;
 mod pipelining;
+mod policy;
 mod portal;
 mod real_clients;
 mod relay;

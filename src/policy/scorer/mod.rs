@@ -285,7 +285,7 @@ impl Scorer {
     }
 
     /// The cap this message would break, if any: caps only ever defer.
-    fn cap_broken(
+    pub(crate) fn cap_broken(
         &self,
         st: &AccountState,
         now: u64,
@@ -716,3 +716,6 @@ impl Events for ScorerEvents {
         self.next.emit(event);
     }
 }
+
+#[cfg(test)]
+mod tests;
