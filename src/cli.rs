@@ -164,11 +164,22 @@ pub enum AccountCommand {
         #[command(subcommand)]
         command: DevicePasswordCommand,
     },
+    /// Per-account policy limits (for trusted bulk senders).
+    Policy {
+        #[command(subcommand)]
+        command: AccountPolicyCommand,
+    },
     /// Other addresses the account may send as.
     Alias {
         #[command(subcommand)]
         command: AliasCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountPolicyCommand {
+    /// KEY=VALUE (e.g. max_messages_per_hour=2000); VALUE `default` removes it.
+    Set { email: String, setting: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +372,12 @@ fn account_request(command: AccountCommand) -> anyhow::Result<Request> {
             },
             TotpCommand::Disable { email } => Request::TotpDisable { address: email },
         },
+        AccountCommand::Policy {
+            command: AccountPolicyCommand::Set { email, setting },
+        } => Request::AccountPolicySet {
+            address: email,
+            setting,
+        },
         AccountCommand::Alias { command } => match command {
             AliasCommand::Add { email, alias } => Request::AliasAdd {
                 address: email,
@@ -497,6 +514,13 @@ fn describe(request: &Request) -> Describe {
                 s(v, "address"),
                 v["block"]["kind"].as_str().unwrap_or_default(),
                 v["block"]["reason"].as_str().unwrap_or_default()
+            )
+        }),
+        Request::AccountPolicySet { .. } => Box::new(move |v| {
+            format!(
+                "policy overrides for {}: {}",
+                s(v, "address"),
+                v["policy_overrides"]
             )
         }),
         Request::AliasAdd { .. } => {

@@ -394,6 +394,23 @@ pub struct PolicyConfig {
     pub max_recipients_per_day: u32,
     pub new_account_max_messages_per_hour: u32,
     pub new_account_max_recipients_per_hour: u32,
+
+    /// The message that tipped a block is kept this long as evidence.
+    #[serde(deserialize_with = "de_duration")]
+    pub evidence_retention: Duration,
+    /// A second policy block within this period becomes an operator block.
+    #[serde(deserialize_with = "de_duration")]
+    pub repeat_block_period: Duration,
+    /// After a self-service unblock: any block is an operator block, and
+    /// the new-account caps apply.
+    #[serde(deserialize_with = "de_duration")]
+    pub probation: Duration,
+    /// Told of every block and unblock, by mail.
+    pub abuse_contact: Option<String>,
+    /// Told of every block and unblock: a signed JSON POST.
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA-256 key for `X-Mailwarden-Signature`.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 impl Default for PolicyConfig {
@@ -438,6 +455,12 @@ impl Default for PolicyConfig {
             max_recipients_per_day: 10000,
             new_account_max_messages_per_hour: 150,
             new_account_max_recipients_per_hour: 600,
+            evidence_retention: hours(14 * 24),
+            repeat_block_period: hours(30 * 24),
+            probation: hours(7 * 24),
+            abuse_contact: None,
+            webhook_url: None,
+            webhook_secret_file: None,
         }
     }
 }
@@ -495,6 +518,7 @@ impl Config {
         self.server.secret_key_file = self.server.secret_key_file.as_deref().map(resolve);
         self.tls.cert = self.tls.cert.as_deref().map(resolve);
         self.tls.key = self.tls.key.as_deref().map(resolve);
+        self.policy.webhook_secret_file = self.policy.webhook_secret_file.as_deref().map(resolve);
         if let Some(relay) = &mut self.delivery.relay {
             relay.password_file = relay.password_file.as_deref().map(resolve);
             relay.ca_file = relay.ca_file.as_deref().map(resolve);
@@ -536,6 +560,14 @@ impl Config {
         }
         if self.policy.half_life.is_zero() {
             bail!("`policy.half_life` must be longer than 0s");
+        }
+        if let Some(url) = &self.policy.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("`policy.webhook_url` must be an http:// or https:// URL");
+            }
+            if self.policy.webhook_secret_file.is_none() {
+                bail!("`policy.webhook_url` needs `policy.webhook_secret_file` (the HMAC key)");
+            }
         }
         for net in &self.policy.shared_client_networks {
             if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {

@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
 use crate::policy::Policy;
 use crate::policy::feedback::{DeliveryFeedback, Tee};
+use crate::policy::notice::OperatorNotices;
 use crate::policy::scorer::{Scorer, ScorerEvents};
 use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
@@ -38,6 +39,7 @@ pub struct Running {
     pub store: Store,
     pub server_key: Arc<ServerKey>,
     pub accounts: Accounts,
+    pub spool: Arc<dyn Spool>,
     scorer: Arc<Scorer>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -119,6 +121,13 @@ pub async fn start_with(
     if let Some(wrap) = overrides.spool {
         spool = wrap(spool);
     }
+    // Blocks and unblocks reach the operator (mail, webhook).
+    let events: Arc<dyn Events> = Arc::new(OperatorNotices::new(
+        spool.clone(),
+        config.server.hostname.clone(),
+        &config.policy,
+        events,
+    )?);
     let accounts = Accounts::new(AccountsParts {
         store: store.clone(),
         passwords,
@@ -132,11 +141,19 @@ pub async fn start_with(
         totp_issuer: config.accounts.totp_issuer.clone(),
     });
     let authenticator: Arc<dyn Authenticator> = Arc::new(accounts.clone());
-    scorer.connect(accounts.clone(), events.clone());
+    scorer.connect(accounts.clone(), events.clone(), spool.clone());
+    let evidence_sweeper = (spool.clone(), config.policy.evidence_retention);
     let policy: Arc<dyn Policy> = scorer.clone();
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let (evidence_spool, retention) = evidence_sweeper;
+    tracker.spawn(crate::policy::evidence::run(
+        evidence_spool,
+        retention,
+        Duration::from_secs(600),
+        shutdown.clone(),
+    ));
     let shared = Arc::new(SmtpShared {
         hostname: config.server.hostname.clone(),
         limits: config.smtp.clone(),
@@ -178,6 +195,7 @@ pub async fn start_with(
         store: store.clone(),
         server_key,
         accounts: accounts.clone(),
+        spool: spool.clone(),
         scorer: scorer.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),

@@ -44,6 +44,9 @@ pub struct Account {
     pub device_passwords: Vec<DevicePassword>,
     #[serde(default)]
     pub block: Option<Block>,
+    /// The operator's per-account policy limits (`account policy set`).
+    #[serde(default)]
+    pub policy_overrides: std::collections::BTreeMap<String, f64>,
     /// Sequence number of the latest history entry.
     #[serde(default)]
     pub seq: u64,
@@ -348,6 +351,7 @@ impl Accounts {
             totp: TotpState::default(),
             device_passwords: Vec::new(),
             block: None,
+            policy_overrides: Default::default(),
             seq: 0,
             history: Vec::new(),
         };

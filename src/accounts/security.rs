@@ -612,3 +612,38 @@ impl Accounts {
         n
     }
 }
+
+impl Accounts {
+    /// Sets (or with `None` removes) a per-account policy limit.
+    pub async fn set_policy_override(
+        &self,
+        address: &str,
+        key: &str,
+        value: Option<f64>,
+        origin: &Origin,
+    ) -> Result<Account, AccountError> {
+        if !crate::policy::scorer::OVERRIDE_KEYS.contains(&key) {
+            return Err(AccountError::State(format!(
+                "unknown policy key {key:?}; one of: {}",
+                crate::policy::scorer::OVERRIDE_KEYS.join(", ")
+            )));
+        }
+        let address = normalize(address)?;
+        let (now, origin, key) = (self.now(), origin.clone(), key.to_string());
+        self.update(&address, move |a| {
+            let change = match value {
+                Some(v) => {
+                    a.policy_overrides.insert(key.clone(), v);
+                    format!("policy {key}={v}")
+                }
+                None => {
+                    a.policy_overrides.remove(&key);
+                    format!("policy {key}=default")
+                }
+            };
+            a.record(now, &change, &origin);
+            Ok(())
+        })
+        .await
+    }
+}

@@ -41,6 +41,11 @@ pub enum Request {
     AccountEnable {
         address: String,
     },
+    AccountPolicySet {
+        address: String,
+        /// `KEY=VALUE`; VALUE `default` removes the override.
+        setting: String,
+    },
     AliasAdd {
         address: String,
         alias: String,
@@ -119,6 +124,7 @@ impl Request {
             Self::AccountDelete { .. } => "account_delete",
             Self::AccountDisable { .. } => "account_disable",
             Self::AccountEnable { .. } => "account_enable",
+            Self::AccountPolicySet { .. } => "account_policy_set",
             Self::AliasAdd { .. } => "alias_add",
             Self::AliasRemove { .. } => "alias_remove",
             Self::AliasList { .. } => "alias_list",
@@ -214,6 +220,8 @@ pub struct AccountView {
     pub block: Option<BlockView>,
     pub device_passwords: Vec<DevicePasswordView>,
     pub history: Vec<HistoryEntry>,
+    /// Per-account policy limits set by the operator.
+    pub policy_overrides: std::collections::BTreeMap<String, f64>,
     /// The scorer's counters and score (account show only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyView>,
@@ -270,6 +278,7 @@ impl From<Account> for AccountView {
             created: a.created,
             disabled: a.disabled,
             history: a.history,
+            policy_overrides: a.policy_overrides,
             policy: None,
         }
     }
@@ -384,6 +393,28 @@ impl Ops {
                 let account = accounts.set_password(&address, &password, admin).await?;
                 Ok(
                     json!({"address": account.address, "password_changed": true, "blocked": account.block.is_some()}),
+                )
+            }
+            Request::AccountPolicySet { address, setting } => {
+                let (key, value) = setting.split_once('=').ok_or_else(|| {
+                    OpError::new(OpErrorKind::Invalid, "write the setting as KEY=VALUE")
+                })?;
+                let value = match value.trim() {
+                    "default" | "unset" => None,
+                    v => Some(
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|v| v.is_finite() && *v >= 0.0)
+                            .ok_or_else(|| {
+                                OpError::new(OpErrorKind::Invalid, format!("{v:?} is not a number"))
+                            })?,
+                    ),
+                };
+                let account = accounts
+                    .set_policy_override(&address, key.trim(), value, admin)
+                    .await?;
+                Ok(
+                    json!({"address": account.address, "policy_overrides": account.policy_overrides}),
                 )
             }
             Request::AliasAdd { address, alias } => {
@@ -512,17 +543,17 @@ impl Ops {
                 accounts.set_disabled(&address, false, admin).await?,
             )),
             Request::QueueList { held } => {
-                let wanted = if held {
-                    QueueState::Held
-                } else {
-                    QueueState::Queued
+                // Held mail and policy evidence are listed together.
+                let wanted = |s: QueueState| match held {
+                    true => s != QueueState::Queued,
+                    false => s == QueueState::Queued,
                 };
                 let list: Vec<QueueView> = self
                     .spool
                     .list()
                     .await?
                     .into_iter()
-                    .filter(|e| e.state == wanted)
+                    .filter(|e| wanted(e.state))
                     .map(Into::into)
                     .collect();
                 to_json(list)
@@ -541,6 +572,12 @@ impl Ops {
             }
             Request::QueueRetry { id } => {
                 let mut entry = self.entry(queue_id(&id)?).await?;
+                if entry.state == QueueState::Evidence {
+                    return Err(OpError::new(
+                        OpErrorKind::Conflict,
+                        format!("message {id} is policy evidence: it is never delivered"),
+                    ));
+                }
                 entry.next_attempt = 0;
                 self.spool.apply(vec![QueueWrite::Update(entry)]).await?;
                 Ok(json!({"id": id, "retry": "now"}))
@@ -548,6 +585,14 @@ impl Ops {
             Request::QueueRelease { id } => {
                 let id = queue_id(&id)?;
                 let entry = self.entry(id).await?;
+                if entry.state == QueueState::Evidence {
+                    return Err(OpError::new(
+                        OpErrorKind::Conflict,
+                        format!(
+                            "message {id} is policy evidence: it can be read or deleted, never delivered"
+                        ),
+                    ));
+                }
                 if entry.state != QueueState::Held {
                     return Err(OpError::new(
                         OpErrorKind::Conflict,

@@ -3,7 +3,9 @@
 //! the scorer (a later issue) plugs in here without touching the session.
 
 pub mod blocks;
+pub mod evidence;
 pub mod feedback;
+pub mod notice;
 pub mod scorer;
 pub mod simulate;
 

@@ -526,6 +526,7 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
             totp: TotpState::default(),
             device_passwords: Vec::new(),
             block: None,
+            policy_overrides: Default::default(),
             seq: 0,
             history: Vec::new(),
         };

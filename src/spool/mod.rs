@@ -78,6 +78,9 @@ pub struct Envelope {
 pub enum QueueState {
     Queued,
     Held,
+    /// The message that tipped a policy block: kept for the operator,
+    /// never deliverable (the client was refused and still has it).
+    Evidence,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::config::{PolicyConfig, PolicyMode};
 use crate::events::{Event, Events};
 use crate::smtp::reply;
-use crate::spool::{CommitHook, QueueWrite};
+use crate::spool::{CommitHook, Envelope, QueueEntry, QueueState, QueueWrite, Recipient, Spool};
 use crate::store::Store;
 
 /// The points one message earned, by signal.
@@ -70,6 +70,42 @@ impl Breakdown {
             .iter()
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(n, _)| *n)
+    }
+}
+
+/// The keys `account policy set` accepts: limits a trusted bulk sender
+/// may need raised.
+pub const OVERRIDE_KEYS: &[&str] = &[
+    "block_score",
+    "max_messages_per_minute",
+    "max_messages_per_hour",
+    "max_messages_per_day",
+    "max_recipients_per_minute",
+    "max_recipients_per_hour",
+    "max_recipients_per_day",
+    "fast_messages_per_hour",
+    "bulk_messages",
+];
+
+fn apply_override(c: &mut PolicyConfig, key: &str, value: f64) {
+    let n = value.max(0.0).min(u32::MAX as f64) as u32;
+    match key {
+        "block_score" => c.block_score = value,
+        "max_messages_per_minute" => c.max_messages_per_minute = n,
+        "max_messages_per_hour" => {
+            c.max_messages_per_hour = n;
+            c.new_account_max_messages_per_hour = n;
+        }
+        "max_messages_per_day" => c.max_messages_per_day = n,
+        "max_recipients_per_minute" => c.max_recipients_per_minute = n,
+        "max_recipients_per_hour" => {
+            c.max_recipients_per_hour = n;
+            c.new_account_max_recipients_per_hour = n;
+        }
+        "max_recipients_per_day" => c.max_recipients_per_day = n,
+        "fast_messages_per_hour" => c.fast_messages_per_hour = n,
+        "bulk_messages" => c.bulk_messages = n as usize,
+        _ => {}
     }
 }
 
@@ -116,6 +152,8 @@ pub struct Scorer {
     /// accounts refer to each other; shutdown breaks the cycle).
     accounts: Mutex<Option<Accounts>>,
     events: Mutex<Option<Arc<dyn Events>>>,
+    /// Where the evidence of a block is kept.
+    spool: Mutex<Option<Arc<dyn Spool>>>,
     states: Mutex<HashMap<String, Arc<Entry>>>,
     dirty: Mutex<HashSet<String>>,
 }
@@ -185,21 +223,24 @@ impl Scorer {
             shared,
             accounts: Mutex::new(None),
             events: Mutex::new(None),
+            spool: Mutex::new(None),
             states: Mutex::new(states),
             dirty: Mutex::new(HashSet::new()),
         }))
     }
 
     /// Completes the wiring: blocks go through `accounts`, decisions to `events`.
-    pub fn connect(&self, accounts: Accounts, events: Arc<dyn Events>) {
+    pub fn connect(&self, accounts: Accounts, events: Arc<dyn Events>, spool: Arc<dyn Spool>) {
         *self.accounts.lock().expect("scorer wiring") = Some(accounts);
         *self.events.lock().expect("scorer wiring") = Some(events);
+        *self.spool.lock().expect("scorer wiring") = Some(spool);
     }
 
     /// Drops the references `connect` made, so everything can be freed.
     pub fn disconnect(&self) {
         self.accounts.lock().expect("scorer wiring").take();
         self.events.lock().expect("scorer wiring").take();
+        self.spool.lock().expect("scorer wiring").take();
     }
 
     pub fn config(&self) -> &PolicyConfig {
@@ -280,20 +321,56 @@ impl Scorer {
         }
     }
 
+    /// New accounts, and accounts on probation after a self-service
+    /// unblock, run on the new-account caps.
     fn is_new(&self, account: &Account, now: u64) -> bool {
         account.created + self.config.new_account_period.as_secs() > now
+            || self.on_probation(account, now)
+    }
+
+    fn on_probation(&self, account: &Account, now: u64) -> bool {
+        account
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.change == "unblocked")
+            .is_some_and(|h| h.via == "rule" && h.at + self.config.probation.as_secs() > now)
+    }
+
+    /// A repeat offender or a block during probation: only an operator may
+    /// lift this one.
+    fn block_kind(&self, account: &Account, now: u64) -> BlockKind {
+        let repeat = account.history.iter().any(|h| {
+            h.change == "blocked_policy" && h.at + self.config.repeat_block_period.as_secs() > now
+        });
+        if repeat || self.on_probation(account, now) {
+            BlockKind::Operator
+        } else {
+            BlockKind::Policy
+        }
+    }
+
+    /// The configuration with the account's own overrides applied.
+    fn effective(&self, account: &Account) -> std::borrow::Cow<'_, PolicyConfig> {
+        if account.policy_overrides.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.config);
+        }
+        let mut c = self.config.clone();
+        for (key, value) in &account.policy_overrides {
+            apply_override(&mut c, key, *value);
+        }
+        std::borrow::Cow::Owned(c)
     }
 
     /// The cap this message would break, if any: caps only ever defer.
     pub(crate) fn cap_broken(
-        &self,
+        c: &PolicyConfig,
         st: &AccountState,
         now: u64,
         new_account: bool,
         recipients: u32,
         messages: u32,
     ) -> Option<&'static str> {
-        let c = &self.config;
         let (m1, r1) = st.messages_within(now, MINUTE);
         let (mh, rh) = st.messages_within(now, HOUR);
         let (md, rd) = st.messages_today();
@@ -335,85 +412,97 @@ impl Scorer {
         recipients: &[String],
         content: &Content,
     ) -> Breakdown {
-        let c = &self.config;
-        let mut b = Breakdown::default();
-        let familiar = network.starts_with("shared:")
-            || st.is_familiar(
-                network,
-                now,
-                c.network_familiar_after.as_secs(),
-                c.network_familiar_for.as_secs(),
-            );
-        let mut seen = HashSet::new();
-        let new = recipients
-            .iter()
-            .filter(|r| seen.insert(r.as_str()) && !st.known.contains(r))
-            .count() as f64;
-        if familiar {
-            b.add(
-                "new_recipients",
-                (new * c.weight_new_recipient).min(c.max_new_recipient_points),
-            );
-        } else {
-            b.add(
-                "new_recipients_unfamiliar_network",
-                (new * c.weight_new_recipient_unfamiliar)
-                    .min(c.max_new_recipient_points_unfamiliar),
-            );
-        }
-        // Many messages, each to several new people, within minutes: mail
-        // merged into small batches. Single replies and one big list
-        // mailing do not look like this.
-        if new as u32 >= c.bulk_new_recipients_per_message
-            && st.bulk_messages(
-                now,
-                c.bulk_window.as_secs(),
-                c.bulk_new_recipients_per_message,
-            ) + 1
-                >= c.bulk_messages
-        {
-            b.add("bulk_new_recipients", c.weight_bulk);
-        }
-        if new > 0.0 && st.body_seen(content.fingerprint) > 0 {
-            let w = if familiar {
-                c.weight_repeated_body
-            } else {
-                c.weight_repeated_body_unfamiliar
-            };
-            b.add("repeated_body", w);
-        }
-        if st.networks_last_hour().len() >= c.spread_networks_per_hour {
-            b.add("network_spread", c.weight_network_spread);
-        }
-        if content.link_domains > c.free_link_domains {
-            let extra = (content.link_domains - c.free_link_domains) as f64;
-            b.add(
-                "link_domains",
-                (extra * c.weight_link_domain).min(c.max_link_points),
-            );
-        }
-        if content.display_name_address {
-            b.add("display_name_address", c.weight_display_name_address);
-        }
-        let (delivered, bounced) = st.deliveries_today();
-        let total = delivered + bounced;
-        if total >= c.bounce_min_recipients && bounced as f64 / total as f64 >= c.bounce_ratio {
-            b.add("bounces", c.weight_bounces);
-        }
-        if st.failures_before_login >= c.auth_failures_before_success {
-            b.add("auth_failures_before_login", c.weight_auth_failures);
-        }
-        let (per_hour, _) = st.messages_within(now, HOUR);
-        if per_hour + 1 > c.fast_messages_per_hour {
-            b.add("fast_sending", c.weight_fast_message);
-        }
-        let domains = st.distinct_domains_last_hour();
-        if domains > 20 {
-            b.add("many_domains", ((domains - 20) as f64 * 0.1).min(1.0));
-        }
-        b
+        score_with(&self.config, st, now, network, recipients, content)
     }
+}
 
+/// The points a message earns under configuration `c`.
+fn score_with(
+    c: &PolicyConfig,
+    st: &AccountState,
+    now: u64,
+    network: &str,
+    recipients: &[String],
+    content: &Content,
+) -> Breakdown {
+    let mut b = Breakdown::default();
+    let familiar = network.starts_with("shared:")
+        || st.is_familiar(
+            network,
+            now,
+            c.network_familiar_after.as_secs(),
+            c.network_familiar_for.as_secs(),
+        );
+    let mut seen = HashSet::new();
+    let new = recipients
+        .iter()
+        .filter(|r| seen.insert(r.as_str()) && !st.known.contains(r))
+        .count() as f64;
+    if familiar {
+        b.add(
+            "new_recipients",
+            (new * c.weight_new_recipient).min(c.max_new_recipient_points),
+        );
+    } else {
+        b.add(
+            "new_recipients_unfamiliar_network",
+            (new * c.weight_new_recipient_unfamiliar).min(c.max_new_recipient_points_unfamiliar),
+        );
+    }
+    // Many messages, each to several new people, within minutes: mail
+    // merged into small batches. Single replies and one big list
+    // mailing do not look like this.
+    if new as u32 >= c.bulk_new_recipients_per_message
+        && st.bulk_messages(
+            now,
+            c.bulk_window.as_secs(),
+            c.bulk_new_recipients_per_message,
+        ) + 1
+            >= c.bulk_messages
+    {
+        b.add("bulk_new_recipients", c.weight_bulk);
+    }
+    if new > 0.0 && st.body_seen(content.fingerprint) > 0 {
+        let w = if familiar {
+            c.weight_repeated_body
+        } else {
+            c.weight_repeated_body_unfamiliar
+        };
+        b.add("repeated_body", w);
+    }
+    if st.networks_last_hour().len() >= c.spread_networks_per_hour {
+        b.add("network_spread", c.weight_network_spread);
+    }
+    if content.link_domains > c.free_link_domains {
+        let extra = (content.link_domains - c.free_link_domains) as f64;
+        b.add(
+            "link_domains",
+            (extra * c.weight_link_domain).min(c.max_link_points),
+        );
+    }
+    if content.display_name_address {
+        b.add("display_name_address", c.weight_display_name_address);
+    }
+    let (delivered, bounced) = st.deliveries_today();
+    let total = delivered + bounced;
+    if total >= c.bounce_min_recipients && bounced as f64 / total as f64 >= c.bounce_ratio {
+        b.add("bounces", c.weight_bounces);
+    }
+    if st.failures_before_login >= c.auth_failures_before_success {
+        b.add("auth_failures_before_login", c.weight_auth_failures);
+    }
+    let (per_hour, _) = st.messages_within(now, HOUR);
+    if per_hour + 1 > c.fast_messages_per_hour {
+        b.add("fast_sending", c.weight_fast_message);
+    }
+    let domains = st.distinct_domains_last_hour();
+    if domains > 20 {
+        b.add("many_domains", ((domains - 20) as f64 * 0.1).min(1.0));
+    }
+    b
+}
+
+impl Scorer {
     /// A successful login of `account` from `ip`.
     pub fn observe_login(&self, account: &str, ip: IpAddr) {
         let now = self.clock.unix();
@@ -479,9 +568,46 @@ impl Scorer {
         abuse
     }
 
+    /// The refused message that tipped the block, kept for the operator.
+    async fn keep_evidence(&self, ctx: &MessageContext<'_>, now: u64) {
+        let spool = self.spool.lock().expect("scorer wiring").clone();
+        let Some(spool) = spool else { return };
+        let id = spool.new_id();
+        let mut entry = QueueEntry::new(
+            id,
+            Envelope {
+                from: ctx.from.to_string(),
+                recipients: ctx
+                    .recipients
+                    .iter()
+                    .map(|r| Recipient {
+                        address: r.clone(),
+                        orcpt: None,
+                        notify: 0,
+                    })
+                    .collect(),
+                account: ctx.account.to_string(),
+                client_ip: ctx.client_ip,
+                received_at: now,
+                size: ctx.message.len() as u64,
+                mail_flags: 0,
+                envid: None,
+            },
+        );
+        entry.state = QueueState::Evidence;
+        let write = QueueWrite::Insert {
+            entry,
+            body: ctx.message.to_vec(),
+        };
+        if let Err(e) = spool.apply(vec![write]).await {
+            tracing::error!(event = "policy.evidence_failed", account = ctx.account, error = %e);
+        }
+    }
+
     async fn block(
         &self,
         address: &str,
+        kind: BlockKind,
         score: f64,
         breakdown: &Breakdown,
         abuse: Vec<IpNet>,
@@ -496,7 +622,7 @@ impl Scorer {
         let accounts = self.accounts.lock().expect("scorer wiring").clone();
         if let Some(accounts) = accounts {
             let request = BlockRequest {
-                kind: BlockKind::Policy,
+                kind,
                 reason,
                 detail: Some(detail),
                 abuse_networks: abuse,
@@ -509,7 +635,13 @@ impl Scorer {
                 tracing::error!(event = "policy.block_failed", account = address, error = %e);
             }
         }
-        Decision::Block(reply::policy_block(address))
+        match kind {
+            BlockKind::Policy => Decision::Block(reply::policy_block(address)),
+            BlockKind::Operator => Decision::Block(reply::operator_block(
+                address,
+                self.support_contact.as_deref(),
+            )),
+        }
     }
 }
 
@@ -561,7 +693,14 @@ impl Policy for Scorer {
             st.advance(now, self.config.half_life.as_secs());
             // One more message, recipients not known yet.
             (
-                self.cap_broken(&st, now, self.is_new(&account, now), 0, 1),
+                Self::cap_broken(
+                    &self.effective(&account),
+                    &st,
+                    now,
+                    self.is_new(&account, now),
+                    0,
+                    1,
+                ),
                 st.score,
             )
         };
@@ -611,12 +750,13 @@ impl Policy for Scorer {
         let (verdict, cap, breakdown, score, abuse) = {
             let mut st = entry.state();
             st.advance(now, self.config.half_life.as_secs());
-            let cap = self.cap_broken(&st, now, self.is_new(&account, now), n, 1);
-            let breakdown = self.score_message(&st, now, &network, ctx.recipients, &content);
+            let config = self.effective(&account);
+            let cap = Self::cap_broken(&config, &st, now, self.is_new(&account, now), n, 1);
+            let breakdown = score_with(&config, &st, now, &network, ctx.recipients, &content);
             let score = st.score + breakdown.total();
             let verdict = if cap.is_some() {
                 "defer"
-            } else if score >= self.config.block_score {
+            } else if score >= config.block_score {
                 "block"
             } else {
                 "accept"
@@ -650,7 +790,12 @@ impl Policy for Scorer {
         );
         match (verdict, observe) {
             ("defer", false) => Decision::Defer(reply::RATE_LIMITED),
-            ("block", false) => self.block(ctx.account, score, &breakdown, abuse).await,
+            ("block", false) => {
+                self.keep_evidence(ctx, now).await;
+                let kind = self.block_kind(&account, now);
+                self.block(ctx.account, kind, score, &breakdown, abuse)
+                    .await
+            }
             _ => Decision::Accept,
         }
     }
