@@ -424,7 +424,9 @@ pub async fn signin(
     let key = normalized
         .clone()
         .unwrap_or_else(|| f.email.trim().to_lowercase().chars().take(254).collect());
-    if p.inner.signin.check(ip, &key).is_err() {
+    // The portal's own window, and the lockouts SMTP AUTH shares.
+    let shared_lockout = p.inner.accounts.lockouts().check(ip, &key).is_err();
+    if p.inner.signin.check(ip, &key).is_err() || shared_lockout {
         p.signin_event("portal.signin_failure", &key, ip, "locked_out");
         p.inner.sessions.update(&session.id, |s| {
             s.auth = Auth::Anonymous;
@@ -450,7 +452,8 @@ pub async fn signin(
     let verified = p
         .inner
         .passwords
-        .verify(
+        .verify_from(
+            ip,
             &f.password,
             usable.as_ref().map(|a| a.password_hash.as_str()),
         )
@@ -467,6 +470,8 @@ pub async fn signin(
     };
     let Some(account) = usable.filter(|_| ok) else {
         p.inner.signin.failure(ip, &key);
+        let started = p.inner.accounts.lockouts().failure(ip, &key, &f.password);
+        p.inner.accounts.report_lockouts(&key, started);
         p.signin_event("portal.signin_failure", &key, ip, "bad_credentials");
         p.inner.sessions.update(&session.id, |s| {
             s.auth = Auth::Anonymous;
@@ -478,6 +483,7 @@ pub async fn signin(
         return p.see_other("/");
     };
     p.inner.signin.success(&key);
+    p.inner.accounts.lockouts().success(ip, &key);
     if account.totp.active.is_some() {
         let s = p.inner.sessions.rotate(
             &session.id,

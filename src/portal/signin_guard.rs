@@ -2,8 +2,9 @@
 //! and per account, in memory. Checked before the password is verified, so
 //! a locked-out attempt costs no argon2 work and reveals nothing.
 //!
-//! Interim: the shared SMTP lockouts (issue 6) will replace the two windows
-//! here; callers only see `check`, `failure` and `success`.
+//! The sign-in handler also feeds the lockouts SMTP AUTH uses
+//! (`Accounts::lockouts`: distinct wrong passwords per network and per
+//! account), so guessing on the web counts against guessing over SMTP.
 
 use std::net::IpAddr;
 use std::sync::Arc;

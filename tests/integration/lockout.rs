@@ -263,3 +263,25 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_on_the_portal_counts_against_smtp_auth_too() {
+    use crate::common::web::Web;
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    for i in 0..10 {
+        let mut w = Web::new(server.running().portal);
+        let page = w.get("/").await;
+        let csrf = page.csrf();
+        let guess = format!("portal guess number {i}");
+        w.post(
+            "/signin",
+            &[("csrf", &csrf), ("email", ALICE), ("password", &guess)],
+        )
+        .await;
+    }
+    // Same client address (127.0.0.1) over SMTP: locked out before the check.
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.line(), LOCKED);
+}
