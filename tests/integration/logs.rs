@@ -1,0 +1,204 @@
+//! The JSON log of a scripted run: every expected event with its fields,
+//! and none of the secrets used.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::client::Client;
+use crate::common::{run_cli, test_config_text};
+
+const PASSWORD: &str = "log-test password 1";
+const WRONG: &str = "log-test wrong guess";
+const BODY_MARKER: &str = "confidential-body-text-42";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_every_event_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    std::fs::write(&config, test_config_text("")).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+        .args(["--config", &config, "serve", "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stderr) = (lines.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    // Wait for the listeners.
+    let submissions = loop {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "listener.ready" && v["kind"] == "Submissions")
+                .then(|| v["addr"].as_str().unwrap().parse().unwrap())
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cli = |args: &[&str], stdin: &str| {
+        let mut full = vec!["--config", config.as_str()];
+        full.extend_from_slice(args);
+        let (ok, out, err) = run_cli(&full, stdin);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let cert = dir
+        .path()
+        .join("data")
+        .join(mailwarden::tls::SELF_SIGNED_CERT);
+    tokio::task::block_in_place(|| {
+        cli(
+            &["account", "add", "alice@example.com", "--password-stdin"],
+            PASSWORD,
+        )
+    });
+
+    // A failed AUTH, then a message.
+    let (mut c, _) = Client::implicit_tls(submissions, &cert).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain("alice@example.com", WRONG).await.code, 535);
+    assert_eq!(c.auth_plain("alice@example.com", PASSWORD).await.code, 235);
+    let body = format!("From: <alice@example.com>\r\nSubject: hi\r\n\r\n{BODY_MARKER}\r\n");
+    assert_eq!(
+        c.send_message("alice@example.com", &["bob@example.org"], body.as_bytes())
+            .await
+            .code,
+        250
+    );
+    c.cmd("QUIT").await;
+
+    // 2FA, a device password, a block and an unblock.
+    let enrol = tokio::task::block_in_place(|| {
+        cli(
+            &["--json", "account", "totp", "enable", "alice@example.com"],
+            "",
+        )
+    });
+    let enrol: serde_json::Value = serde_json::from_str(&enrol).unwrap();
+    let secret_text = enrol["secret"].as_str().unwrap().to_string();
+    let created = tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "account",
+                "device-password",
+                "add",
+                "alice@example.com",
+                "phone",
+            ],
+            "",
+        )
+    });
+    let device = created.lines().next().unwrap().to_string();
+    tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "account",
+                "block",
+                "alice@example.com",
+                "--reason",
+                "test block",
+                "--self-service",
+            ],
+            "",
+        )
+    });
+    let (mut c, _) = Client::implicit_tls(submissions, &cert).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_login("alice@example.com", &device).await.code, 235);
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.com>").await.code, 554);
+    c.cmd("QUIT").await;
+    tokio::task::block_in_place(|| cli(&["account", "unblock", "alice@example.com"], ""));
+
+    // Let delivery and the last events happen, then stop.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sigterm(child.id());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM should exit 0: {status}");
+    reader.join().unwrap();
+
+    let lines = lines.lock().unwrap().clone();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {l:?}: {e}"))
+        })
+        .collect();
+    let named = |name: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for name in [
+        "session.start",
+        "session.end",
+        "auth.success",
+        "auth.failure",
+        "message.accepted",
+        "policy.decision",
+        "delivery.success",
+        "account.blocked",
+        "account.unblocked",
+        "account.device_password_created",
+    ] {
+        assert!(!named(name).is_empty(), "no {name} event in the log");
+    }
+    let accepted = &named("message.accepted")[0];
+    for field in [
+        "session",
+        "ip",
+        "account",
+        "message_id",
+        "size",
+        "recipients",
+    ] {
+        assert!(
+            !accepted[field].is_null(),
+            "message.accepted lacks {field}: {accepted}"
+        );
+    }
+    let failure = &named("auth.failure")[0];
+    assert_eq!(failure["reason"], "bad_password");
+    assert_eq!(failure["account"], "alice@example.com");
+    let blocked = &named("account.blocked")[0];
+    assert_eq!(blocked["kind"], "policy");
+
+    let log = lines.join("\n");
+    let auth_blob = mailwarden::smtp::sasl::encode(&format!("\0alice@example.com\0{PASSWORD}"));
+    for secret in [
+        PASSWORD,
+        WRONG,
+        BODY_MARKER,
+        device.as_str(),
+        auth_blob.as_str(),
+        secret_text.as_str(),
+    ] {
+        assert!(!log.contains(secret), "the log contains a secret: {secret}");
+    }
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    assert!(
+        !log.contains(token.trim()),
+        "the log contains the admin token"
+    );
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
