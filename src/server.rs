@@ -41,6 +41,8 @@ pub struct Running {
     pub accounts: Accounts,
     pub spool: Arc<dyn Spool>,
     scorer: Arc<Scorer>,
+    smtp: Arc<SmtpShared>,
+    config: Config,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -157,7 +159,7 @@ pub async fn start_with(
     let shared = Arc::new(SmtpShared {
         hostname: config.server.hostname.clone(),
         limits: config.smtp.clone(),
-        tls: TlsAcceptor::from(tls_config),
+        tls: std::sync::RwLock::new(TlsAcceptor::from(tls_config)),
         authenticator,
         policy,
         spool: spool.clone(),
@@ -197,6 +199,8 @@ pub async fn start_with(
         accounts: accounts.clone(),
         spool: spool.clone(),
         scorer: scorer.clone(),
+        smtp: shared.clone(),
+        config: config.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -356,13 +360,34 @@ impl Running {
         self.scorer.disconnect();
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down.
+    /// SIGHUP: reads the config file again and applies its certificate and
+    /// `[policy]`. Open connections keep their TLS session; new ones get
+    /// the new certificate. Anything wrong keeps the old settings.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let config = match &self.config.source {
+            ConfigSource::File(path) => Config::load(path)?,
+            ConfigSource::EmbeddedDefault => self.config.clone(),
+        };
+        let tls = tls::server_config(&config)?;
+        *self.smtp.tls.write().expect("tls acceptor") = TlsAcceptor::from(tls);
+        self.scorer.set_config(config.policy.clone());
+        Ok(())
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down; SIGHUP reloads.
     pub async fn until_signal(self) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => match self.reload() {
+                    Ok(()) => tracing::info!(event = "server.reloaded", "certificate and [policy] reloaded"),
+                    Err(e) => tracing::error!(event = "server.reload_failed", error = %format!("{e:#}"), "kept the previous settings"),
+                },
+            }
         }
         tracing::info!(event = "server.stopping");
         self.shutdown().await;

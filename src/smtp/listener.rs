@@ -72,7 +72,7 @@ async fn refuse(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<Sm
         match kind {
             PortKind::Submission => say_too_many(Connection::new(tcp)).await,
             PortKind::Submissions => {
-                if let Ok(tls) = shared.tls.accept(tcp).await {
+                if let Ok(tls) = shared.acceptor().accept(tcp).await {
                     say_too_many(Connection::new(tls)).await;
                 }
             }
@@ -105,7 +105,7 @@ async fn handle(
     );
     let handshake_limit = shared.limits.command_timeout;
     if implicit {
-        match tokio::time::timeout(handshake_limit, shared.tls.accept(tcp)).await {
+        match tokio::time::timeout(handshake_limit, shared.acceptor().accept(tcp)).await {
             Ok(Ok(tls)) => {
                 run(&mut session, Connection::new(tls), true).await;
             }
@@ -119,7 +119,7 @@ async fn handle(
             let _ = plain.flush().await;
             // Dropping the plaintext buffer discards pipelined bytes (RFC 3207 §5).
             let tcp = plain.into_inner();
-            match tokio::time::timeout(handshake_limit, shared.tls.accept(tcp)).await {
+            match tokio::time::timeout(handshake_limit, shared.acceptor().accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     session.tls_started();
                     run(&mut session, Connection::new(tls), false).await;

@@ -24,10 +24,18 @@ use crate::policy::Policy;
 use crate::spool::Spool;
 
 /// What every session shares: limits and the seams it talks to.
+impl SmtpShared {
+    /// The certificate in force right now.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.tls.read().expect("tls acceptor").clone()
+    }
+}
+
 pub struct SmtpShared {
     pub hostname: String,
     pub limits: SmtpConfig,
-    pub tls: TlsAcceptor,
+    /// Swapped on SIGHUP; each handshake takes the current one.
+    pub tls: std::sync::RwLock<TlsAcceptor>,
     pub authenticator: Arc<dyn Authenticator>,
     pub policy: Arc<dyn Policy>,
     pub spool: Arc<dyn Spool>,

@@ -202,3 +202,101 @@ fn sigterm(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_loads_a_new_certificate_and_keeps_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let generate = |out: &std::path::Path| {
+        let (ok, _, err) = run_cli(&["cert", "generate", "--out", out.to_str().unwrap()], "");
+        assert!(ok, "{err}");
+    };
+    generate(&certs);
+    let first = dir.path().join("first.pem");
+    std::fs::copy(certs.join("fullchain.pem"), &first).unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    let text = test_config_text("").replace(
+        "[tls]\nself_signed = true\n",
+        "[tls]\ncert = \"certs/fullchain.pem\"\nkey = \"certs/privkey.pem\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (lines, stderr) = (lines.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let wait_for = |event: &'static str| {
+        let lines = lines.clone();
+        async move {
+            for _ in 0..500 {
+                let found = lines.lock().unwrap().iter().find_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    (v["event"] == event).then_some(v)
+                });
+                if let Some(v) = found {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no {event} in the log");
+        }
+    };
+    let ready = loop {
+        let v = wait_for("listener.ready").await;
+        let all: Vec<serde_json::Value> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if let Some(s) = all
+            .iter()
+            .find(|v| v["event"] == "listener.ready" && v["kind"] == "Submissions")
+        {
+            break s["addr"]
+                .as_str()
+                .unwrap()
+                .parse::<std::net::SocketAddr>()
+                .unwrap();
+        }
+        let _ = v;
+    };
+    let (mut open, _) = Client::implicit_tls(ready, &first).await;
+    open.ehlo().await;
+
+    // A new certificate in place of the old one, then SIGHUP.
+    let fresh = dir.path().join("fresh");
+    generate(&fresh);
+    std::fs::copy(fresh.join("privkey.pem"), certs.join("privkey.pem")).unwrap();
+    std::fs::copy(fresh.join("fullchain.pem"), certs.join("fullchain.pem")).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("server.reloaded").await;
+
+    // A new connection trusts only the new certificate...
+    let (mut new, _) = Client::implicit_tls(ready, &fresh.join("fullchain.pem")).await;
+    new.ehlo().await;
+    // ...and the open one keeps working.
+    assert_eq!(open.cmd("NOOP").await.code, 250);
+    sigterm(child.id());
+    assert!(child.wait().unwrap().success());
+}

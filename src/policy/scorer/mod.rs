@@ -143,7 +143,8 @@ pub struct PolicyView {
 }
 
 pub struct Scorer {
-    config: PolicyConfig,
+    /// Replaced on SIGHUP.
+    config: std::sync::RwLock<Arc<PolicyConfig>>,
     clock: Arc<dyn Clock>,
     store: Store,
     support_contact: Option<String>,
@@ -216,7 +217,7 @@ impl Scorer {
             }
         }
         Ok(Arc::new(Self {
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             clock,
             store,
             support_contact,
@@ -243,8 +244,14 @@ impl Scorer {
         self.spool.lock().expect("scorer wiring").take();
     }
 
-    pub fn config(&self) -> &PolicyConfig {
-        &self.config
+    /// The configuration in force right now.
+    pub fn config(&self) -> Arc<PolicyConfig> {
+        self.config.read().expect("policy config").clone()
+    }
+
+    /// A new `[policy]` (SIGHUP); accounts' windows and scores are kept.
+    pub fn set_config(&self, config: PolicyConfig) {
+        *self.config.write().expect("policy config") = Arc::new(config);
     }
 
     fn emit(&self, event: Event) {
@@ -324,7 +331,7 @@ impl Scorer {
     /// New accounts, and accounts on probation after a self-service
     /// unblock, run on the new-account caps.
     fn is_new(&self, account: &Account, now: u64) -> bool {
-        account.created + self.config.new_account_period.as_secs() > now
+        account.created + self.config().new_account_period.as_secs() > now
             || self.on_probation(account, now)
     }
 
@@ -334,14 +341,14 @@ impl Scorer {
             .iter()
             .rev()
             .find(|h| h.change == "unblocked")
-            .is_some_and(|h| h.via == "rule" && h.at + self.config.probation.as_secs() > now)
+            .is_some_and(|h| h.via == "rule" && h.at + self.config().probation.as_secs() > now)
     }
 
     /// A repeat offender or a block during probation: only an operator may
     /// lift this one.
     fn block_kind(&self, account: &Account, now: u64) -> BlockKind {
         let repeat = account.history.iter().any(|h| {
-            h.change == "blocked_policy" && h.at + self.config.repeat_block_period.as_secs() > now
+            h.change == "blocked_policy" && h.at + self.config().repeat_block_period.as_secs() > now
         });
         if repeat || self.on_probation(account, now) {
             BlockKind::Operator
@@ -351,15 +358,16 @@ impl Scorer {
     }
 
     /// The configuration with the account's own overrides applied.
-    fn effective(&self, account: &Account) -> std::borrow::Cow<'_, PolicyConfig> {
+    fn effective(&self, account: &Account) -> Arc<PolicyConfig> {
+        let base = self.config();
         if account.policy_overrides.is_empty() {
-            return std::borrow::Cow::Borrowed(&self.config);
+            return base;
         }
-        let mut c = self.config.clone();
+        let mut c = (*base).clone();
         for (key, value) in &account.policy_overrides {
             apply_override(&mut c, key, *value);
         }
-        std::borrow::Cow::Owned(c)
+        Arc::new(c)
     }
 
     /// The cap this message would break, if any: caps only ever defer.
@@ -412,7 +420,7 @@ impl Scorer {
         recipients: &[String],
         content: &Content,
     ) -> Breakdown {
-        score_with(&self.config, st, now, network, recipients, content)
+        score_with(&self.config(), st, now, network, recipients, content)
     }
 }
 
@@ -507,7 +515,7 @@ impl Scorer {
     pub fn observe_login(&self, account: &str, ip: IpAddr) {
         let now = self.clock.unix();
         let network = self.network_key(ip);
-        let needed = self.config.auth_failures_before_success;
+        let needed = self.config().auth_failures_before_success;
         self.with_state(account, |st| st.record_login(now, &network, needed));
     }
 
@@ -524,8 +532,8 @@ impl Scorer {
         let now = self.clock.unix();
         let entry = self.entry(address);
         let mut st = entry.state();
-        st.advance(now, self.config.half_life.as_secs());
-        view_of(&st, now, &self.config)
+        st.advance(now, self.config().half_life.as_secs());
+        view_of(&st, now, &self.config())
     }
 
     /// After a block lifts: windows and score start again from zero, and
@@ -533,7 +541,7 @@ impl Scorer {
     /// networks that were familiar before stay.
     fn restart(&self, account: &str) {
         let now = self.clock.unix();
-        let after = self.config.network_familiar_after.as_secs();
+        let after = self.config().network_familiar_after.as_secs();
         self.with_state(account, |st| {
             let known = std::mem::take(&mut st.known);
             let networks: Vec<_> = st
@@ -551,8 +559,8 @@ impl Scorer {
     /// owner's usual ones: their portal changes will not lift the block.
     /// They are forgotten as known networks too.
     fn take_abuse_networks(&self, st: &mut AccountState, now: u64, network: &str) -> Vec<IpNet> {
-        let after = self.config.network_familiar_after.as_secs();
-        let for_ = self.config.network_familiar_for.as_secs();
+        let after = self.config().network_familiar_after.as_secs();
+        let for_ = self.config().network_familiar_for.as_secs();
         let mut abuse: Vec<IpNet> = st
             .logins
             .iter()
@@ -612,7 +620,7 @@ impl Scorer {
         breakdown: &Breakdown,
         abuse: Vec<IpNet>,
     ) -> Decision {
-        let c = &self.config;
+        let c = self.config();
         let reason = category(breakdown.top().unwrap_or("")).to_string();
         let detail = format!(
             "score {score:.1} (block at {:.1}): {}",
@@ -690,7 +698,7 @@ impl Policy for Scorer {
         let entry = self.entry(ctx.account);
         let (cap, score) = {
             let mut st = entry.state();
-            st.advance(now, self.config.half_life.as_secs());
+            st.advance(now, self.config().half_life.as_secs());
             // One more message, recipients not known yet.
             (
                 Self::cap_broken(
@@ -705,7 +713,7 @@ impl Policy for Scorer {
             )
         };
         match cap {
-            Some(cap) if self.config.mode == PolicyMode::Enforce => {
+            Some(cap) if self.config().mode == PolicyMode::Enforce => {
                 self.emit(
                     Event::new("policy.decision")
                         .account(ctx.account)
@@ -742,14 +750,14 @@ impl Policy for Scorer {
         };
         let now = self.clock.unix();
         let network = self.network_key(ctx.client_ip);
-        let observe = self.config.mode == PolicyMode::Observe;
+        let observe = self.config().mode == PolicyMode::Observe;
         let entry = self.entry(ctx.account);
         // Decisions of one account happen one at a time, in arrival order.
         let _turn = entry.turn.lock().await;
         let n = ctx.recipients.len() as u32;
         let (verdict, cap, breakdown, score, abuse) = {
             let mut st = entry.state();
-            st.advance(now, self.config.half_life.as_secs());
+            st.advance(now, self.config().half_life.as_secs());
             let config = self.effective(&account);
             let cap = Self::cap_broken(&config, &st, now, self.is_new(&account, now), n, 1);
             let breakdown = score_with(&config, &st, now, &network, ctx.recipients, &content);

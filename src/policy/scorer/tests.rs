@@ -304,19 +304,19 @@ fn caps_only_defer_and_new_accounts_have_lower_ones() {
     for i in 0..29 {
         st.record_message(NOW - 50 + i, &["known@x.org".into()], 0);
     }
-    assert_eq!(Scorer::cap_broken(s.config(), &st, NOW, false, 1, 1), None);
+    assert_eq!(Scorer::cap_broken(&s.config(), &st, NOW, false, 1, 1), None);
     st.record_message(NOW - 1, &["known@x.org".into()], 0);
     assert_eq!(
-        Scorer::cap_broken(s.config(), &st, NOW, false, 1, 1),
+        Scorer::cap_broken(&s.config(), &st, NOW, false, 1, 1),
         Some("messages_per_minute")
     );
     let mut st = established();
     for i in 0..150 {
         st.record_message(NOW - 3000 + i * 15, &["known@x.org".into()], 0);
     }
-    assert_eq!(Scorer::cap_broken(s.config(), &st, NOW, false, 1, 1), None);
+    assert_eq!(Scorer::cap_broken(&s.config(), &st, NOW, false, 1, 1), None);
     assert_eq!(
-        Scorer::cap_broken(s.config(), &st, NOW, true, 1, 1),
+        Scorer::cap_broken(&s.config(), &st, NOW, true, 1, 1),
         Some("messages_per_hour")
     );
 }
