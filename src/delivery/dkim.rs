@@ -115,6 +115,13 @@ impl DkimKeys {
             Ok(signature) => {
                 let mut out = Vec::with_capacity(message.len() + 512);
                 signature.write_header(&mut out);
+                // mail-auth folds before the final `;` when the b= value
+                // ends a line. RFC 6376 drops that whitespace with the b=
+                // value, some verifiers (dkimpy) do not: never fold there.
+                if out.ends_with(b"\r\n\t;\r\n") {
+                    out.truncate(out.len() - 6);
+                    out.extend_from_slice(b";\r\n");
+                }
                 out.extend_from_slice(message);
                 Some(out)
             }

@@ -9,6 +9,7 @@ mod crash;
 mod headers;
 mod limits;
 mod lockout;
+mod mx;
 mod pipelining;
 mod policy;
 mod portal;
