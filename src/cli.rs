@@ -261,6 +261,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => {
             let config = load_config(config_path)?;
+            let (dkim, warnings) = dkim_check(&config)?;
             let summary = serde_json::json!({
                 "ok": true,
                 "hostname": config.server.hostname,
@@ -269,11 +270,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "submission": config.listeners.submission,
                 "submissions": config.listeners.submissions,
                 "admin": config.listeners.admin,
+                "dkim": dkim,
+                "warnings": warnings,
             });
             if cli.json {
                 println!("{summary}");
             } else {
                 println!("configuration is valid");
+                for key in dkim.iter() {
+                    println!(
+                        "DKIM for {}: publish TXT {} \"{}\"",
+                        key["domain"].as_str().unwrap_or_default(),
+                        key["name"].as_str().unwrap_or_default(),
+                        key["record"].as_str().unwrap_or_default()
+                    );
+                }
+                for warning in &warnings {
+                    eprintln!("warning: {warning}");
+                }
             }
             Ok(())
         }
@@ -404,6 +418,58 @@ fn account_request(command: AccountCommand) -> anyhow::Result<Request> {
 }
 
 /// Runs a command on the running server, or on the store when none runs.
+/// The DKIM keys (each must load) with their DNS records, and warnings
+/// about mail that would leave unsigned.
+fn dkim_check(config: &Config) -> anyhow::Result<(Vec<serde_json::Value>, Vec<String>)> {
+    use crate::config::DeliveryMode;
+    let keys = crate::delivery::DkimKeys::load(&config.delivery.dkim)?;
+    let records = keys
+        .keys()
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "domain": k.domain,
+                "selector": k.selector,
+                "name": k.record_name(),
+                "record": k.record,
+            })
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    let sending = matches!(
+        config.delivery_mode(),
+        DeliveryMode::Mx | DeliveryMode::Relay
+    );
+    if sending && keys.is_empty() {
+        warnings
+            .push("no [[delivery.dkim]] keys: no sending domain gets a DKIM signature".to_string());
+    }
+    if sending {
+        // Domains of accounts, when the store can be read here (the server
+        // holds it while running).
+        if let Ok(store) = crate::store::Store::open_existing(&config.server.data_dir) {
+            let mut domains: Vec<String> = store
+                .account_list()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| {
+                    a.address
+                        .rsplit_once('@')
+                        .map(|(_, d)| d.to_ascii_lowercase())
+                })
+                .collect();
+            domains.sort();
+            domains.dedup();
+            for domain in domains.iter().filter(|d| !keys.has(d)) {
+                warnings.push(format!(
+                    "accounts send from {domain}, which has no DKIM key: their mail leaves unsigned"
+                ));
+            }
+        }
+    }
+    Ok((records, warnings))
+}
+
 async fn run_op(config: &Config, request: Request, json: bool) -> anyhow::Result<()> {
     let human = describe(&request);
     let result = match Target::reach(config).await? {

@@ -160,6 +160,8 @@ pub struct DeliveryConfig {
     pub delay_warning: Duration,
     pub relay: Option<RelayConfig>,
     pub mx: MxConfig,
+    /// DKIM keys, one per sending domain (`[[delivery.dkim]]`).
+    pub dkim: Vec<DkimConfig>,
 }
 
 impl Default for DeliveryConfig {
@@ -180,6 +182,7 @@ impl Default for DeliveryConfig {
             delay_warning: minutes(4 * 60),
             relay: None,
             mx: MxConfig::default(),
+            dkim: Vec::new(),
         }
     }
 }
@@ -239,7 +242,17 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields, default)]
 pub struct MxConfig {
     pub port: u16,
+    /// DNS servers to ask; empty: the system's resolver configuration.
     pub nameservers: Vec<SocketAddr>,
+    /// Delivery workers: messages in delivery at once.
+    pub workers: usize,
+    /// Connections in use at once to one MX address.
+    pub connections_per_host: usize,
+    /// Limit for connecting and for each command.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// The EHLO name; `server.hostname` by default.
+    pub helo_name: Option<String>,
 }
 
 impl Default for MxConfig {
@@ -247,8 +260,22 @@ impl Default for MxConfig {
         Self {
             port: 25,
             nameservers: Vec::new(),
+            workers: 8,
+            connections_per_host: 4,
+            timeout: Duration::from_secs(300),
+            helo_name: None,
         }
     }
+}
+
+/// One DKIM key: mail whose header From is in `domain` is signed with it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    pub domain: String,
+    pub selector: String,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -523,6 +550,10 @@ impl Config {
             relay.password_file = relay.password_file.as_deref().map(resolve);
             relay.ca_file = relay.ca_file.as_deref().map(resolve);
         }
+        for key in &mut self.delivery.dkim {
+            key.key_file = resolve(&key.key_file);
+            key.domain = key.domain.trim_end_matches('.').to_ascii_lowercase();
+        }
         self.base_dir = base;
         self.source = source;
         self.validate()?;
@@ -620,6 +651,34 @@ impl Config {
                 bail!(
                     "`delivery.relay.username` and `delivery.relay.password_file` must be set together"
                 );
+            }
+        }
+        let mx = &d.mx;
+        if mx.workers == 0 || mx.connections_per_host == 0 {
+            bail!(
+                "`delivery.mx.workers` and `delivery.mx.connections_per_host` must be at least 1"
+            );
+        }
+        if mx.timeout.is_zero() {
+            bail!("`delivery.mx.timeout` must be longer than 0s");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for key in &d.dkim {
+            let label = |s: &str| {
+                !s.is_empty()
+                    && s.split('.').all(|l| {
+                        !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    })
+            };
+            if !label(&key.domain) || !label(&key.selector) {
+                bail!(
+                    "`delivery.dkim`: domain {:?} and selector {:?} must be ASCII DNS names",
+                    key.domain,
+                    key.selector
+                );
+            }
+            if !seen.insert(key.domain.clone()) {
+                bail!("`delivery.dkim`: two keys for domain {}", key.domain);
             }
         }
         crate::portal::Settings::from_config(self)?;

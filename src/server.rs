@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -72,15 +72,15 @@ pub async fn start_with(
     overrides: Overrides,
 ) -> anyhow::Result<Running> {
     let mode = config.delivery_mode();
-    if mode == DeliveryMode::Mx {
-        bail!(
-            "delivery.mode = \"mx\" is not available in this version yet; use \"relay\" or \"outbox\""
-        );
-    }
     let relay = match mode {
         DeliveryMode::Relay => Some(Arc::new(delivery::RelaySettings::from_config(&config)?)),
         _ => None,
     };
+    let mx = match mode {
+        DeliveryMode::Mx => Some(delivery::MxSettings::from_config(&config)?),
+        _ => None,
+    };
+    let dkim = Arc::new(delivery::DkimKeys::load(&config.delivery.dkim)?);
     let data_dir = config.server.data_dir.clone();
     let store = match &overrides.store_faults {
         Some(switch) => Store::open_or_create_faulty(&data_dir, switch.clone()),
@@ -272,6 +272,51 @@ pub async fn start_with(
         tracing::info!(event = "listener.ready", kind, addr = %addr);
     }
 
+    let queue_runner = |spool, clock, events, feedback| {
+        Arc::new(delivery::Runner {
+            spool,
+            clock,
+            settings: delivery::QueueSettings {
+                hostname: config.server.hostname.clone(),
+                retry_schedule: config.delivery.retry_schedule.clone(),
+                max_age: config.delivery.max_age,
+                delay_warning: config.delivery.delay_warning,
+            },
+            events,
+            feedback,
+        })
+    };
+    let signed = |transports: Vec<Box<dyn delivery::Transport>>| {
+        for key in dkim.keys() {
+            tracing::info!(
+                event = "delivery.dkim_key",
+                domain = %key.domain,
+                selector = %key.selector,
+                "DKIM signing on"
+            );
+        }
+        if dkim.is_empty() {
+            tracing::warn!(
+                event = "delivery.dkim_missing",
+                "no [[delivery.dkim]] keys: mail leaves unsigned"
+            );
+            transports
+        } else {
+            delivery::SigningTransport::wrap(transports, dkim.clone())
+        }
+    };
+    if let Some(mx) = mx {
+        tracing::info!(
+            event = "delivery.mx_mode",
+            port = mx.port,
+            workers = mx.workers,
+            connections_per_host = mx.per_host,
+        );
+        let runner = queue_runner(spool, clock, events, feedback);
+        let transports = signed(delivery::MxTransport::pool(mx));
+        tracker.spawn(delivery::run_queue(runner, transports, shutdown.clone()));
+        return Ok(running);
+    }
     if let Some(relay) = relay {
         tracing::info!(
             event = "delivery.relay_mode",
@@ -296,19 +341,11 @@ pub async fn start_with(
                 "delivery.relay.tls = \"none\" with AUTH: the relay password crosses the network in clear"
             );
         }
-        let runner = Arc::new(delivery::Runner {
-            spool,
-            clock,
-            settings: delivery::QueueSettings {
-                hostname: config.server.hostname.clone(),
-                retry_schedule: config.delivery.retry_schedule.clone(),
-                max_age: config.delivery.max_age,
-                delay_warning: config.delivery.delay_warning,
-            },
-            events,
-            feedback,
-        });
-        let transports = delivery::RelayTransport::pool(relay, relay_config.connections);
+        let runner = queue_runner(spool, clock, events, feedback);
+        let transports = signed(delivery::RelayTransport::pool(
+            relay,
+            relay_config.connections,
+        ));
         tracker.spawn(delivery::run_queue(runner, transports, shutdown.clone()));
         return Ok(running);
     }

@@ -141,16 +141,19 @@ fn tls_connector(
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
-type Client = SmtpClient<Box<dyn Io>>;
+pub(super) type Client = SmtpClient<Box<dyn Io>>;
 
-struct Connection {
-    client: Client,
-    caps: EhloResponse<String>,
+/// An open SMTP session after EHLO (the relay's, or an MX's).
+pub(super) struct Connection {
+    pub(super) client: Client,
+    pub(super) caps: EhloResponse<String>,
     /// A transaction may be open: RSET before the next MAIL.
-    dirty: bool,
+    pub(super) dirty: bool,
+    /// Who is at the other end, for diagnostics: "the relay", "the MX".
+    pub(super) peer: &'static str,
 }
 
 /// One worker's way to the relay.
@@ -214,6 +217,7 @@ impl RelayTransport {
                 client,
                 caps,
                 dirty: false,
+                peer: "the relay",
             })
         };
         match tokio::time::timeout(s.timeout, opened).await {
@@ -221,7 +225,7 @@ impl RelayTransport {
                 *self.paused.lock().unwrap() = None;
                 Ok(c)
             }
-            Ok(Err(e)) => Err(diagnose(&e)),
+            Ok(Err(e)) => Err(diagnose(&e, "the relay")),
             Err(_) => Err(Diagnostic::local(
                 "timeout",
                 format!("no answer from the relay within {:?}", s.timeout),
@@ -295,7 +299,7 @@ impl RelayTransport {
     }
 }
 
-enum Attempt {
+pub(super) enum Attempt {
     /// Every recipient has an outcome; `keep`: the connection is usable.
     Done { outcomes: Vec<Outcome>, keep: bool },
     /// The connection failed before MAIL was answered: nothing happened.
@@ -303,7 +307,7 @@ enum Attempt {
 }
 
 /// One mail transaction for the message's recipients.
-async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
+pub(super) async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
     let env = message.envelope;
     let caps = c.caps.capabilities;
     let n = message.recipients.len();
@@ -323,7 +327,7 @@ async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
             Outcome::Failed(Diagnostic::local_status(
                 "smtputf8",
                 status,
-                format!("the relay does not support SMTPUTF8, needed for {what}"),
+                format!("{} does not support SMTPUTF8, needed for {what}", c.peer),
             ))
         };
         for (k, slot) in outcomes.iter_mut().enumerate() {
@@ -341,8 +345,11 @@ async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
             *slot = Some(Outcome::Failed(Diagnostic::local_status(
                 "8bitmime",
                 [5, 6, 3],
-                "the message has 8-bit content and the relay does not support 8BITMIME \
-                 (no conversion to 7 bit is done)",
+                format!(
+                    "the message has 8-bit content and {} does not support 8BITMIME \
+                     (no conversion to 7 bit is done)",
+                    c.peer
+                ),
             )));
         }
     }
@@ -378,7 +385,7 @@ async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
 
     if c.dirty {
         if let Err(e) = c.client.rset().await {
-            return Attempt::Broken(diagnose(&e));
+            return Attempt::Broken(diagnose(&e, c.peer));
         }
         c.dirty = false;
     }
@@ -395,7 +402,7 @@ async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
                 keep: true,
             };
         }
-        Err(e) => return Attempt::Broken(diagnose(&e)),
+        Err(e) => return Attempt::Broken(diagnose(&e, c.peer)),
     }
 
     let mut accepted = Vec::new();
@@ -418,7 +425,7 @@ async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
             Err(mail_send::Error::UnexpectedReply(r)) if r.code != 421 => {
                 outcomes[k] = Some(by_class(&Diagnostic::reply(r.code, r.esc, &r.message)));
             }
-            Err(e) => return give_up(outcomes, diagnose(&e)),
+            Err(e) => return give_up(outcomes, diagnose(&e, c.peer)),
         }
     }
     if accepted.is_empty() {
@@ -453,7 +460,7 @@ async fn transaction(c: &mut Connection, message: &Outgoing<'_>) -> Attempt {
                 keep: true,
             }
         }
-        Err(e) => give_up(outcomes, diagnose(&e)),
+        Err(e) => give_up(outcomes, diagnose(&e, c.peer)),
     }
 }
 
@@ -477,29 +484,32 @@ fn by_class(why: &Diagnostic) -> Outcome {
     }
 }
 
-fn diagnose(e: &mail_send::Error) -> Diagnostic {
+/// A mail-send error as a diagnostic; `peer`: "the relay", "the MX".
+pub(super) fn diagnose(e: &mail_send::Error, peer: &str) -> Diagnostic {
     use mail_send::Error as E;
     match e {
         E::UnexpectedReply(r) => Diagnostic::reply(r.code, r.esc, &r.message),
-        E::Io(e) => Diagnostic::local("connection", format!("connection to the relay failed: {e}")),
-        E::Tls(e) => Diagnostic::local("tls", format!("TLS with the relay failed: {e}")),
-        E::Timeout => Diagnostic::local("timeout", "the relay did not answer in time"),
+        E::Io(e) => Diagnostic::local("connection", format!("connection to {peer} failed: {e}")),
+        E::Tls(e) => Diagnostic::local("tls", format!("TLS with {peer} failed: {e}")),
+        E::Timeout => Diagnostic::local("timeout", format!("{peer} did not answer in time")),
         E::AuthenticationFailed(r) => Diagnostic::local(
             "auth",
             format!(
-                "the relay refused our AUTH: {} {}",
+                "{peer} refused our AUTH: {} {}",
                 r.code,
                 r.message.replace(['\r', '\n'], " ")
             ),
         ),
         E::UnsupportedAuthMechanism | E::MissingCredentials | E::Auth(_) => {
-            Diagnostic::local("auth", format!("AUTH with the relay failed: {e}"))
+            Diagnostic::local("auth", format!("AUTH with {peer} failed: {e}"))
         }
-        E::MissingStartTls => Diagnostic::local("tls", "the relay does not offer STARTTLS"),
-        E::InvalidTLSName => Diagnostic::local("tls", "the relay host is not a valid TLS name"),
+        E::MissingStartTls => Diagnostic::local("tls", format!("{peer} does not offer STARTTLS")),
+        E::InvalidTLSName => {
+            Diagnostic::local("tls", format!("{peer}'s host is not a valid TLS name"))
+        }
         E::UnparseableReply => Diagnostic::local(
             "connection",
-            "the relay closed the connection or sent an unreadable reply",
+            format!("{peer} closed the connection or sent an unreadable reply"),
         ),
         other => Diagnostic::local("protocol", other.to_string()),
     }

@@ -10,6 +10,7 @@ mod headers;
 mod limits;
 mod lockout;
 mod logs;
+mod mx;
 mod pipelining;
 mod policy;
 mod portal;

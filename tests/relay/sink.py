@@ -21,7 +21,7 @@ rules: in any accepted recipient). A "kill" rule stores the message, then
 sends SIGKILL to the pid in --kill-pidfile: "before_reply" kills before the
 250 is sent, "after_reply" right after it.
 
-Usage: sink.py DIR [--port N] [--tls none|starttls|implicit --cert PEM --key PEM]
+Usage: sink.py DIR [--host 127.0.0.X] [--port N] [--tls none|starttls|implicit --cert PEM --key PEM]
                    [--auth USER:PASS] [--no-8bitmime] [--no-smtputf8]
                    [--rules JSON] [--kill-pidfile FILE] [--discard]
 """
@@ -173,7 +173,7 @@ async def main(args):
         )
 
     server = await loop.create_server(
-        factory, "127.0.0.1", args.port, ssl=ctx if args.tls == "implicit" else None
+        factory, args.host, args.port, ssl=ctx if args.tls == "implicit" else None
     )
     print("PORT %d" % server.sockets[0].getsockname()[1], flush=True)
     stop = asyncio.Event()
@@ -187,6 +187,7 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dir")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address to listen on")
     p.add_argument("--tls", choices=["none", "starttls", "implicit"], default="none")
     p.add_argument("--cert")
     p.add_argument("--key")

@@ -41,6 +41,10 @@ pub struct SinkOptions {
     pub kill_pidfile: Option<PathBuf>,
     /// Accept without storing (load tests).
     pub discard: bool,
+    /// Listen on this loopback address (127.0.0.1 by default) and port
+    /// (ephemeral by default): MX tests spread sinks over 127.0.0.x.
+    pub host: Option<&'static str>,
+    pub port: Option<u16>,
 }
 
 /// One message the sink accepted.
@@ -106,6 +110,12 @@ impl Sink {
         }
         if options.discard {
             cmd.arg("--discard");
+        }
+        if let Some(host) = options.host {
+            cmd.args(["--host", host]);
+        }
+        if let Some(port) = options.port {
+            cmd.args(["--port", &port.to_string()]);
         }
         if let Some(pidfile) = &options.kill_pidfile {
             cmd.arg("--kill-pidfile").arg(pidfile);
