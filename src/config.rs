@@ -80,6 +80,20 @@ pub struct ListenersConfig {
     pub proxy_protocol_from: Vec<String>,
 }
 
+impl ListenersConfig {
+    /// `proxy_protocol_from` as networks (checked by validation).
+    pub fn proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.proxy_protocol_from
+            .iter()
+            .filter_map(|n| {
+                n.parse()
+                    .ok()
+                    .or_else(|| n.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect()
+    }
+}
+
 impl Default for ListenersConfig {
     fn default() -> Self {
         let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -598,6 +612,13 @@ impl Config {
             }
             if self.policy.webhook_secret_file.is_none() {
                 bail!("`policy.webhook_url` needs `policy.webhook_secret_file` (the HMAC key)");
+            }
+        }
+        for net in &self.listeners.proxy_protocol_from {
+            if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
+                bail!(
+                    "`listeners.proxy_protocol_from`: {net:?} is not an address or a network (CIDR)"
+                );
             }
         }
         for net in &self.policy.shared_client_networks {

@@ -160,6 +160,7 @@ pub async fn start_with(
         hostname: config.server.hostname.clone(),
         limits: config.smtp.clone(),
         tls: std::sync::RwLock::new(TlsAcceptor::from(tls_config)),
+        proxy_from: config.listeners.proxy_networks(),
         authenticator,
         policy,
         spool: spool.clone(),

@@ -41,6 +41,9 @@ pub async fn serve(
             _ = shared.shutdown.cancelled() => return,
         };
         match accepted {
+            Ok((tcp, peer)) if from_proxy(&shared, peer) => {
+                tracker.spawn(proxied(tcp, peer, kind, shared.clone(), tracker.clone()));
+            }
             Ok((tcp, peer)) => {
                 let limits = &shared.limits;
                 let slot = shared.connections.try_acquire(
@@ -59,6 +62,48 @@ pub async fn serve(
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+fn from_proxy(shared: &SmtpShared, peer: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    shared.proxy_from.iter().any(|n| n.contains(&ip))
+}
+
+/// A connection from a trusted proxy: the PROXY header names the client,
+/// and everything after (limits, lockouts, logs) sees that client.
+async fn proxied(
+    mut tcp: TcpStream,
+    proxy: SocketAddr,
+    kind: PortKind,
+    shared: Arc<SmtpShared>,
+    tracker: TaskTracker,
+) {
+    const HEADER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+    let header = tokio::time::timeout(HEADER_DEADLINE, super::proxy::read_header(&mut tcp)).await;
+    let peer = match header {
+        Ok(Ok(Some(client))) => client,
+        // The proxy's own health check: nothing to serve.
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(event = "session.proxy_refused", ip = %proxy.ip(), error = %e);
+            return;
+        }
+        Err(_) => {
+            tracing::info!(event = "session.proxy_refused", ip = %proxy.ip(), error = "no PROXY header in time");
+            return;
+        }
+    };
+    let limits = &shared.limits;
+    match shared.connections.try_acquire(
+        peer.ip(),
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    ) {
+        Some(slot) => {
+            tracker.spawn(handle(tcp, peer, kind, shared.clone(), slot));
+        }
+        None => refuse(tcp, peer, kind, shared).await,
     }
 }
 

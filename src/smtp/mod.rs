@@ -5,6 +5,7 @@ pub mod data;
 pub mod headers;
 pub mod limits;
 mod listener;
+pub mod proxy;
 pub mod reply;
 pub mod sasl;
 pub mod session;
@@ -34,6 +35,8 @@ impl SmtpShared {
 pub struct SmtpShared {
     pub hostname: String,
     pub limits: SmtpConfig,
+    /// Connections from these networks start with a PROXY header.
+    pub proxy_from: Vec<ipnet::IpNet>,
     /// Swapped on SIGHUP; each handshake takes the current one.
     pub tls: std::sync::RwLock<TlsAcceptor>,
     pub authenticator: Arc<dyn Authenticator>,

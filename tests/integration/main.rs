@@ -14,6 +14,7 @@ mod mx;
 mod pipelining;
 mod policy;
 mod portal;
+mod proxy;
 mod real_clients;
 mod relay;
 mod replies;

@@ -103,6 +103,33 @@ impl Client {
         (client, greeting)
     }
 
+    /// TLS over an already connected stream (e.g. after a PROXY header).
+    pub async fn over_tls(tcp: TcpStream, cert: &Path) -> (Self, Reply) {
+        let cert = std::fs::read(cert).expect("server certificate");
+        let tls = handshake(Box::new(tcp), &cert).await;
+        let mut client = Self {
+            io: Some(BufReader::new(tls)),
+            cert,
+        };
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
+    /// Plaintext over an already connected stream; reads the greeting.
+    pub async fn over_plain(tcp: TcpStream, cert: &Path) -> (Self, Reply) {
+        let mut client = Self::over_plain_raw(tcp, cert);
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
+    /// Plaintext over a connected stream, reading nothing yet.
+    pub fn over_plain_raw(tcp: TcpStream, cert: &Path) -> Self {
+        Self {
+            io: Some(BufReader::new(Box::new(tcp))),
+            cert: std::fs::read(cert).expect("server certificate"),
+        }
+    }
+
     fn io(&mut self) -> &mut BufReader<Box<dyn Stream>> {
         self.io.as_mut().expect("connection is open")
     }

@@ -30,13 +30,18 @@ pub fn test_config_text(extra: &str) -> String {
 /// `test_config_text` with another `delivery.mode` (`extra` continues the
 /// `[delivery]` table).
 pub fn test_config_text_mode(mode: &str, extra: &str) -> String {
-    let (server_extra, extra) = match extra.strip_prefix("[server]\n") {
-        Some(rest) => match rest.find("\n[") {
-            Some(end) => (&rest[..end + 1], &rest[end + 1..]),
-            None => (rest, ""),
-        },
-        None => ("", extra),
+    let split = |extra: &'static str, header: &str| -> (&'static str, &'static str) {
+        match extra.strip_prefix(header) {
+            Some(rest) => match rest.find("\n[") {
+                Some(end) => (&rest[..end + 1], &rest[end + 1..]),
+                None => (rest, ""),
+            },
+            None => ("", extra),
+        }
     };
+    let extra: &'static str = Box::leak(extra.to_string().into_boxed_str());
+    let (server_extra, extra) = split(extra, "[server]\n");
+    let (listeners_extra, extra) = split(extra, "[listeners]\n");
     format!(
         r#"
 [server]
@@ -50,6 +55,7 @@ submissions = ["127.0.0.1:0"]
 portal = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 metrics = "127.0.0.1:0"
+{listeners_extra}
 
 [tls]
 self_signed = true
