@@ -149,6 +149,12 @@ pub async fn start_with(
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn(crate::telemetry::metrics::watch_queue(
+        metrics.clone(),
+        spool.clone(),
+        Duration::from_secs(15),
+        shutdown.clone(),
+    ));
     let (evidence_spool, retention) = evidence_sweeper;
     tracker.spawn(crate::policy::evidence::run(
         evidence_spool,

@@ -111,7 +111,11 @@ async fn proxied(
 /// On the implicit-TLS port the reply goes inside TLS, where the client can
 /// read it; the handshake gets a short deadline since nothing else runs here.
 async fn refuse(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<SmtpShared>) {
-    tracing::info!(event = "session.refused", ip = %peer.ip(), reason = "too_many_connections");
+    shared.events.emit(
+        crate::events::Event::new("session.refused")
+            .ip(peer.ip().to_canonical())
+            .reason("too_many_connections"),
+    );
     let wait = shared.limits.command_timeout.min(REFUSAL_DEADLINE);
     let _ = tokio::time::timeout(wait, async {
         match kind {

@@ -712,6 +712,7 @@ impl Session {
                 return rejected(self, reply::header_from_not_owned(&address), "header_from");
             }
         };
+        let started = std::time::Instant::now();
         let id = self.shared.spool.new_id();
         let now = self.shared.clock.now();
         let mut message = self
@@ -759,6 +760,7 @@ impl Session {
                 self.messages += 1;
                 self.shared.events.emit(
                     self.event("message.accepted")
+                        .duration_ms(started.elapsed().as_millis() as u64)
                         .message_id(id.to_string())
                         .size(size)
                         .recipients(recipients.len()),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Key, Label, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::events::{Event, Events};
@@ -17,6 +17,13 @@ pub const SESSIONS: &str = "mailwarden_sessions_total";
 pub const AUTH: &str = "mailwarden_auth_total";
 pub const DELIVERIES: &str = "mailwarden_deliveries_total";
 pub const AUTH_LOCKOUTS: &str = "mailwarden_auth_lockouts_total";
+pub const CONNECTIONS_CURRENT: &str = "mailwarden_connections_current";
+pub const CONNECTIONS_REFUSED: &str = "mailwarden_connections_refused_total";
+pub const SESSION_SECONDS: &str = "mailwarden_session_duration_seconds";
+pub const ACCEPT_SECONDS: &str = "mailwarden_data_to_queued_seconds";
+pub const QUEUE_DEPTH: &str = "mailwarden_queue_messages";
+pub const QUEUE_HELD: &str = "mailwarden_queue_held_messages";
+pub const QUEUE_OLDEST: &str = "mailwarden_queue_oldest_age_seconds";
 pub const POLICY_DECISIONS: &str = "mailwarden_policy_decisions_total";
 pub const BLOCKS: &str = "mailwarden_account_blocks_total";
 pub const UNBLOCKS: &str = "mailwarden_account_unblocks_total";
@@ -40,6 +47,7 @@ impl Metrics {
         let spool_committed_writes = counter(SPOOL_COMMITTED_WRITES);
         // Present from the start, so a scrape shows zeros rather than nothing.
         counter(MESSAGES_ACCEPTED).increment(0);
+        counter(SESSIONS).increment(0);
         Arc::new(Self {
             recorder,
             handle,
@@ -55,6 +63,16 @@ impl Metrics {
             .collect();
         self.recorder
             .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    pub fn gauge(&self, name: &'static str) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_name(name), &METADATA)
+    }
+
+    pub fn histogram(&self, name: &'static str) -> Histogram {
+        self.recorder
+            .register_histogram(&Key::from_name(name), &METADATA)
     }
 
     /// Prometheus text exposition format.
@@ -79,7 +97,12 @@ impl Events for MetricsEvents {
     fn emit(&self, event: Event) {
         let m = &self.metrics;
         match event.name {
-            "message.accepted" => m.counter(MESSAGES_ACCEPTED, &[]).increment(1),
+            "message.accepted" => {
+                m.counter(MESSAGES_ACCEPTED, &[]).increment(1);
+                if let Some(ms) = event.duration_ms {
+                    m.histogram(ACCEPT_SECONDS).record(ms as f64 / 1000.0);
+                }
+            }
             "message.rejected" => {
                 let class = event
                     .code
@@ -87,7 +110,17 @@ impl Events for MetricsEvents {
                 m.counter(MESSAGES_REJECTED, &[("class", class)])
                     .increment(1)
             }
-            "session.start" => m.counter(SESSIONS, &[]).increment(1),
+            "session.start" => {
+                m.counter(SESSIONS, &[]).increment(1);
+                m.gauge(CONNECTIONS_CURRENT).increment(1.0);
+            }
+            "session.end" => {
+                m.gauge(CONNECTIONS_CURRENT).decrement(1.0);
+                if let Some(ms) = event.duration_ms {
+                    m.histogram(SESSION_SECONDS).record(ms as f64 / 1000.0);
+                }
+            }
+            "session.refused" => m.counter(CONNECTIONS_REFUSED, &[]).increment(1),
             "policy.decision" => {
                 let decision = event.reason.clone().unwrap_or_default();
                 let observed = if event.observed == Some(true) {
@@ -131,5 +164,37 @@ impl Events for MetricsEvents {
             _ => {}
         }
         self.next.emit(event);
+    }
+}
+
+/// Refreshes the queue gauges now and then (depth, held, oldest age).
+pub async fn watch_queue(
+    metrics: Arc<Metrics>,
+    spool: Arc<dyn crate::spool::Spool>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use crate::spool::QueueState;
+    loop {
+        if let Ok(list) = spool.list().await {
+            let now = spool.now();
+            let queued = list.iter().filter(|e| e.state == QueueState::Queued);
+            let oldest = queued
+                .clone()
+                .map(|e| now.saturating_sub(e.envelope.received_at))
+                .max()
+                .unwrap_or(0);
+            metrics.gauge(QUEUE_DEPTH).set(queued.count() as f64);
+            metrics.gauge(QUEUE_HELD).set(
+                list.iter()
+                    .filter(|e| e.state != QueueState::Queued)
+                    .count() as f64,
+            );
+            metrics.gauge(QUEUE_OLDEST).set(oldest as f64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }

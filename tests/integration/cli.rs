@@ -795,3 +795,97 @@ async fn security_commands_work_with_the_server_stopped_and_blocks_hold_mail() {
     server.restart().await;
     server.wait_outbox_id(&id).await;
 }
+
+/// Every sample line of Prometheus text: (name with labels, value).
+fn prometheus_samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {l:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {l:?}"));
+            assert!(
+                name.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_'),
+                "bad metric name: {l:?}"
+            );
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+fn sample(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move() {
+    let server = TestServer::start().await;
+    server.add_account("alice@example.com", PASSWORD).await;
+    let addr = server.running().metrics;
+    let before = prometheus_samples(&crate::common::http_get(addr, "/metrics").await.1);
+    assert_eq!(sample(&before, "mailwarden_messages_accepted_total"), 0.0);
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    c.ehlo().await;
+    c.auth_plain("alice@example.com", "wrong password here")
+        .await;
+    c.auth_plain("alice@example.com", PASSWORD).await;
+    let r = c
+        .send_message(
+            "alice@example.com",
+            &["bob@example.org"],
+            b"From: <alice@example.com>\r\n\r\nhi\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250);
+    c.cmd("QUIT").await;
+    server.wait_event("delivery.success").await;
+    server.wait_event("session.end").await;
+    let after = prometheus_samples(&crate::common::http_get(addr, "/metrics").await.1);
+    assert_eq!(sample(&after, "mailwarden_messages_accepted_total"), 1.0);
+    assert_eq!(sample(&after, "mailwarden_sessions_total"), 1.0);
+    assert_eq!(sample(&after, "mailwarden_connections_current"), 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            "mailwarden_auth_total{mechanism=\"PLAIN\",outcome=\"success\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "mailwarden_auth_total{mechanism=\"PLAIN\",outcome=\"failure\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "mailwarden_deliveries_total{outcome=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "mailwarden_data_to_queued_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "mailwarden_session_duration_seconds_count"),
+        1.0
+    );
+    assert!(sample(&after, "mailwarden_spool_fsyncs_total") >= 2.0);
+    assert!(
+        sample(
+            &after,
+            "mailwarden_policy_decisions_total{decision=\"accept\",observed=\"false\"}"
+        ) >= 1.0
+    );
+    // No account names in labels.
+    assert!(!after.iter().any(|(n, _)| n.contains("alice")));
+}
