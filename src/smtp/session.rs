@@ -144,9 +144,21 @@ impl Session {
         let command_timeout = self.shared.limits.command_timeout;
         let shutdown = self.shared.shutdown.clone();
         loop {
+            // Shutting down: a transaction in progress may finish (the
+            // server waits for it, up to its grace period); otherwise 421.
+            if shutdown.is_cancelled() && self.tx.is_none() {
+                conn.queue(&reply::SHUTTING_DOWN);
+                return Flow::Close;
+            }
+            let stop = async {
+                match self.tx.is_some() {
+                    true => std::future::pending().await,
+                    false => shutdown.cancelled().await,
+                }
+            };
             let read = tokio::select! {
                 read = tokio::time::timeout(command_timeout, conn.read_line(MAX_PARAMETER_LINE)) => read,
-                _ = shutdown.cancelled() => {
+                _ = stop => {
                     conn.queue(&reply::SHUTTING_DOWN);
                     return Flow::Close;
                 }

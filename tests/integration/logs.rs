@@ -300,3 +300,84 @@ async fn sighup_loads_a_new_certificate_and_keeps_open_connections() {
     sigterm(child.id());
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_data_finishes_that_message_then_says_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    std::fs::write(&config, test_config_text("")).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .args(["--config", &config, "serve", "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr: std::net::SocketAddr = loop {
+            let line = lines.next().expect("a log line").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["event"] == "listener.ready" && v["kind"] == "Submissions" {
+                break v["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        (child, addr)
+    };
+    let (mut child, addr) = start();
+    tokio::task::block_in_place(|| {
+        let (ok, _, err) = run_cli(
+            &[
+                "--config",
+                &config,
+                "account",
+                "add",
+                "alice@example.com",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        );
+        assert!(ok, "{err}");
+    });
+    let cert = dir
+        .path()
+        .join("data")
+        .join(mailwarden::tls::SELF_SIGNED_CERT);
+    let (mut c, _) = Client::implicit_tls(addr, &cert).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain("alice@example.com", PASSWORD).await.code, 235);
+    c.cmd("MAIL FROM:<alice@example.com>").await;
+    c.cmd("RCPT TO:<bob@example.org>").await;
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send_raw(b"From: <alice@example.com>\r\nSubject: half\r\n\r\nfirst half,\r\n")
+        .await;
+    sigterm(child.id());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The message in progress completes...
+    c.send_raw(b"second half.\r\n.\r\n").await;
+    let reply = c.reply().await.line();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    let id = reply.rsplit(' ').next().unwrap().to_string();
+    // ...then the session is told the server is going away.
+    assert_eq!(c.reply().await.line(), "421 4.3.2 Service shutting down");
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    assert!(status.success(), "{status}");
+    // Nothing acknowledged is lost: delivered now or after a restart.
+    let outbox = dir.path().join("data/outbox");
+    let (mut child, _) = start();
+    let mut found = false;
+    for _ in 0..250 {
+        if crate::common::read_outbox(&outbox)
+            .iter()
+            .any(|(n, _)| *n == id)
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(child.id());
+    let _ = child.wait();
+    assert!(found, "message {id} was lost");
+}
