@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::SmtpShared;
 use super::connection::Connection;
@@ -52,7 +53,10 @@ pub async fn serve(
                     limits.max_connections_per_ip,
                 );
                 match slot {
-                    Some(slot) => tracker.spawn(handle(tcp, peer, kind, shared.clone(), slot)),
+                    Some(slot) => tracker.spawn(
+                        handle(tcp, peer, kind, shared.clone(), slot)
+                            .instrument(session_span(peer)),
+                    ),
                     None => tracker.spawn(refuse(tcp, peer, kind, shared.clone())),
                 };
             }
@@ -63,6 +67,11 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Every log line of a session carries its client in a span.
+fn session_span(peer: SocketAddr) -> tracing::Span {
+    tracing::info_span!("smtp", client = %peer.ip().to_canonical())
 }
 
 fn from_proxy(shared: &SmtpShared, peer: SocketAddr) -> bool {
@@ -101,7 +110,9 @@ async fn proxied(
         limits.max_connections_per_ip,
     ) {
         Some(slot) => {
-            tracker.spawn(handle(tcp, peer, kind, shared.clone(), slot));
+            tracker.spawn(
+                handle(tcp, peer, kind, shared.clone(), slot).instrument(session_span(peer)),
+            );
         }
         None => refuse(tcp, peer, kind, shared).await,
     }

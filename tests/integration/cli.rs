@@ -889,3 +889,58 @@ async fn metrics_parse_as_prometheus_text_and_move() {
     // No account names in labels.
     assert!(!after.iter().any(|(n, _)| n.contains("alice")));
 }
+
+#[test]
+fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let serve = |text: String| {
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let base = crate::common::test_config_text("");
+    let (ok, err) = serve(base.replace(
+        "submission = [\"127.0.0.1:0\"]",
+        &format!("submission = [\"127.0.0.1:{port}\"]"),
+    ));
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let (ok, err) = serve(base.replace(
+        "[tls]\nself_signed = true\n",
+        "[tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n",
+    ));
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot read certificate"), "{err}");
+
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    mailwarden::tls::write_self_signed(
+        &dir.path().join("good.pem"),
+        &dir.path().join("unused.key"),
+        "localhost",
+    )
+    .unwrap();
+    let (ok, err) = serve(base.replace(
+        "[tls]\nself_signed = true\n",
+        "[tls]\ncert = \"good.pem\"\nkey = \"bad.key\"\n",
+    ));
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("private key"), "{err}");
+    drop(busy);
+}
