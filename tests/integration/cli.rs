@@ -519,7 +519,7 @@ async fn security_commands(config: &str) {
         .split_whitespace()
         .collect();
     let code = mailwarden::accounts::totp::code_at(
-        &base32(&secret),
+        &crate::common::base32_decode(&secret),
         mailwarden::clock::Clock::unix(&mailwarden::clock::SystemClock),
     );
     assert_eq!(
@@ -729,20 +729,6 @@ async fn security_commands(config: &str) {
     );
     assert_eq!(shown["block"]["kind"], "operator");
     assert_eq!(shown["totp"], "off");
-}
-
-fn base32(s: &str) -> Vec<u8> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut n, mut out) = (0u64, 0, Vec::new());
-    for c in s.bytes() {
-        bits = (bits << 5) | alphabet.iter().position(|&a| a == c).unwrap() as u64;
-        n += 5;
-        if n >= 8 {
-            out.push((bits >> (n - 8)) as u8);
-            n -= 8;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,7 @@ use mailwarden::config::{Config, ConfigSource};
 use mailwarden::server::Overrides;
 
 use crate::common::web::{Resp, Web};
-use crate::common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer, base32_decode};
 
 const ALICE: &str = "alice@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -74,22 +74,6 @@ fn key_on(page: &str) -> Option<String> {
     let start = page.find(r#"<code class="key">"#)? + r#"<code class="key">"#.len();
     let end = page[start..].find("</code>")? + start;
     Some(page[start..end].to_string())
-}
-
-/// RFC 4648 base32 without padding (the key a person types).
-fn base32_decode(s: &str) -> Vec<u8> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut bits, mut n, mut out) = (0u64, 0, Vec::new());
-    for c in s.bytes().filter(|c| *c != b' ') {
-        let v = alphabet.iter().position(|&a| a == c).expect("base32") as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            out.push((bits >> (n - 8)) as u8);
-            n -= 8;
-        }
-    }
-    out
 }
 
 /// A code for the next TOTP step (each step is accepted once).

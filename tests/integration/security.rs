@@ -10,7 +10,7 @@ use mailwarden::clock::ManualClock;
 use mailwarden::server::Overrides;
 
 use crate::common::client::Client;
-use crate::common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer, base32_decode};
 
 const ALICE: &str = "alice@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -61,24 +61,6 @@ async fn enable_2fa(
 pub fn secret_of(display_key: &str) -> Vec<u8> {
     let b32: String = display_key.split_whitespace().collect();
     base32_decode(&b32)
-}
-
-/// RFC 4648 base32 without padding (the key a person types).
-fn base32_decode(s: &str) -> Vec<u8> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes() {
-        let v = alphabet.iter().position(|&a| a == c).expect("base32") as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            out.push((bits >> (n - 8)) as u8);
-            n -= 8;
-        }
-    }
-    out
 }
 
 async fn login(server: &TestServer, user: &str, password: &str) -> Client {

@@ -359,3 +359,20 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .map(|v| v.trim().parse::<f64>().expect("numeric metric") as u64)
         .unwrap_or(0)
 }
+
+/// The 2FA key as the portal and CLI show it (base32 in groups of four),
+/// decoded to the secret bytes.
+pub fn base32_decode(s: &str) -> Vec<u8> {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut n, mut out) = (0u64, 0, Vec::new());
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = alphabet.iter().position(|&a| a == c).expect("base32") as u64;
+        bits = (bits << 5) | v;
+        n += 5;
+        if n >= 8 {
+            out.push((bits >> (n - 8)) as u8);
+            n -= 8;
+        }
+    }
+    out
+}
