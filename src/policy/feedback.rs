@@ -9,14 +9,6 @@ pub trait DeliveryFeedback: Send + Sync + 'static {
     fn delivery_outcome(&self, account: &str, delivered: usize, bounced: usize);
 }
 
-/// Feedback nobody listens to.
-#[derive(Debug, Default)]
-pub struct NoFeedback;
-
-impl DeliveryFeedback for NoFeedback {
-    fn delivery_outcome(&self, _: &str, _: usize, _: usize) {}
-}
-
 /// Tells several listeners.
 pub struct Tee(pub Vec<std::sync::Arc<dyn DeliveryFeedback>>);
 

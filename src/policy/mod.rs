@@ -1,8 +1,7 @@
 //! The `Policy` seam: asked at MAIL, at each RCPT and at the end of DATA
-//! whether the account may send. `BlockGate` answers for blocked accounts;
-//! the scorer (a later issue) plugs in here without touching the session.
+//! whether the account may send. The scorer (`scorer::Scorer`) answers:
+//! blocked accounts get their 554, caps defer, the score blocks.
 
-pub mod blocks;
 pub mod evidence;
 pub mod feedback;
 pub mod notice;
@@ -57,21 +56,4 @@ pub trait Policy: Send + Sync + 'static {
     async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision;
     async fn on_rcpt(&self, ctx: &RcptContext<'_>) -> Decision;
     async fn on_message(&self, ctx: &MessageContext<'_>) -> Decision;
-}
-
-/// Accepts everything: the policy until the scorer exists.
-#[derive(Debug, Default)]
-pub struct AcceptAll;
-
-#[async_trait]
-impl Policy for AcceptAll {
-    async fn on_mail(&self, _: &MailContext<'_>) -> Decision {
-        Decision::Accept
-    }
-    async fn on_rcpt(&self, _: &RcptContext<'_>) -> Decision {
-        Decision::Accept
-    }
-    async fn on_message(&self, _: &MessageContext<'_>) -> Decision {
-        Decision::Accept
-    }
 }
