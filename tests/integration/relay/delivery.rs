@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Received, Sink, SinkOptions, events_named, relay_certificate, relay_server, relay_toml,
-    wait_queue_empty,
+    Received, Sink, SinkOptions, events_named, eventually, relay_certificate, relay_server,
+    relay_toml, wait_queue_empty,
 };
 use crate::common::client::Client;
 use crate::common::{ALICE, queued_id, split_received};
@@ -97,6 +97,7 @@ async fn relayed_message_arrives_byte_for_byte_over_starttls_with_auth() {
     assert_eq!(success.account.as_deref(), Some(ALICE));
     assert_eq!(success.recipients, Some(2));
     assert_eq!(success.code, Some(250));
+    eventually(|| feedback.calls() == [(ALICE.to_string(), 2, 0)]).await;
     assert_eq!(feedback.calls(), [(ALICE.to_string(), 2, 0)]);
 
     // Two more: the worker's connection is reused.
@@ -187,6 +188,7 @@ async fn a_451_is_retried_and_delivered() {
     let got = sink.wait_messages(2).await;
     assert_eq!(got[1].to(), ["slow@example.org"]);
     wait_queue_empty(&server).await;
+    eventually(|| events_named(&server, "delivery.success").len() >= 2).await;
 
     let replies = sink.replies();
     assert!(
@@ -207,6 +209,7 @@ async fn a_451_is_retried_and_delivered() {
         .filter_map(|e| e.message_id)
         .collect();
     assert_eq!(succeeded, [first, second]);
+    eventually(|| feedback.totals(ALICE) == (2, 0)).await;
     assert_eq!(feedback.totals(ALICE), (2, 0));
     assert_eq!(sink.messages().len(), 2, "delivered once each, no DSN");
 }
@@ -258,6 +261,7 @@ async fn a_550_gives_a_dsn_to_the_sender_and_a_bounce_signal() {
     assert_eq!(failed.recipients, Some(1));
     assert_eq!(failed.account.as_deref(), Some(ALICE));
     // The bounce reaches the scorer; the DSN's own delivery does not.
+    eventually(|| feedback.calls() == [(ALICE.to_string(), 0, 1)]).await;
     assert_eq!(feedback.calls(), [(ALICE.to_string(), 0, 1)]);
 }
 
@@ -280,6 +284,7 @@ async fn a_mixed_result_delivers_some_and_bounces_others() {
     .await;
     sink.wait_messages(3).await;
     wait_queue_empty(&server).await;
+    eventually(|| feedback.calls().len() >= 2).await;
     let got: Vec<Received> = sink.messages();
     assert_eq!(got.len(), 3, "{got:?}");
     let to_ok: Vec<_> = got
@@ -390,6 +395,7 @@ async fn dsns_follow_notify_and_ret_and_never_go_to_the_null_sender() {
     );
     assert!(!got_now.iter().any(|m| m.text().contains("nobody2")));
     assert!(!got_now.iter().any(|m| m.text().contains("nobody3")));
+    eventually(|| feedback.totals(ALICE) == (1, 3)).await;
     assert_eq!(feedback.totals(ALICE), (1, 3));
 }
 
@@ -513,6 +519,7 @@ async fn a_relay_without_smtputf8_or_8bitmime() {
         );
     }
     // Our own refusals are no bounce signal.
+    eventually(|| feedback.totals(ALICE) == (1, 0)).await;
     assert_eq!(feedback.totals(ALICE), (1, 0));
 }
 

@@ -290,6 +290,19 @@ pub async fn wait_queue_empty(server: &TestServer) {
     }
 }
 
+/// Waits until `done` holds: events and feedback follow the spool commit,
+/// so they can trail an empty queue by a moment.
+pub async fn eventually(mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every event named `name` so far.
 pub fn events_named(server: &TestServer, name: &str) -> Vec<mailwarden::events::Event> {
     server
