@@ -211,13 +211,22 @@ impl Lockouts {
             .insert((account.to_string(), client_network(ip)), now);
     }
 
-    /// Whether the OTP step of this account is locked.
-    pub fn otp_check(&self, account: &str) -> Result<(), Scope> {
+    /// Whether the OTP step of this account is locked; `Err` holds the
+    /// seconds left.
+    pub fn otp_check(&self, account: &str) -> Result<(), u64> {
         let now = self.clock.unix();
         let state = self.state.lock().expect("lockout state");
         match state.otp.get(account) {
-            Some(o) if o.locked_until > now => Err(Scope::Otp),
+            Some(o) if o.locked_until > now => Err(o.locked_until - now),
             _ => Ok(()),
+        }
+    }
+
+    /// A right code: the count of wrong ones starts again.
+    pub fn otp_success(&self, account: &str) {
+        let mut state = self.state.lock().expect("lockout state");
+        if let Some(o) = state.otp.get_mut(account) {
+            o.failures.clear();
         }
     }
 
@@ -346,9 +355,9 @@ mod tests {
         }
         assert_eq!(l.otp_check("a@x.org"), Ok(()));
         assert!(l.otp_failure("a@x.org", None).is_some());
-        assert_eq!(l.otp_check("a@x.org"), Err(Scope::Otp));
+        assert_eq!(l.otp_check("a@x.org"), Err(15 * 60));
         clock.advance(Duration::from_secs(14 * 60));
-        assert_eq!(l.otp_check("a@x.org"), Err(Scope::Otp));
+        assert_eq!(l.otp_check("a@x.org"), Err(60));
         clock.advance(Duration::from_secs(2 * 60));
         assert_eq!(l.otp_check("a@x.org"), Ok(()));
     }

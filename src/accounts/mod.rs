@@ -192,8 +192,9 @@ pub enum AccountError {
     Password(&'static str),
     /// A wrong or reused one-time code.
     BadCode,
-    /// Too many wrong codes lately: the OTP step is locked for a while.
-    OtpLocked,
+    /// Too many wrong codes lately: the OTP step is locked for this many
+    /// more seconds.
+    OtpLocked(u64),
     /// The request does not fit the account's state (e.g. no pending 2FA).
     State(String),
     Store(StoreError),
@@ -210,7 +211,11 @@ impl std::fmt::Display for AccountError {
             Self::NoAlias { account, alias } => write!(f, "account {account} has no alias {alias}"),
             Self::Password(why) => write!(f, "password refused: {why}"),
             Self::BadCode => write!(f, "the code is wrong or was already used"),
-            Self::OtpLocked => write!(f, "too many wrong codes: try again in 15 minutes"),
+            Self::OtpLocked(left) => write!(
+                f,
+                "too many wrong codes: try again in {} minutes",
+                left.div_ceil(60).max(1)
+            ),
             Self::State(why) => write!(f, "{why}"),
             Self::Store(e) => write!(f, "{e}"),
             Self::Internal(e) => write!(f, "{e}"),

@@ -226,6 +226,7 @@ impl Accounts {
             })
             .await
             .map_err(|e| self.code_error(e, &address))?;
+        self.lockouts().otp_success(&address);
         self.emit(
             Event::new("account.totp_enabled")
                 .account(&address)
@@ -272,7 +273,7 @@ impl Accounts {
             Ok(())
         })
         .await
-        .map(|_| ())
+        .map(|_| self.lockouts().otp_success(&address))
         .map_err(|e| self.code_error(e, &address))
     }
 
@@ -291,7 +292,7 @@ impl Accounts {
     fn otp_gate(&self, address: &str) -> Result<(), AccountError> {
         self.lockouts()
             .otp_check(address)
-            .map_err(|_| AccountError::OtpLocked)
+            .map_err(AccountError::OtpLocked)
     }
 
     /// Turns 2FA off and revokes every device password. Needs a current

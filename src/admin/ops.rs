@@ -186,7 +186,7 @@ impl From<AccountError> for OpError {
             AccountError::Address(_) | AccountError::Password(_) | AccountError::BadCode => {
                 OpErrorKind::Invalid
             }
-            AccountError::State(_) | AccountError::OtpLocked => OpErrorKind::Conflict,
+            AccountError::State(_) | AccountError::OtpLocked(_) => OpErrorKind::Conflict,
             AccountError::Exists(_) | AccountError::AddressTaken(_) => OpErrorKind::Conflict,
             AccountError::NoAlias { .. } => OpErrorKind::NotFound,
             AccountError::NotFound(_) => OpErrorKind::NotFound,

@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use super::Portal;
 use super::html::{self, AccountView, Ctx};
-use super::otp_guard::OtpLocked;
 use super::session::{Auth, Notice, OTP_STEP_TIME, Session};
 use crate::accounts::{Account, AccountError, BlockKind, Origin, check_password_rule};
 use crate::address;
@@ -199,8 +198,13 @@ impl Portal {
             AccountError::Address(_) | AccountError::AddressTaken(_) | AccountError::NoAlias { .. } => {
                 Notice::error("That address is not valid")
             }
-            AccountError::OtpLocked => Notice::error("Too many wrong codes")
-                .detail("Code entry is locked for 15 minutes. Please wait, then try again."),
+            AccountError::OtpLocked(left) => {
+                let minutes = left.div_ceil(60).max(1);
+                Notice::error("Too many wrong codes").detail(format!(
+                    "For your security, codes for this account are not accepted for the next {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                ))
+            }
             e @ (AccountError::Store(_) | AccountError::Internal(_)) => {
                 tracing::error!(event = "portal.error", error = %e);
                 Notice::error("Something went wrong on our side")
@@ -214,19 +218,6 @@ impl Portal {
         let mut event = Event::new(name).account(account).reason(reason);
         event.ip = Some(ip);
         self.inner.events.emit(event);
-    }
-
-    fn otp_locked_notice(&self, session: &Session, OtpLocked(left): OtpLocked, at: &'static str) {
-        let minutes = left.div_ceil(60).max(1);
-        self.notice(
-            session,
-            Notice::error("Too many wrong codes")
-                .detail(format!(
-                    "For your security, codes for this account are not accepted for the next {minutes} minute{}.",
-                    if minutes == 1 { "" } else { "s" }
-                ))
-                .at(at),
-        );
     }
 }
 
@@ -530,14 +521,8 @@ pub async fn otp(
     if p.now() >= since + OTP_STEP_TIME.as_secs() {
         return p.see_other("/signin/otp");
     }
-    if let Err(locked) = p.inner.otp.check(&address) {
-        p.signin_event("portal.signin_failure", &address, ip, "otp_locked");
-        p.otp_locked_notice(&session, locked, "otp");
-        return p.see_other("/signin/otp");
-    }
     match p.inner.accounts.totp_check(&address, &f.otp).await {
         Ok(()) => {
-            p.inner.otp.right(&address);
             let current = p.inner.accounts.get(&address).await;
             if !matches!(&current, Ok(a) if !a.disabled && a.password_hash == password_hash) {
                 p.inner.sessions.remove(&session.id);
@@ -554,10 +539,14 @@ pub async fn otp(
             p.signin_event("portal.signin", &address, ip, "otp");
             p.see_other_with("/my-account", &s)
         }
-        Err(AccountError::BadCode) => {
-            p.inner.otp.wrong(&address);
-            p.signin_event("portal.signin_failure", &address, ip, "bad_otp");
-            p.account_error(&session, AccountError::BadCode, "otp");
+        Err(e @ (AccountError::BadCode | AccountError::OtpLocked(_))) => {
+            let reason = if matches!(e, AccountError::BadCode) {
+                "bad_otp"
+            } else {
+                "otp_locked"
+            };
+            p.signin_event("portal.signin_failure", &address, ip, reason);
+            p.account_error(&session, e, "otp");
             p.see_other("/signin/otp")
         }
         Err(e) => {
@@ -759,10 +748,6 @@ pub async fn verify_2fa(
     let ip = client(&p, peer, &headers);
     let (session, a) = account_or_return!(p, headers, f);
     let back = || p.see_other("/my-account#two-factor");
-    if let Err(locked) = p.inner.otp.check(&a.address) {
-        p.otp_locked_notice(&session, locked, AT);
-        return back();
-    }
     match p
         .inner
         .accounts
@@ -770,7 +755,6 @@ pub async fn verify_2fa(
         .await
     {
         Ok(_) => {
-            p.inner.otp.right(&a.address);
             let now = p.now();
             p.inner.sessions.update(&session.id, |s| {
                 s.show_qr = false;
@@ -787,10 +771,6 @@ pub async fn verify_2fa(
             if from_abuse_network(&a, ip) {
                 p.notice(&session, abuse_network_notice(AT));
             }
-        }
-        Err(AccountError::BadCode) => {
-            p.inner.otp.wrong(&a.address);
-            p.account_error(&session, AccountError::BadCode, AT);
         }
         Err(AccountError::State(_)) => {
             p.notice(&session, Notice::error("Click Enable 2FA first").at(AT));
@@ -810,13 +790,8 @@ pub async fn confirm_otp(
     const AT: &str = "devices";
     let (session, a) = account_or_return!(p, headers, f);
     let back = || p.see_other("/my-account#devices");
-    if let Err(locked) = p.inner.otp.check(&a.address) {
-        p.otp_locked_notice(&session, locked, AT);
-        return back();
-    }
     match p.inner.accounts.totp_check(&a.address, &f.otp).await {
         Ok(()) => {
-            p.inner.otp.right(&a.address);
             let now = p.now();
             p.inner.sessions.update(&session.id, |s| {
                 if let Auth::SignedIn { otp_at, .. } = &mut s.auth {
@@ -829,10 +804,6 @@ pub async fn confirm_otp(
                     .detail("You can create device passwords for the next 15 minutes.")
                     .at(AT),
             );
-        }
-        Err(AccountError::BadCode) => {
-            p.inner.otp.wrong(&a.address);
-            p.account_error(&session, AccountError::BadCode, AT);
         }
         Err(e) => p.account_error(&session, e, AT),
     }
@@ -854,10 +825,6 @@ pub async fn disable_2fa(
         p.notice(&session, Notice::info("2FA is not on").at(AT));
         return back();
     }
-    if let Err(locked) = p.inner.otp.check(&a.address) {
-        p.otp_locked_notice(&session, locked, AT);
-        return back();
-    }
     match p
         .inner
         .accounts
@@ -865,7 +832,6 @@ pub async fn disable_2fa(
         .await
     {
         Ok(_) => {
-            p.inner.otp.right(&a.address);
             p.inner.sessions.update(&session.id, |s| {
                 s.show_qr = false;
                 if let Auth::SignedIn { otp_at, .. } = &mut s.auth {
@@ -878,10 +844,6 @@ pub async fn disable_2fa(
                     .detail("Every device password was deleted. Your password works in email programs again.")
                     .at(AT),
             );
-        }
-        Err(AccountError::BadCode) => {
-            p.inner.otp.wrong(&a.address);
-            p.account_error(&session, AccountError::BadCode, AT);
         }
         Err(e) => p.account_error(&session, e, AT),
     }

@@ -5,7 +5,6 @@
 //!
 //! - `session`: in-memory web sessions (random ids, CSRF token, expiry).
 //! - `signin_guard`: sign-in failures per client and per account.
-//! - `otp_guard`: wrong OTP codes per account.
 //! - `handlers`: the routes; `html`: the pages; `style.css`: the look.
 //!
 //! Every change goes through `Accounts` with `Origin::portal(client_ip)`,
@@ -14,7 +13,6 @@
 mod handlers;
 pub mod html;
 pub mod limiter;
-pub mod otp_guard;
 pub mod session;
 pub mod signin_guard;
 
@@ -35,7 +33,6 @@ use crate::accounts::{Accounts, Passwords};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Events;
-use otp_guard::OtpGuard;
 use session::SessionStore;
 use signin_guard::SigninGuard;
 
@@ -191,7 +188,6 @@ pub(crate) struct Inner {
     brand: String,
     sessions: SessionStore,
     signin: SigninGuard,
-    otp: OtpGuard,
 }
 
 /// The portal's shared state. Cheap to clone.
@@ -207,7 +203,6 @@ impl Portal {
             inner: Arc::new(Inner {
                 sessions,
                 signin: SigninGuard::new(parts.clock.clone()),
-                otp: OtpGuard::new(parts.clock.clone()),
                 accounts: parts.accounts,
                 passwords: parts.passwords,
                 clock: parts.clock,

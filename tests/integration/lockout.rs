@@ -194,7 +194,7 @@ async fn five_wrong_otp_codes_lock_the_otp_step() {
         .accounts()
         .totp_verify(ALICE, &right, &Origin::ADMIN)
         .await;
-    assert!(matches!(r, Err(AccountError::OtpLocked)), "{r:?}");
+    assert!(matches!(r, Err(AccountError::OtpLocked(_))), "{r:?}");
     assert_eq!(server.wait_event("auth.lockout").await.kind, Some("otp"));
 }
 
