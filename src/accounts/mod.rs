@@ -473,23 +473,7 @@ impl Accounts {
         alias: &str,
         origin: &Origin,
     ) -> Result<Account, AccountError> {
-        let (address, alias) = (normalize(address)?, normalize(alias)?);
-        let (now, origin2) = (self.now(), origin.clone());
-        let (key, name) = (address.clone(), alias.clone());
-        let change = self
-            .blocking(move |s| {
-                s.alias_add(&key, &name, |a| {
-                    a.record(now, &format!("alias added: {name}"), &origin2);
-                })
-            })
-            .await?;
-        let account = alias_outcome(change, &address, &alias)?;
-        self.emit(
-            Event::new("account.alias_added")
-                .account(&address)
-                .reason(origin.via),
-        );
-        Ok(account)
+        self.alias_change(address, alias, origin, true).await
     }
 
     pub async fn alias_remove(
@@ -498,22 +482,36 @@ impl Accounts {
         alias: &str,
         origin: &Origin,
     ) -> Result<Account, AccountError> {
+        self.alias_change(address, alias, origin, false).await
+    }
+
+    async fn alias_change(
+        &self,
+        address: &str,
+        alias: &str,
+        origin: &Origin,
+        add: bool,
+    ) -> Result<Account, AccountError> {
         let (address, alias) = (normalize(address)?, normalize(alias)?);
         let (now, origin2) = (self.now(), origin.clone());
         let (key, name) = (address.clone(), alias.clone());
+        let (verb, event) = match add {
+            true => ("added", "account.alias_added"),
+            false => ("removed", "account.alias_removed"),
+        };
         let change = self
             .blocking(move |s| {
-                s.alias_remove(&key, &name, |a| {
-                    a.record(now, &format!("alias removed: {name}"), &origin2);
-                })
+                let record = |a: &mut Account| {
+                    a.record(now, &format!("alias {verb}: {name}"), &origin2);
+                };
+                match add {
+                    true => s.alias_add(&key, &name, record),
+                    false => s.alias_remove(&key, &name, record),
+                }
             })
             .await?;
         let account = alias_outcome(change, &address, &alias)?;
-        self.emit(
-            Event::new("account.alias_removed")
-                .account(&address)
-                .reason(origin.via),
-        );
+        self.emit(Event::new(event).account(&address).reason(origin.via));
         Ok(account)
     }
 

@@ -112,13 +112,12 @@ impl Accounts {
         let (account, lifted) = self
             .update_with(&address, move |a| {
                 a.password_hash = hash;
-                let seq = a.record(now, "password_changed", &origin2);
+                a.record(now, "password_changed", &origin2);
                 let credit = a
                     .block
                     .as_ref()
                     .is_some_and(|b| differs_at == Some(b.seq) && earns_credit(b, &origin2));
                 a.history.last_mut().expect("just recorded").unblock_credit = credit;
-                let _ = seq;
                 Ok(lift_if_due(a, now))
             })
             .await?;

@@ -19,7 +19,7 @@ pub struct Content {
 }
 
 /// Looks at the first 256 KiB: enough for the signals, bounded cost.
-const SCAN_LIMIT: usize = 256 * 1024;
+pub const SCAN_LIMIT: usize = 256 * 1024;
 
 pub fn analyse(message: &[u8]) -> Content {
     let message = &message[..message.len().min(SCAN_LIMIT)];

@@ -743,7 +743,8 @@ impl Policy for Scorer {
         }
         let account = account.expect("gate refuses a missing account");
         let content = {
-            let message = ctx.message.to_vec();
+            // Only the part the analysis reads, not a copy of a 25 MiB message.
+            let message = ctx.message[..ctx.message.len().min(content::SCAN_LIMIT)].to_vec();
             tokio::task::spawn_blocking(move || content::analyse(&message))
                 .await
                 .unwrap_or_default()
