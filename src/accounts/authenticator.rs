@@ -53,6 +53,10 @@ pub enum AuthOutcome {
     Busy,
 }
 
+/// Seconds within which a device password's recorded last use (from the
+/// same address) is left as it is.
+const LAST_USE_PRECISION: u64 = 300;
+
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, request: AuthRequest<'_>) -> AuthOutcome;
@@ -86,16 +90,25 @@ impl Authenticator for Accounts {
                 let (name, now, ip) = (d.name.clone(), self.now(), req.ip);
                 let used = name.clone();
                 // Last use is for the user's device list; failing to record it
-                // does not refuse the login.
-                let _ = self
-                    .update(&a.address, move |acc| {
-                        if let Some(d) = acc.device_passwords.iter_mut().find(|d| d.name == used) {
-                            d.last_used = Some(now);
-                            d.last_ip = Some(ip);
-                        }
-                        Ok(())
-                    })
-                    .await;
+                // does not refuse the login. The list shows it to the minute,
+                // so a client that reconnects for every message costs one
+                // store write per few minutes, not one per login.
+                let recent = d.last_ip == Some(ip)
+                    && d.last_used
+                        .is_some_and(|t| now.saturating_sub(t) < LAST_USE_PRECISION);
+                if !recent {
+                    let _ = self
+                        .update(&a.address, move |acc| {
+                            if let Some(d) =
+                                acc.device_passwords.iter_mut().find(|d| d.name == used)
+                            {
+                                d.last_used = Some(now);
+                                d.last_ip = Some(ip);
+                            }
+                            Ok(())
+                        })
+                        .await;
+                }
                 self.lockouts().success(req.ip, &a.address);
                 return AuthOutcome::Success(Identity {
                     account: a.address.clone(),

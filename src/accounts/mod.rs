@@ -428,9 +428,15 @@ impl Accounts {
     }
 
     /// By normalised address; `None` if there is no such account.
+    ///
+    /// Read in place: a point read from redb's cache takes microseconds,
+    /// less than a trip through the blocking pool and back. Writes, which
+    /// wait for fsync, stay on the blocking pool.
     pub(crate) async fn find(&self, address: &str) -> Result<Option<Account>, AccountError> {
-        let key = address.to_string();
-        self.blocking(move |s| s.account_get(&key)).await
+        self.parts
+            .store
+            .account_get(address)
+            .map_err(AccountError::Store)
     }
 
     /// Changes one account in one store transaction and returns it.

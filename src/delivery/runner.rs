@@ -2,17 +2,23 @@
 //! each), records every recipient's outcome in the spool, schedules retries,
 //! bounces, and queues DSNs, whatever the transport.
 //!
-//! Per attempt, one spool commit records the outcome of every recipient
+//! Per attempt, one spool write records the outcome of every recipient
 //! tried, together with the DSN it causes. A recipient recorded as delivered
 //! or bounced is never sent again, even after a crash. The only window for a
 //! duplicate is between the next hop's final reply and that commit: a crash
 //! there sends the message again to the recipients of that attempt.
+//!
+//! A worker does not wait for that commit before its next delivery: the
+//! write goes to the group committer, which puts the outcomes of every
+//! worker (and the messages being accepted meanwhile) into one fsync. The
+//! message stays "in flight" until its outcome is durable, so it is never
+//! handed out twice.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -142,6 +148,8 @@ async fn worker(
     in_flight: Arc<Mutex<HashSet<QueueId>>>,
     shutdown: CancellationToken,
 ) {
+    let commits = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
+    let recorders = TaskTracker::new();
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(IDLE, async { queue.lock().await.recv().await }) => next,
@@ -155,14 +163,47 @@ async fn worker(
                 continue;
             }
         };
-        if let Err(e) = runner.attempt(&mut *transport, id).await {
-            tracing::error!(event = "delivery.error", message_id = %id, error = %e);
-            // The spool is failing: do not spin on it.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        in_flight.lock().unwrap().remove(&id);
+        let attempted = match runner.attempt(&mut *transport, id).await {
+            Ok(Some(attempted)) => attempted,
+            Ok(None) => {
+                in_flight.lock().unwrap().remove(&id);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(event = "delivery.error", message_id = %id, error = %e);
+                in_flight.lock().unwrap().remove(&id);
+                // The spool is failing: do not spin on it.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = commits.clone().acquire_owned().await else {
+            break;
+        };
+        let (runner, in_flight) = (runner.clone(), in_flight.clone());
+        recorders.spawn(async move {
+            runner.record(attempted).await;
+            in_flight.lock().unwrap().remove(&id);
+            drop(permit);
+        });
     }
+    recorders.close();
+    recorders.wait().await;
     transport.idle().await;
+}
+
+/// Outcomes a worker may have handed to the committer and not yet seen
+/// durable; past this it waits, so a slow disk slows delivery down.
+const COMMITS_IN_FLIGHT: usize = 64;
+
+/// An attempt whose outcome is not yet in the spool.
+pub struct Attempted {
+    entry: QueueEntry,
+    tally: Tally,
+    writes: Vec<QueueWrite>,
+    target: String,
+    dsn_id: Option<QueueId>,
+    finished: bool,
 }
 
 /// What one attempt did, for events and feedback after the commit.
@@ -177,30 +218,31 @@ struct Tally {
 }
 
 impl Runner {
-    /// One delivery attempt of message `id` through `transport`.
+    /// One delivery attempt of message `id` through `transport`; the
+    /// outcome still has to be recorded (`record`). None: nothing to send.
     pub async fn attempt(
         &self,
         transport: &mut dyn Transport,
         id: QueueId,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<Option<Attempted>, crate::store::StoreError> {
         let spool = &self.spool;
         // Fresh from the spool: it may have been held, deleted or retried
         // since it was listed.
         let Some(mut entry) = spool.get(id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         if entry.state != QueueState::Queued || entry.next_attempt > spool.now() {
-            return Ok(());
+            return Ok(None);
         }
         let Some(body) = spool.body(id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let pending: Vec<usize> = (0..entry.envelope.recipients.len())
             .filter(|&i| entry.rcpt_state(i).status == RcptStatus::Pending)
             .collect();
         if pending.is_empty() {
             spool.apply(vec![QueueWrite::Remove(id)]).await?;
-            return Ok(());
+            return Ok(None);
         }
         let outcomes = transport
             .deliver(&Outgoing {
@@ -336,10 +378,34 @@ impl Runner {
         } else {
             writes.push(QueueWrite::Progress(entry.clone()));
         }
-        spool.apply(writes).await?;
+        Ok(Some(Attempted {
+            entry,
+            tally,
+            writes,
+            target: transport.target(),
+            dsn_id,
+            finished,
+        }))
+    }
 
-        self.report(&entry, &tally, transport.target(), dsn_id, finished);
-        Ok(())
+    /// Makes an attempt's outcome durable, then tells the events and the
+    /// scorer. If the spool fails, the recipients stay pending and are
+    /// tried again.
+    pub async fn record(&self, attempted: Attempted) {
+        let Attempted {
+            entry,
+            tally,
+            writes,
+            target,
+            dsn_id,
+            finished,
+        } = attempted;
+        if let Err(e) = self.spool.apply(writes).await {
+            tracing::error!(event = "delivery.error", message_id = %entry.id, error = %e);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return;
+        }
+        self.report(&entry, &tally, target, dsn_id, finished);
     }
 
     /// Events and the scorer's feedback, once the outcome is durable.

@@ -347,12 +347,15 @@ impl Spool for StoreSpool {
         self.read(|s| s.queue_list()).await
     }
 
+    // One entry or one body is a point read from redb's cache: done in
+    // place, cheaper than a trip through the blocking pool. Listing the
+    // whole queue may be long and goes to the pool.
     async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
-        self.read(move |s| s.queue_get(id)).await
+        self.store.queue_get(id)
     }
 
     async fn body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(move |s| s.queue_body(id)).await
+        self.store.queue_body(id)
     }
 
     async fn wait_for_work(&self, max: Duration) {
