@@ -24,6 +24,8 @@ const MAX_BATCH_WRITES: usize = 1024;
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// The longest a commit waits for messages still being received.
 const WINDOW: Duration = Duration::from_millis(5);
+/// With the hook's rows waiting and no commit coming, write them after this.
+const HOOK_FLUSH: Duration = Duration::from_secs(1);
 
 type Job = (
     Vec<QueueWrite>,
@@ -103,7 +105,23 @@ fn run(
             .filter(|w| matches!(w, QueueWrite::Insert { .. }))
             .count()
     };
-    while let Ok(first) = jobs.recv() {
+    loop {
+        let waiting = hook.as_ref().is_some_and(|h| h.has_dirty());
+        let first = if waiting {
+            match jobs.recv_timeout(HOOK_FLUSH) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    commit_hook_rows(&store, &metrics, hook.as_deref());
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let deadline = Instant::now() + WINDOW;
         let mut inserted = inserts(&first);
         let mut bytes: usize = first.0.iter().map(QueueWrite::size).sum();
@@ -130,9 +148,10 @@ fn run(
         let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
         let mut flat: Vec<QueueWrite> = writes.into_iter().flatten().collect();
         let own = flat.len();
-        // State that counted these messages joins their commit.
+        // State that counted these messages joins a commit (the hook says
+        // how often).
         if let Some(hook) = &hook {
-            flat.extend(hook.dirty_writes());
+            flat.extend(hook.dirty_writes(false));
         }
         tracing::trace!(
             event = "spool.commit",
@@ -154,6 +173,28 @@ fn run(
                     let _ = reply.send(Err(e.clone()));
                 }
             }
+        }
+    }
+    // Shutting down: what the hook still holds.
+    commit_hook_rows(&store, &metrics, hook.as_deref());
+}
+
+/// Writes every row the hook holds, in a commit of their own.
+fn commit_hook_rows(store: &Store, metrics: &Metrics, hook: Option<&dyn CommitHook>) {
+    let Some(hook) = hook else {
+        return;
+    };
+    let rows = hook.dirty_writes(true);
+    if rows.is_empty() {
+        return;
+    }
+    match store.queue_apply(&rows) {
+        Ok(_) => {
+            metrics.spool_fsyncs.increment(1);
+            metrics.spool_committed_writes.increment(rows.len() as u64);
+        }
+        Err(e) => {
+            tracing::error!(event = "store.commit_failed", writes = rows.len(), error = %e);
         }
     }
 }

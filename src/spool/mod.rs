@@ -182,10 +182,14 @@ pub enum QueueWrite {
     },
 }
 
-/// Something whose state must be durable together with the spool's
-/// inserts: asked for its changed rows just before each group commit.
+/// Something whose state rides along with the spool's commits: asked for
+/// its changed rows just before each group commit.
 pub trait CommitHook: Send + Sync + 'static {
-    fn dirty_writes(&self) -> Vec<QueueWrite>;
+    /// Rows to write now; with `all`, every changed row (a timed flush or
+    /// shutdown), otherwise those the hook judges due.
+    fn dirty_writes(&self, all: bool) -> Vec<QueueWrite>;
+    /// Whether rows are waiting, so the committer flushes them in time.
+    fn has_dirty(&self) -> bool;
 }
 
 impl QueueWrite {

@@ -357,3 +357,61 @@ async fn tls_config_after_start(
             .join(mailwarden::tls::SELF_SIGNED_CERT),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scorers_counts_survive_a_sigkill_a_second_after_sending() {
+    let (dir, config) = setup();
+    let server = ServerProcess::start(&config);
+    let cfg = config.to_str().unwrap();
+    let (ok, _, err) = tokio::task::block_in_place(|| {
+        run_cli(
+            &[
+                "--config",
+                cfg,
+                "account",
+                "add",
+                "alice@example.com",
+                "--password-stdin",
+            ],
+            PASSWORD,
+        )
+    });
+    assert!(ok, "{err}");
+    let tls = tls_config(
+        &dir.path()
+            .join("data")
+            .join(mailwarden::tls::SELF_SIGNED_CERT),
+    );
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    sender(
+        server.submissions,
+        tls,
+        Arc::new(Mutex::new(0)),
+        5,
+        ledger.clone(),
+    )
+    .await;
+    assert_eq!(ledger.lock().unwrap().acked.len(), 5);
+    // The scorer's state is written with the spool at most once a second,
+    // and on its own a second after the last change.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.kill();
+    let server = ServerProcess::start(&config);
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run_cli(
+            &[
+                "--config",
+                cfg,
+                "account",
+                "show",
+                "alice@example.com",
+                "--json",
+            ],
+            "",
+        )
+    });
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["policy"]["messages_last_hour"], 5, "{out}");
+    server.kill();
+}

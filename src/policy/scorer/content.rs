@@ -4,9 +4,9 @@
 //! batches is recognised.
 
 use std::collections::BTreeSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{DefaultHasher, Hasher};
 
-use mail_parser::MessageParser;
+use mail_parser::{MessageParser, PartType};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Content {
@@ -35,16 +35,20 @@ pub fn analyse(message: &[u8]) -> Content {
                 .map(|name| name.to_ascii_lowercase())
                 .is_some_and(|name| name.contains('@') && !name.contains(&own))
         });
-    let text = parsed
-        .body_text(0)
-        .map(|t| t.into_owned())
-        .unwrap_or_default();
+    let text = parsed.body_text(0).unwrap_or_default();
+    // Only a real HTML part: for a text-only message mail-parser would
+    // build an HTML version of the text, with no new links in it.
     let html = parsed
-        .body_html(0)
-        .map(|t| t.into_owned())
+        .html_body
+        .first()
+        .and_then(|&i| parsed.parts.get(i as usize))
+        .and_then(|part| match &part.body {
+            PartType::Html(html) => Some(html.as_ref()),
+            _ => None,
+        })
         .unwrap_or_default();
     let mut domains = BTreeSet::new();
-    for body in [&text, &html] {
+    for body in [text.as_ref(), html] {
         domains.extend(link_domains(body));
     }
     Content {
@@ -78,28 +82,50 @@ fn link_domains(body: &str) -> Vec<String> {
 /// Lowercased words without digits, quoted lines and greetings' names
 /// left out: the same template with another name or number hashes alike.
 fn fingerprint(text: &str) -> u64 {
-    let mut words = Vec::new();
+    // The words, normalised, one space after each: one buffer, one hash.
+    let mut normal: Vec<u8> = Vec::with_capacity(text.len());
+    let mut words = 0;
+    let mut end_word = |normal: &mut Vec<u8>, start: usize| {
+        if normal.len() > start {
+            normal.push(b' ');
+            words += 1;
+        }
+    };
     for line in text
         .lines()
         .filter(|l| !l.trim_start().starts_with('>'))
         .skip(1)
     {
-        for word in line.split_whitespace() {
-            let w: String = word
-                .chars()
-                .filter(|c| c.is_alphabetic())
-                .flat_map(char::to_lowercase)
-                .collect();
-            if !w.is_empty() {
-                words.push(w);
+        if line.is_ascii() {
+            // Most mail: bytes, no char decoding.
+            let mut start = normal.len();
+            for &b in line.as_bytes() {
+                if b.is_ascii_alphabetic() {
+                    normal.push(b.to_ascii_lowercase());
+                } else if b.is_ascii_whitespace() {
+                    end_word(&mut normal, start);
+                    start = normal.len();
+                }
             }
+            end_word(&mut normal, start);
+            continue;
+        }
+        for word in line.split_whitespace() {
+            let start = normal.len();
+            let mut utf8 = [0; 4];
+            for c in word.chars().filter(|c| c.is_alphabetic()) {
+                for l in c.to_lowercase() {
+                    normal.extend_from_slice(l.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+            end_word(&mut normal, start);
         }
     }
-    if words.len() < 5 {
+    if words < 5 {
         return 0;
     }
     let mut h = DefaultHasher::new();
-    words.hash(&mut h);
+    h.write(&normal);
     h.finish()
 }
 

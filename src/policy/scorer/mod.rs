@@ -168,14 +168,33 @@ pub struct Scorer {
 struct Entry {
     turn: tokio::sync::Mutex<()>,
     state: Mutex<AccountState>,
+    /// When the state was last handed to a commit.
+    written: Mutex<Option<std::time::Instant>>,
 }
+
+/// An account's state is written with the spool at most this often: a
+/// busy sender's windows are serialised once a second, not once a commit.
+/// A crash forgets at most this much of its counting (the messages
+/// themselves are durable before their 250, whatever happens here).
+const STATE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Entry {
     fn new(state: AccountState) -> Arc<Self> {
         Arc::new(Self {
             turn: tokio::sync::Mutex::new(()),
             state: Mutex::new(state),
+            written: Mutex::new(None),
         })
+    }
+
+    /// True (and noted) when the state may be written now.
+    fn take_write_turn(&self, now: std::time::Instant, all: bool) -> bool {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let due = all || written.is_none_or(|at| now.duration_since(at) >= STATE_WRITE_INTERVAL);
+        if due {
+            *written = Some(now);
+        }
+        due
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, AccountState> {
@@ -825,11 +844,20 @@ impl DeliveryFeedback for Scorer {
 }
 
 impl CommitHook for Scorer {
-    fn dirty_writes(&self) -> Vec<QueueWrite> {
-        let dirty: Vec<String> = self.dirty.lock().expect("dirty set").drain().collect();
-        let mut writes = Vec::with_capacity(dirty.len());
-        for account in dirty {
-            let entry = self.entry(&account);
+    fn dirty_writes(&self, all: bool) -> Vec<QueueWrite> {
+        let now = std::time::Instant::now();
+        let mut due = Vec::new();
+        self.dirty.lock().expect("dirty set").retain(|account| {
+            let entry = self.entry(account);
+            if entry.take_write_turn(now, all) {
+                due.push((account.clone(), entry));
+                false
+            } else {
+                true
+            }
+        });
+        let mut writes = Vec::with_capacity(due.len());
+        for (account, entry) in due {
             let bytes = serde_json::to_vec(&*entry.state());
             if let Ok(bytes) = bytes {
                 writes.push(QueueWrite::PolicyState {
@@ -839,6 +867,10 @@ impl CommitHook for Scorer {
             }
         }
         writes
+    }
+
+    fn has_dirty(&self) -> bool {
+        !self.dirty.lock().expect("dirty set").is_empty()
     }
 }
 
