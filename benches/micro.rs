@@ -1,12 +1,22 @@
-//! Micro-benchmarks of the hot paths: command parsing, DATA ingestion, and
-//! the scorer's work per message. `cargo bench --bench micro`.
+//! Micro-benchmarks of the hot paths: command parsing, DATA ingestion, the
+//! scorer's work per message, and the spool's group commit at 1, 10 and 50
+//! writers. `cargo bench --bench micro`.
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use mailwarden::policy::scorer::content;
+use mailwarden::accounts::{Account, TotpState};
+use mailwarden::clock::SystemClock;
+use mailwarden::config::{PolicyConfig, PolicyMode};
 use mailwarden::policy::scorer::state::AccountState;
+use mailwarden::policy::scorer::{Scorer, content};
+use mailwarden::policy::{MailContext, MessageContext, Policy, RcptContext};
 use mailwarden::smtp::data::DataReader;
+use mailwarden::spool::{Envelope, QueueEntry, QueueWrite, Recipient, Spool, StoreSpool};
+use mailwarden::store::Store;
+use mailwarden::telemetry::metrics::Metrics;
 
 fn per_op(label: &str, rounds: u32, mut f: impl FnMut()) {
     let start = Instant::now();
@@ -63,4 +73,176 @@ fn main() {
         st.advance(now, 3600);
         st.record_message(now, black_box(&recipients), 42);
     });
+
+    // The same 4 KiB message the load tool sends.
+    let load_message = load_message(4096);
+    per_op("content analysis, 4 KiB message", 20_000, || {
+        black_box(content::analyse(black_box(&load_message)));
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(scorer_per_message(&load_message));
+    runtime.block_on(spool_commits(&load_message));
+}
+
+fn load_message(size: usize) -> Vec<u8> {
+    let mut m =
+        b"From: Load <load@example.com>\r\nTo: friend0@example.org\r\nSubject: load test\r\n\r\n"
+            .to_vec();
+    while m.len() < size {
+        m.extend_from_slice(b"The quick brown fox jumps over the lazy dog, again and again.\r\n");
+    }
+    m
+}
+
+/// Everything the scorer does for one message (MAIL, one RCPT, end of
+/// DATA) in observe mode, against a real store, as a session calls it.
+async fn scorer_per_message(message: &[u8]) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = Store::open_or_create(dir.path()).expect("a store");
+    store
+        .account_create(&Account {
+            address: "load@example.com".into(),
+            aliases: vec![],
+            password_hash: String::new(),
+            created: 1_800_000_000,
+            disabled: false,
+            totp: TotpState::default(),
+            device_passwords: vec![],
+            block: None,
+            policy_overrides: Default::default(),
+            seq: 0,
+            history: vec![],
+        })
+        .expect("an account");
+    let config = PolicyConfig {
+        mode: PolicyMode::Observe,
+        ..PolicyConfig::default()
+    };
+    let scorer = Scorer::new(config, Arc::new(SystemClock), store, None).expect("a scorer");
+    let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    let account = "load@example.com";
+    let rounds = 20_000;
+    let start = Instant::now();
+    for i in 0..rounds {
+        let recipients = vec![format!("friend{}@example.org", i % 10)];
+        black_box(
+            scorer
+                .on_mail(&MailContext {
+                    account,
+                    client_ip: ip,
+                    from: account,
+                    declared_size: message.len() as u64,
+                })
+                .await,
+        );
+        black_box(
+            scorer
+                .on_rcpt(&RcptContext {
+                    account,
+                    client_ip: ip,
+                    from: account,
+                    recipient: &recipients[0],
+                    accepted: 0,
+                })
+                .await,
+        );
+        black_box(
+            scorer
+                .on_message(&MessageContext {
+                    account,
+                    client_ip: ip,
+                    from: account,
+                    recipients: &recipients,
+                    message,
+                })
+                .await,
+        );
+    }
+    println!(
+        "scorer, whole message (MAIL + RCPT + DATA, 4 KiB, observe mode): {:.2} µs/message",
+        start.elapsed().as_nanos() as f64 / rounds as f64 / 1000.0
+    );
+}
+
+/// N writers inserting 4 KiB messages at once for a while: messages per
+/// second, fsyncs per message, and how long a writer waits for its 250.
+async fn spool_commits(message: &[u8]) {
+    for writers in [1, 10, 50] {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = Store::open_or_create(dir.path()).expect("a store");
+        let metrics = Metrics::new();
+        let spool = Arc::new(StoreSpool::new(
+            store,
+            Arc::new(SystemClock),
+            metrics.clone(),
+        ));
+        let body = Arc::new(message.to_vec());
+        let run_for = Duration::from_secs(2);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let (spool, body) = (spool.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut waits = Vec::new();
+                    while start.elapsed() < run_for {
+                        let entry = QueueEntry::new(spool.new_id(), envelope(body.len()));
+                        let began = Instant::now();
+                        spool
+                            .apply(vec![QueueWrite::Insert {
+                                entry,
+                                body: body.to_vec(),
+                            }])
+                            .await
+                            .expect("a commit");
+                        waits.push(began.elapsed());
+                    }
+                    waits
+                })
+            })
+            .collect();
+        let mut waits = Vec::new();
+        for t in tasks {
+            waits.extend(t.await.expect("a writer"));
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        waits.sort();
+        let fsyncs = counter(&metrics.render(), "mailwarden_spool_fsyncs_total");
+        let n = waits.len() as f64;
+        println!(
+            "spool commit, {writers:>2} writers: {:.0} messages/s, {:.3} fsyncs/message, wait p50 {:.2} ms p99 {:.2} ms",
+            n / seconds,
+            fsyncs / n,
+            waits[waits.len() / 2].as_secs_f64() * 1000.0,
+            waits[waits.len() * 99 / 100].as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+fn envelope(size: usize) -> Envelope {
+    Envelope {
+        from: "load@example.com".into(),
+        recipients: vec![Recipient {
+            address: "friend@example.org".into(),
+            orcpt: None,
+            notify: 0,
+        }],
+        account: "load@example.com".into(),
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        received_at: 1_800_000_000,
+        size: size as u64,
+        mail_flags: 0,
+        envid: None,
+    }
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }

@@ -78,7 +78,7 @@ async fn run(client: Arc<Client>) {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..o.concurrency)
-        .map(|_| tokio::spawn(worker(client.clone(), next.clone(), start)))
+        .map(|k| tokio::spawn(worker(client.clone(), next.clone(), start, k)))
         .collect();
     let mut report = Report::default();
     for w in workers {
@@ -200,9 +200,14 @@ async fn run(client: Arc<Client>) {
 }
 
 /// Sends messages until the count or the time runs out.
-async fn worker(client: Arc<Client>, next: Arc<AtomicUsize>, start: Instant) -> Report {
+async fn worker(client: Arc<Client>, next: Arc<AtomicUsize>, start: Instant, k: usize) -> Report {
     let o = client.options.clone();
     let mut report = Report::default();
+    if o.rate == 0.0 {
+        // Clients do not all arrive in the same millisecond: spread the
+        // first sessions over `concurrency` milliseconds.
+        tokio::time::sleep_until((start + Duration::from_millis(k as u64)).into()).await;
+    }
     let mut open: Option<(Connection, usize)> = None;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
