@@ -86,8 +86,12 @@ pub struct AccountState {
     pub score_at: u64,
     /// When the scorer first saw the account (its warm-up starts here).
     pub first_seen: u64,
-    /// Messages of the last hour: (time, recipients).
-    pub recent: VecDeque<(u64, u32)>,
+    /// Messages of the last hour, one entry per second that had any:
+    /// (time, messages, recipients). Time is counted in whole seconds, so
+    /// this loses nothing and holds at most 3600 entries however busy the
+    /// account is.
+    #[serde(default)]
+    pub sent: VecDeque<(u64, u32, u32)>,
     /// Messages per hour for the last day: (hour index, messages, recipients).
     pub hours: VecDeque<(u64, u32, u32)>,
     /// New-recipient counts of the last hour's messages: (time, new).
@@ -129,7 +133,7 @@ impl AccountState {
     /// Drops what fell out of every window; decays the score to `now`.
     pub fn advance(&mut self, now: u64, half_life: u64) {
         let hour = now / HOUR;
-        prune(&mut self.recent, |(at, _)| at + HOUR > now);
+        prune(&mut self.sent, |(at, _, _)| at + HOUR > now);
         prune(&mut self.hours, |(h, _, _)| h + 24 > hour);
         prune(&mut self.domains, |(at, _)| at + HOUR > now);
         prune(&mut self.novel, |(at, _)| at + HOUR > now);
@@ -147,11 +151,14 @@ impl AccountState {
         }
     }
 
+    /// (messages, recipients) within `secs` (at most an hour) before `now`.
     pub fn messages_within(&self, now: u64, secs: u64) -> (u32, u32) {
-        self.recent
+        // Newest last: stop at the first second outside the window.
+        self.sent
             .iter()
-            .filter(|(at, _)| at + secs > now)
-            .fold((0, 0), |(m, r), (_, n)| (m + 1, r + n))
+            .rev()
+            .take_while(|(at, _, _)| at + secs > now)
+            .fold((0, 0), |(m, r), (_, sm, sr)| (m + sm, r + sr))
     }
 
     pub fn messages_today(&self) -> (u32, u32) {
@@ -168,7 +175,13 @@ impl AccountState {
             .filter(|r| !self.known.contains(r))
             .count() as u32;
         self.novel.push_back((now, new));
-        self.recent.push_back((now, n));
+        match self.sent.back_mut() {
+            Some((at, m, r)) if *at == now => {
+                *m += 1;
+                *r += n;
+            }
+            _ => self.sent.push_back((now, 1, n)),
+        }
         let hour = now / HOUR;
         match self.hours.back_mut() {
             Some((h, m, r)) if *h == hour => {
@@ -191,9 +204,6 @@ impl AccountState {
             self.bodies.push_back((now, fingerprint, n));
         }
         // Bound memory whatever the traffic.
-        while self.recent.len() > 5000 {
-            self.recent.pop_front();
-        }
         while self.novel.len() > 5000 {
             self.novel.pop_front();
         }
