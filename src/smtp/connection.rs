@@ -9,7 +9,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::data::DataReader;
 use super::reply::Reply;
 
+/// Reads during DATA and BDAT: large, for throughput.
 const READ_CHUNK: usize = 16 * 1024;
+/// Reads of command lines: small, since a session mostly sits idle
+/// between commands and 10,000 of them must fit in little memory.
+const LINE_CHUNK: usize = 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
@@ -31,7 +35,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S) -> Self {
         Self {
             stream,
-            input: Vec::with_capacity(READ_CHUNK),
+            input: Vec::with_capacity(LINE_CHUNK),
             output: Vec::with_capacity(1024),
         }
     }
@@ -63,10 +67,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let _ = self.stream.shutdown().await;
     }
 
-    /// Reads more input, flushing pending replies first. `false` on EOF.
-    async fn fill(&mut self) -> io::Result<bool> {
+    /// Reads more input (room for at least `chunk` octets), flushing
+    /// pending replies first. `false` on EOF.
+    async fn fill(&mut self, chunk: usize) -> io::Result<bool> {
         self.flush().await?;
-        self.input.reserve(READ_CHUNK);
+        if self.input.is_empty() && self.input.capacity() > 4 * LINE_CHUNK && chunk == LINE_CHUNK {
+            // Back to commands after a message: give the big buffer back
+            // before what may be a long wait.
+            self.input = Vec::with_capacity(LINE_CHUNK);
+        }
+        self.input.reserve(chunk);
         Ok(self.stream.read_buf(&mut self.input).await? > 0)
     }
 
@@ -89,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.input.clear();
             }
             scanned = self.input.len();
-            if !self.fill().await? {
+            if !self.fill(LINE_CHUNK).await? {
                 return Ok(Line::Eof);
             }
         }
@@ -109,7 +119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return Ok(true);
                 }
             }
-            if !self.fill().await? {
+            if !self.fill(READ_CHUNK).await? {
                 return Ok(false);
             }
         }
@@ -132,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if len == 0 {
                 return Ok(true);
             }
-            if !self.fill().await? {
+            if !self.fill(READ_CHUNK).await? {
                 return Ok(false);
             }
         }

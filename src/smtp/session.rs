@@ -183,7 +183,9 @@ impl Session {
                 }
                 continue;
             }
-            match self.command(conn, &line).await {
+            // Boxed: a command's future (AUTH, DATA and the spool) is large,
+            // and an idle session should not carry its space between commands.
+            match Box::pin(self.command(conn, &line)).await {
                 Flow::Continue => {}
                 other => return other,
             }
