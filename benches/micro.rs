@@ -90,6 +90,51 @@ fn main() {
     runtime.block_on(scorer_per_message(&load_message, 1000));
     runtime.block_on(scorer_per_message(&load_message, 1));
     runtime.block_on(spool_commits(&load_message));
+    due_in_a_backlog(&load_message);
+}
+
+/// The queue runner's question, "what is due?", with 20,000 deferred
+/// messages and 100 due: reading the schedule index against decoding the
+/// whole queue (what the runner did before the index).
+fn due_in_a_backlog(message: &[u8]) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = Store::open_or_create(dir.path()).expect("a store");
+    let writes: Vec<QueueWrite> = (0..20_100u64)
+        .map(|i| {
+            let mut entry =
+                QueueEntry::new(mailwarden::spool::QueueId(i + 1), envelope(message.len()));
+            entry.next_attempt = if i < 100 { 1_000 } else { 2_000_000_000 };
+            QueueWrite::Insert {
+                entry,
+                body: message.to_vec(),
+            }
+        })
+        .collect();
+    for chunk in writes.chunks(1000) {
+        store.queue_apply(chunk).expect("a commit");
+    }
+    let now = 1_800_000_000;
+    per_op(
+        "due messages from the schedule index, 20,000 deferred",
+        200,
+        || {
+            let (due, _) = store.queue_due(now, 1024).expect("the schedule");
+            assert_eq!(due.len(), 100);
+        },
+    );
+    per_op(
+        "due messages by decoding the whole queue, 20,000 deferred",
+        5,
+        || {
+            let due = store
+                .queue_list()
+                .expect("the queue")
+                .into_iter()
+                .filter(|e| e.next_attempt <= now)
+                .count();
+            assert_eq!(due, 100);
+        },
+    );
 }
 
 fn load_message(size: usize) -> Vec<u8> {

@@ -58,6 +58,10 @@ pub struct Runner {
 
 /// A worker closes its idle connection after this long without work.
 const IDLE: Duration = Duration::from_secs(10);
+/// Due messages read from the schedule per pass; a longer backlog is
+/// handed out slice by slice.
+const DUE_PER_PASS: usize = 1024;
+
 /// After a wake-up, let a burst of new messages gather; at least twice as
 /// long as listing the spool took, so a long queue is not listed for every
 /// message that arrives.
@@ -98,8 +102,8 @@ async fn dispatch(
     let spool = &runner.spool;
     loop {
         let listing = std::time::Instant::now();
-        let entries = match spool.list().await {
-            Ok(entries) => entries,
+        let (due, next_due) = match spool.due(DUE_PER_PASS).await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(event = "delivery.error", error = %e, "cannot read the queue");
                 tokio::select! {
@@ -110,22 +114,20 @@ async fn dispatch(
         };
         let gather = GATHER.max(listing.elapsed() * 2);
         let now = spool.now();
-        let mut next_due: Option<u64> = None;
-        for entry in entries {
-            if entry.state != QueueState::Queued {
-                continue;
-            }
-            if entry.next_attempt > now {
-                next_due = Some(next_due.map_or(entry.next_attempt, |t| t.min(entry.next_attempt)));
-                continue;
-            }
-            if !in_flight.lock().unwrap().insert(entry.id) {
+        let more = due.len() == DUE_PER_PASS;
+        for id in due {
+            if !in_flight.lock().unwrap().insert(id) {
                 continue;
             }
             tokio::select! {
-                sent = jobs.send(entry.id) => if sent.is_err() { return },
+                sent = jobs.send(id) => if sent.is_err() { return },
                 _ = shutdown.cancelled() => return,
             }
+        }
+        if more {
+            // A backlog: the next slice, once these are handed out.
+            tokio::time::sleep(gather).await;
+            continue;
         }
         // Due within a second: poll finely (the spool counts whole seconds).
         let wait = match next_due {

@@ -214,6 +214,28 @@ pub trait Spool: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<QueueEntry>, StoreError>;
     async fn get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError>;
     async fn body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Queued messages due now (earliest first, at most `limit`), and when
+    /// the next one falls due.
+    async fn due(&self, limit: usize) -> Result<(Vec<QueueId>, Option<u64>), StoreError> {
+        let now = self.now();
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        for e in self.list().await? {
+            if e.state != QueueState::Queued {
+                continue;
+            }
+            if e.next_attempt <= now {
+                due.push((e.next_attempt, e.id));
+            } else {
+                next = Some(next.map_or(e.next_attempt, |t| t.min(e.next_attempt)));
+            }
+        }
+        due.sort();
+        Ok((
+            due.into_iter().take(limit).map(|(_, id)| id).collect(),
+            next,
+        ))
+    }
     /// Waits until something may be ready, or `max` passes.
     async fn wait_for_work(&self, max: Duration);
     /// Unix seconds now, by the spool's clock.
@@ -360,6 +382,12 @@ impl Spool for StoreSpool {
 
     async fn body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError> {
         self.store.queue_body(id)
+    }
+
+    // The schedule index: keys only, however long the queue.
+    async fn due(&self, limit: usize) -> Result<(Vec<QueueId>, Option<u64>), StoreError> {
+        let now = self.now();
+        self.read(move |s| s.queue_due(now, limit)).await
     }
 
     async fn wait_for_work(&self, max: Duration) {

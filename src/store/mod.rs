@@ -27,6 +27,10 @@ pub(crate) const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("bod
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The scorer's per-account windows, written with the spool inserts.
 pub(crate) const POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("policy");
+/// The delivery schedule: (next attempt, id) of every queued (not held)
+/// message, so the queue runner finds what is due without reading the
+/// whole queue. Derived from `queue`; rebuilt whenever the store opens.
+pub(crate) const SCHEDULE: TableDefinition<(u64, u64), ()> = TableDefinition::new("schedule");
 /// Normalised alias → primary address of its account.
 pub(crate) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
 
@@ -164,6 +168,7 @@ impl Store {
         tx.open_table(META)?;
         tx.open_table(POLICY)?;
         tx.open_table(ALIASES)?;
+        queue::rebuild_schedule(&tx)?;
         tx.commit()?;
         Ok(Self {
             db: Arc::new(db),

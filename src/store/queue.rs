@@ -3,8 +3,29 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{BODIES, POLICY, QUEUE, Store, StoreError};
-use crate::spool::{QueueEntry, QueueId, QueueWrite};
+use super::{BODIES, POLICY, QUEUE, SCHEDULE, Store, StoreError};
+use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite};
+
+/// The schedule key of an entry, if the runner should see it at all.
+fn slot(entry: &QueueEntry) -> Option<(u64, u64)> {
+    (entry.state == QueueState::Queued).then_some((entry.next_attempt, entry.id.0))
+}
+
+/// Fills the schedule from the queue table (at every open: after an
+/// upgrade, a restore or anything else, it matches the queue).
+pub(super) fn rebuild_schedule(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let queue = tx.open_table(QUEUE)?;
+    let mut schedule = tx.open_table(SCHEDULE)?;
+    schedule.retain(|_, _| false)?;
+    for row in queue.iter()? {
+        let (_, value) = row?;
+        let entry: QueueEntry = serde_json::from_slice(value.value())?;
+        if let Some(key) = slot(&entry) {
+            schedule.insert(key, ())?;
+        }
+    }
+    Ok(())
+}
 
 impl Store {
     /// Applies every write in one transaction; durable once this returns.
@@ -16,49 +37,65 @@ impl Store {
             let mut queue = tx.open_table(QUEUE)?;
             let mut bodies = tx.open_table(BODIES)?;
             let mut policy = tx.open_table(POLICY)?;
+            let mut schedule = tx.open_table(SCHEDULE)?;
+            let stored = |queue: &redb::Table<u64, &[u8]>,
+                          id: u64|
+             -> Result<Option<QueueEntry>, StoreError> {
+                match queue.get(id)? {
+                    Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+                    None => Ok(None),
+                }
+            };
+            // Moves an entry's schedule key from `old` to `new`.
+            let mut reschedule =
+                |old: Option<(u64, u64)>, new: Option<(u64, u64)>| -> Result<(), StoreError> {
+                    if old != new {
+                        if let Some(key) = old {
+                            schedule.remove(key)?;
+                        }
+                        if let Some(key) = new {
+                            schedule.insert(key, ())?;
+                        }
+                    }
+                    Ok(())
+                };
             for write in writes {
                 let found = match write {
                     QueueWrite::Insert { entry, body } => {
+                        let old = stored(&queue, entry.id.0)?.as_ref().and_then(slot);
                         queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
                         bodies.insert(entry.id.0, body.as_slice())?;
+                        reschedule(old, slot(entry))?;
                         true
                     }
-                    QueueWrite::Update(entry) => {
-                        let exists = queue.get(entry.id.0)?.is_some();
-                        if exists {
+                    QueueWrite::Update(entry) => match stored(&queue, entry.id.0)? {
+                        Some(old) => {
                             queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
+                            reschedule(slot(&old), slot(entry))?;
+                            true
                         }
-                        exists
-                    }
-                    QueueWrite::Progress(entry) => {
-                        let stored = match queue.get(entry.id.0)? {
-                            Some(v) => Some(serde_json::from_slice::<QueueEntry>(v.value())?),
-                            None => None,
-                        };
-                        match stored {
-                            Some(stored) => {
-                                let mut entry = entry.clone();
-                                entry.state = stored.state;
-                                queue.insert(entry.id.0, serde_json::to_vec(&entry)?.as_slice())?;
-                                true
-                            }
-                            None => false,
+                        None => false,
+                    },
+                    QueueWrite::Progress(entry) => match stored(&queue, entry.id.0)? {
+                        Some(old) => {
+                            let mut entry = entry.clone();
+                            entry.state = old.state;
+                            queue.insert(entry.id.0, serde_json::to_vec(&entry)?.as_slice())?;
+                            reschedule(slot(&old), slot(&entry))?;
+                            true
                         }
-                    }
-                    QueueWrite::SetState(id, state) => {
-                        let entry = match queue.get(id.0)? {
-                            Some(v) => Some(serde_json::from_slice::<QueueEntry>(v.value())?),
-                            None => None,
-                        };
-                        match entry {
-                            Some(mut entry) => {
-                                entry.state = *state;
-                                queue.insert(id.0, serde_json::to_vec(&entry)?.as_slice())?;
-                                true
-                            }
-                            None => false,
+                        None => false,
+                    },
+                    QueueWrite::SetState(id, state) => match stored(&queue, id.0)? {
+                        Some(old) => {
+                            let mut entry = old.clone();
+                            entry.state = *state;
+                            queue.insert(id.0, serde_json::to_vec(&entry)?.as_slice())?;
+                            reschedule(slot(&old), slot(&entry))?;
+                            true
                         }
-                    }
+                        None => false,
+                    },
                     QueueWrite::PolicyState { account, state } => {
                         match state {
                             Some(bytes) => policy.insert(account.as_str(), bytes.as_slice())?,
@@ -67,7 +104,9 @@ impl Store {
                         true
                     }
                     QueueWrite::Remove(id) => {
+                        let old = stored(&queue, id.0)?;
                         bodies.remove(id.0)?;
+                        reschedule(old.as_ref().and_then(slot), None)?;
                         queue.remove(id.0)?.is_some()
                     }
                 };
@@ -89,6 +128,28 @@ impl Store {
         Ok(out)
     }
 
+    /// Queued messages due at `now` (earliest first, at most `limit`), and
+    /// the time of the next one not yet due. Reads keys only.
+    pub fn queue_due(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<(Vec<QueueId>, Option<u64>), StoreError> {
+        let tx = self.db().begin_read()?;
+        let schedule = tx.open_table(SCHEDULE)?;
+        let mut due = Vec::new();
+        for row in schedule.range(..(now.saturating_add(1), 0))?.take(limit) {
+            let (key, _) = row?;
+            due.push(QueueId(key.value().1));
+        }
+        let next = schedule
+            .range((now.saturating_add(1), 0)..)?
+            .next()
+            .transpose()?
+            .map(|(key, _)| key.value().0);
+        Ok((due, next))
+    }
+
     pub fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(QUEUE)?;
@@ -102,5 +163,95 @@ impl Store {
         let tx = self.db().begin_read()?;
         let table = tx.open_table(BODIES)?;
         Ok(table.get(id.0)?.map(|v| v.value().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::spool::{Envelope, Recipient};
+
+    fn entry(id: u64, next_attempt: u64) -> QueueEntry {
+        let mut e = QueueEntry::new(
+            QueueId(id),
+            Envelope {
+                from: "a@example.com".into(),
+                recipients: vec![Recipient {
+                    address: "b@example.org".into(),
+                    orcpt: None,
+                    notify: 0,
+                }],
+                account: "a@example.com".into(),
+                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                received_at: 0,
+                size: 1,
+                mail_flags: 0,
+                envid: None,
+            },
+        );
+        e.next_attempt = next_attempt;
+        e
+    }
+
+    fn insert(id: u64, next_attempt: u64) -> QueueWrite {
+        QueueWrite::Insert {
+            entry: entry(id, next_attempt),
+            body: b"x".to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_schedule_follows_every_kind_of_write_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(dir.path()).unwrap();
+        store
+            .queue_apply(&[
+                insert(1, 100),
+                insert(2, 50),
+                insert(3, 300),
+                insert(4, 100),
+            ])
+            .unwrap();
+        let ids = |v: Vec<QueueId>| v.into_iter().map(|i| i.0).collect::<Vec<_>>();
+        let (due, next) = store.queue_due(100, 10).unwrap();
+        assert_eq!((ids(due), next), (vec![2, 1, 4], Some(300)));
+        // A limit gives the earliest first.
+        assert_eq!(ids(store.queue_due(100, 2).unwrap().0), vec![2, 1]);
+
+        // Held: out of the schedule; released: back at its time.
+        store
+            .queue_apply(&[QueueWrite::SetState(QueueId(2), QueueState::Held)])
+            .unwrap();
+        assert_eq!(ids(store.queue_due(100, 10).unwrap().0), vec![1, 4]);
+        // Retried later (progress keeps the stored hold state).
+        store
+            .queue_apply(&[
+                QueueWrite::Progress(entry(1, 200)),
+                QueueWrite::Progress(entry(2, 10)),
+            ])
+            .unwrap();
+        assert_eq!(ids(store.queue_due(100, 10).unwrap().0), vec![4]);
+        assert_eq!(store.queue_due(100, 10).unwrap().1, Some(200));
+        store
+            .queue_apply(&[QueueWrite::SetState(QueueId(2), QueueState::Queued)])
+            .unwrap();
+        assert_eq!(ids(store.queue_due(100, 10).unwrap().0), vec![2, 4]);
+        // Update moves it; Remove drops it.
+        store
+            .queue_apply(&[
+                QueueWrite::Update(entry(4, 400)),
+                QueueWrite::Remove(QueueId(2)),
+            ])
+            .unwrap();
+        assert_eq!(store.queue_due(100, 10).unwrap(), (vec![], Some(200)));
+        assert_eq!(ids(store.queue_due(1000, 10).unwrap().0), vec![1, 3, 4]);
+
+        // Rebuilt from the queue when the store opens: the same answer.
+        drop(store);
+        let store = Store::open_existing(dir.path()).unwrap();
+        assert_eq!(ids(store.queue_due(1000, 10).unwrap().0), vec![1, 3, 4]);
+        assert_eq!(store.queue_due(100, 10).unwrap(), (vec![], Some(200)));
     }
 }
