@@ -193,10 +193,14 @@ fn random_below(n: u64) -> u64 {
     u64::from_le_bytes(b) % n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_right_after_250_loses_nothing() {
-    let (dir, config) = setup();
-    let server = ServerProcess::start(&config);
+/// Adds alice through the running server and sends `count` messages as
+/// her on one connection.
+async fn send_as_alice(
+    dir: &tempfile::TempDir,
+    config: &Path,
+    server: &ServerProcess,
+    count: u64,
+) -> Arc<Mutex<Ledger>> {
     let (ok, _, err) = tokio::task::block_in_place(|| {
         run_cli(
             &[
@@ -221,10 +225,18 @@ async fn sigkill_right_after_250_loses_nothing() {
         server.submissions,
         tls,
         Arc::new(Mutex::new(0)),
-        1,
+        count,
         ledger.clone(),
     )
     .await;
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_right_after_250_loses_nothing() {
+    let (dir, config) = setup();
+    let server = ServerProcess::start(&config);
+    let ledger = send_as_alice(&dir, &config, &server, 1).await;
     server.kill();
     assert!(ledger.lock().unwrap().acked.contains(&1));
     let server = ServerProcess::start(&config);
@@ -363,34 +375,7 @@ async fn the_scorers_counts_survive_a_sigkill_a_second_after_sending() {
     let (dir, config) = setup();
     let server = ServerProcess::start(&config);
     let cfg = config.to_str().unwrap();
-    let (ok, _, err) = tokio::task::block_in_place(|| {
-        run_cli(
-            &[
-                "--config",
-                cfg,
-                "account",
-                "add",
-                "alice@example.com",
-                "--password-stdin",
-            ],
-            PASSWORD,
-        )
-    });
-    assert!(ok, "{err}");
-    let tls = tls_config(
-        &dir.path()
-            .join("data")
-            .join(mailwarden::tls::SELF_SIGNED_CERT),
-    );
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    sender(
-        server.submissions,
-        tls,
-        Arc::new(Mutex::new(0)),
-        5,
-        ledger.clone(),
-    )
-    .await;
+    let ledger = send_as_alice(&dir, &config, &server, 5).await;
     assert_eq!(ledger.lock().unwrap().acked.len(), 5);
     // The scorer's state is written with the spool at most once a second,
     // and on its own a second after the last change.
