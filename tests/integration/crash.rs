@@ -62,6 +62,16 @@ impl ServerProcess {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, and the exit status once it has stopped.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        self.child.wait().unwrap()
+    }
 }
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -381,6 +391,36 @@ async fn the_scorers_counts_survive_a_sigkill_a_second_after_sending() {
     // and on its own a second after the last change.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     server.kill();
+    let server = ServerProcess::start(&config);
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run_cli(
+            &[
+                "--config",
+                cfg,
+                "account",
+                "show",
+                "alice@example.com",
+                "--json",
+            ],
+            "",
+        )
+    });
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["policy"]["messages_last_hour"], 5, "{out}");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_right_after_sending_keeps_the_scorers_counts() {
+    let (dir, config) = setup();
+    let server = ServerProcess::start(&config);
+    let cfg = config.to_str().unwrap();
+    let ledger = send_as_alice(&dir, &config, &server, 5).await;
+    assert_eq!(ledger.lock().unwrap().acked.len(), 5);
+    // Within the second in which the state is not yet written.
+    let status = tokio::task::block_in_place(|| server.stop());
+    assert!(status.success(), "{status}");
     let server = ServerProcess::start(&config);
     let (ok, out, err) = tokio::task::block_in_place(|| {
         run_cli(
