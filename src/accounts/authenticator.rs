@@ -90,9 +90,10 @@ impl Authenticator for Accounts {
                 let (name, now, ip) = (d.name.clone(), self.now(), req.ip);
                 let used = name.clone();
                 // Last use is for the user's device list; failing to record it
-                // does not refuse the login. The list shows it to the minute,
-                // so a client that reconnects for every message costs one
-                // store write per few minutes, not one per login.
+                // does not refuse the login. It is kept to within five minutes
+                // (enough for a person reading the device list), so a client
+                // that reconnects for every message costs one store write per
+                // five minutes, not one per login.
                 let recent = d.last_ip == Some(ip)
                     && d.last_used
                         .is_some_and(|t| now.saturating_sub(t) < LAST_USE_PRECISION);

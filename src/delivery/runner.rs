@@ -15,6 +15,7 @@
 //! handed out twice.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -152,7 +153,16 @@ async fn worker(
 ) {
     let commits = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
     let recorders = TaskTracker::new();
+    // Set by a recorder whose commit failed: the spool is failing, and
+    // delivering more would only send mail whose outcome cannot be kept.
+    let failing = Arc::new(AtomicBool::new(false));
     loop {
+        if failing.swap(false, Ordering::Relaxed) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
         let next = tokio::select! {
             next = tokio::time::timeout(IDLE, async { queue.lock().await.recv().await }) => next,
             _ = shutdown.cancelled() => break,
@@ -182,9 +192,11 @@ async fn worker(
         let Ok(permit) = commits.clone().acquire_owned().await else {
             break;
         };
-        let (runner, in_flight) = (runner.clone(), in_flight.clone());
+        let (runner, in_flight, failing) = (runner.clone(), in_flight.clone(), failing.clone());
         recorders.spawn(async move {
-            runner.record(attempted).await;
+            if !runner.record(attempted).await {
+                failing.store(true, Ordering::Relaxed);
+            }
             in_flight.lock().unwrap().remove(&id);
             drop(permit);
         });
@@ -391,9 +403,9 @@ impl Runner {
     }
 
     /// Makes an attempt's outcome durable, then tells the events and the
-    /// scorer. If the spool fails, the recipients stay pending and are
-    /// tried again.
-    pub async fn record(&self, attempted: Attempted) {
+    /// scorer. If the spool fails (false), the recipients stay pending and
+    /// are tried again.
+    pub async fn record(&self, attempted: Attempted) -> bool {
         let Attempted {
             entry,
             tally,
@@ -404,10 +416,10 @@ impl Runner {
         } = attempted;
         if let Err(e) = self.spool.apply(writes).await {
             tracing::error!(event = "delivery.error", message_id = %entry.id, error = %e);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return;
+            return false;
         }
         self.report(&entry, &tally, target, dsn_id, finished);
+        true
     }
 
     /// Events and the scorer's feedback, once the outcome is durable.

@@ -106,12 +106,15 @@ fn run(
             .count()
     };
     loop {
-        let waiting = hook.as_ref().is_some_and(|h| h.has_dirty());
-        let first = if waiting {
+        // With a hook, look at its rows every HOOK_FLUSH even when no
+        // commit comes: some change without one (delivery feedback, logins).
+        let first = if hook.is_some() {
             match jobs.recv_timeout(HOOK_FLUSH) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    commit_hook_rows(&store, &metrics, hook.as_deref());
+                    if hook.as_ref().is_some_and(|h| h.has_dirty()) {
+                        commit_hook_rows(&store, &metrics, hook.as_deref());
+                    }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,

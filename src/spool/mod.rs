@@ -106,11 +106,13 @@ impl QueueEntry {
     /// A freshly queued message: every recipient pending, due now.
     pub fn new(id: QueueId, envelope: Envelope) -> Self {
         Self {
+            // Due from its arrival: the schedule serves new mail and retries
+            // in the order they fell due.
+            next_attempt: envelope.received_at,
             id,
             envelope,
             state: QueueState::Queued,
             attempts: 0,
-            next_attempt: 0,
             last_error: None,
             rcpts: Vec::new(),
         }

@@ -18,10 +18,18 @@ pub(super) fn rebuild_schedule(tx: &redb::WriteTransaction) -> Result<(), StoreE
     let mut schedule = tx.open_table(SCHEDULE)?;
     schedule.retain(|_, _| false)?;
     for row in queue.iter()? {
-        let (_, value) = row?;
-        let entry: QueueEntry = serde_json::from_slice(value.value())?;
-        if let Some(key) = slot(&entry) {
-            schedule.insert(key, ())?;
+        let (id, value) = row?;
+        // An unreadable row must not keep the store from opening (it can
+        // still be shown and deleted); it just is not scheduled.
+        match serde_json::from_slice::<QueueEntry>(value.value()) {
+            Ok(entry) => {
+                if let Some(key) = slot(&entry) {
+                    schedule.insert(key, ())?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "store.queue_row_unreadable", message_id = id.value(), error = %e);
+            }
         }
     }
     Ok(())
@@ -104,7 +112,8 @@ impl Store {
                         true
                     }
                     QueueWrite::Remove(id) => {
-                        let old = stored(&queue, id.0)?;
+                        // An unreadable row was never scheduled; remove it anyway.
+                        let old = stored(&queue, id.0).ok().flatten();
                         bodies.remove(id.0)?;
                         reschedule(old.as_ref().and_then(slot), None)?;
                         queue.remove(id.0)?.is_some()

@@ -73,11 +73,11 @@ impl Breakdown {
     }
 }
 
-/// The keys `account policy set` accepts: limits a trusted bulk sender
-/// may need raised.
 /// Messages up to this size are analysed on the session's own thread.
 const INLINE_ANALYSIS: usize = 64 * 1024;
 
+/// The keys `account policy set` accepts: limits a trusted bulk sender
+/// may need raised.
 pub const OVERRIDE_KEYS: &[&str] = &[
     "block_score",
     "max_messages_per_minute",
@@ -233,7 +233,7 @@ impl Scorer {
         for (account, bytes) in store.policy_states().map_err(|e| anyhow::anyhow!("{e}"))? {
             match serde_json::from_slice::<AccountState>(&bytes) {
                 Ok(state) => {
-                    states.insert(account, Entry::new(state));
+                    states.insert(account, Entry::new(state.upgrade()));
                 }
                 Err(e) => tracing::warn!(event = "policy.state_unreadable", account, error = %e),
             }
@@ -698,7 +698,9 @@ pub fn stored_view(
     now: u64,
 ) -> Option<PolicyView> {
     let bytes = store.policy_state(address).ok()??;
-    let mut st: AccountState = serde_json::from_slice(&bytes).ok()?;
+    let mut st = serde_json::from_slice::<AccountState>(&bytes)
+        .ok()?
+        .upgrade();
     st.advance(now, config.half_life.as_secs());
     Some(view_of(&st, now, config))
 }

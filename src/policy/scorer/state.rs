@@ -92,6 +92,10 @@ pub struct AccountState {
     /// account is.
     #[serde(default)]
     pub sent: VecDeque<(u64, u32, u32)>,
+    /// The same window as earlier versions stored it, one entry per
+    /// message: read from an old record, folded into `sent` by `upgrade`.
+    #[serde(default, rename = "recent", skip_serializing)]
+    legacy_recent: VecDeque<(u64, u32)>,
     /// Messages per hour for the last day: (hour index, messages, recipients).
     pub hours: VecDeque<(u64, u32, u32)>,
     /// New-recipient counts of the last hour's messages: (time, new).
@@ -131,6 +135,21 @@ impl AccountState {
     }
 
     /// Drops what fell out of every window; decays the score to `now`.
+    /// Folds a record written by an earlier version into today's shape, so
+    /// an upgrade forgets none of the last hour's counting.
+    pub fn upgrade(mut self) -> Self {
+        for (at, n) in std::mem::take(&mut self.legacy_recent) {
+            match self.sent.back_mut() {
+                Some((last, m, r)) if *last >= at => {
+                    *m += 1;
+                    *r += n;
+                }
+                _ => self.sent.push_back((at, 1, n)),
+            }
+        }
+        self
+    }
+
     pub fn advance(&mut self, now: u64, half_life: u64) {
         let hour = now / HOUR;
         prune(&mut self.sent, |(at, _, _)| at + HOUR > now);
@@ -176,7 +195,10 @@ impl AccountState {
             .count() as u32;
         self.novel.push_back((now, new));
         match self.sent.back_mut() {
-            Some((at, m, r)) if *at == now => {
+            // Same second, or the clock stepped back: count it with the
+            // newest entry, so the window stays in time order (and errs on
+            // counting it longer, not shorter).
+            Some((at, m, r)) if *at >= now => {
                 *m += 1;
                 *r += n;
             }
@@ -331,6 +353,24 @@ mod tests {
         let back: AccountState = serde_json::from_str(&json).unwrap();
         assert!(back.known.contains("b@y.org"));
         assert!(json.len() < 4000, "{}", json.len());
+    }
+
+    #[test]
+    fn a_record_of_the_earlier_shape_keeps_its_hour() {
+        // Today's record with the earlier per-message window in place of `sent`.
+        let mut old = serde_json::to_value(AccountState::new(0)).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("sent");
+        fields.insert(
+            "recent".into(),
+            serde_json::json!([[100, 1], [100, 2], [130, 1]]),
+        );
+        let old = old.to_string();
+        let st: AccountState = serde_json::from_str(&old).unwrap();
+        let st = st.upgrade();
+        assert_eq!(st.messages_within(130, HOUR), (3, 4));
+        assert_eq!(st.messages_within(130, 10), (1, 1));
+        assert!(!serde_json::to_string(&st).unwrap().contains("recent"));
     }
 
     #[test]
