@@ -251,6 +251,14 @@ pub fn relay_toml(port: u16, delivery: &str, extra: &str) -> String {
 
 /// The real server in relay mode, with ALICE and a feedback recorder.
 pub async fn relay_server(delivery_toml: &str) -> (TestServer, Arc<FeedbackLog>) {
+    relay_server_with(delivery_toml, server::Overrides::default()).await
+}
+
+/// `relay_server` with more overrides (the feedback recorder is added).
+pub async fn relay_server_with(
+    delivery_toml: &str,
+    overrides: server::Overrides,
+) -> (TestServer, Arc<FeedbackLog>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mailwarden.toml");
     std::fs::write(&path, test_config_text_mode("relay", delivery_toml)).unwrap();
@@ -259,7 +267,7 @@ pub async fn relay_server(delivery_toml: &str) -> (TestServer, Arc<FeedbackLog>)
     let feedback = Arc::new(FeedbackLog::default());
     let overrides = server::Overrides {
         feedback: Some(feedback.clone()),
-        ..Default::default()
+        ..overrides
     };
     let running = server::start_with(config.clone(), events.clone(), overrides)
         .await
