@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mailwarden::accounts::{Account, TotpState};
+use mailwarden::accounts::Account;
 use mailwarden::clock::SystemClock;
 use mailwarden::config::{PolicyConfig, PolicyMode};
 use mailwarden::policy::scorer::state::AccountState;
@@ -157,19 +157,7 @@ async fn scorer_per_message(message: &[u8], accounts: usize) {
         .collect();
     for name in &names {
         store
-            .account_create(&Account {
-                address: name.clone(),
-                aliases: vec![],
-                password_hash: String::new(),
-                created: 1_800_000_000,
-                disabled: false,
-                totp: TotpState::default(),
-                device_passwords: vec![],
-                block: None,
-                policy_overrides: Default::default(),
-                seq: 0,
-                history: vec![],
-            })
+            .account_create(&Account::new(name.clone(), String::new(), 1_800_000_000))
             .expect("an account");
     }
     let config = PolicyConfig {

@@ -108,48 +108,33 @@ impl Client {
             line: Vec::with_capacity(512),
             timeout: o.reply_timeout(),
         };
-        let name = ServerName::try_from("localhost").expect("a name");
-        let (mut conn, connect, tls) = match o.tls {
-            Tls::Starttls => {
-                plain.expect("greeting", None, 220).await?;
-                let connect = start.elapsed();
-                plain
-                    .expect("ehlo", Some(b"EHLO load.example\r\n"), 250)
-                    .await?;
-                plain.expect("starttls", Some(b"STARTTLS\r\n"), 220).await?;
-                let tcp = plain.io.into_inner();
-                let stream = self
-                    .tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| io_failure("tls", &e))?;
-                (
-                    Connection {
-                        io: BufReader::new(Box::new(stream) as Box<dyn Stream>),
-                        line: plain.line,
-                        timeout: plain.timeout,
-                    },
-                    connect,
-                    start.elapsed() - connect,
-                )
-            }
-            Tls::Implicit => {
-                let connect = start.elapsed();
-                let tcp = plain.io.into_inner();
-                let stream = self
-                    .tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| io_failure("tls", &e))?;
-                let mut conn = Connection {
-                    io: BufReader::new(Box::new(stream) as Box<dyn Stream>),
-                    line: plain.line,
-                    timeout: plain.timeout,
-                };
-                conn.expect("greeting", None, 220).await?;
-                (conn, connect, start.elapsed() - connect)
-            }
+        // Port 587: greeting, EHLO and STARTTLS in the clear first.
+        let connect = if o.tls == Tls::Starttls {
+            plain.expect("greeting", None, 220).await?;
+            let connect = start.elapsed();
+            plain
+                .expect("ehlo", Some(b"EHLO load.example\r\n"), 250)
+                .await?;
+            plain.expect("starttls", Some(b"STARTTLS\r\n"), 220).await?;
+            connect
+        } else {
+            start.elapsed()
         };
+        let name = ServerName::try_from("localhost").expect("a name");
+        let stream = self
+            .tls
+            .connect(name, plain.io.into_inner())
+            .await
+            .map_err(|e| io_failure("tls", &e))?;
+        let mut conn = Connection {
+            io: BufReader::new(Box::new(stream) as Box<dyn Stream>),
+            line: plain.line,
+            timeout: plain.timeout,
+        };
+        if o.tls == Tls::Implicit {
+            conn.expect("greeting", None, 220).await?;
+        }
+        let tls = start.elapsed() - connect;
         let auth_start = Instant::now();
         conn.expect("ehlo", Some(b"EHLO load.example\r\n"), 250)
             .await?;

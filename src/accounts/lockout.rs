@@ -76,6 +76,14 @@ impl Window {
     fn len(&self) -> usize {
         self.seen.len()
     }
+
+    /// Counts a wrong secret within `window`; true if this one reached
+    /// `max` distinct secrets (the lockout starts now).
+    fn record(&mut self, now: u64, window: u64, hash: u64, max: usize) -> bool {
+        self.prune(now, window);
+        let before = self.len();
+        self.add(now, hash, max) >= max && before < max
+    }
 }
 
 /// Wrong OTP codes in the window, and the end of a lock.
@@ -176,11 +184,7 @@ impl Lockouts {
         self.maybe_prune(&mut state, now);
         let mut started = Vec::new();
         let w = state.networks.entry(network).or_default();
-        w.prune(now, secs(c.ip_window));
-        let before = w.len();
-        if w.add(now, hash, c.ip_max_distinct_failures) >= c.ip_max_distinct_failures
-            && before < c.ip_max_distinct_failures
-        {
+        if w.record(now, secs(c.ip_window), hash, c.ip_max_distinct_failures) {
             started.push(Started {
                 scope: Scope::Ip,
                 network: Some(network),
@@ -188,11 +192,12 @@ impl Lockouts {
         }
         if !Self::trusted(&state, login, network, now, secs(c.trusted_network_for)) {
             let w = state.accounts.entry(login.to_string()).or_default();
-            w.prune(now, secs(c.account_window));
-            let before = w.len();
-            if w.add(now, hash, c.account_max_distinct_failures) >= c.account_max_distinct_failures
-                && before < c.account_max_distinct_failures
-            {
+            if w.record(
+                now,
+                secs(c.account_window),
+                hash,
+                c.account_max_distinct_failures,
+            ) {
                 started.push(Started {
                     scope: Scope::Account,
                     network: Some(network),

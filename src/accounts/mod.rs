@@ -128,6 +128,24 @@ pub struct HistoryEntry {
 }
 
 impl Account {
+    /// A new account: no aliases, 2FA off, no device passwords, no block,
+    /// no history yet.
+    pub fn new(address: String, password_hash: String, created: u64) -> Self {
+        Self {
+            address,
+            aliases: Vec::new(),
+            password_hash,
+            created,
+            disabled: false,
+            totp: TotpState::default(),
+            device_passwords: Vec::new(),
+            block: None,
+            policy_overrides: Default::default(),
+            seq: 0,
+            history: Vec::new(),
+        }
+    }
+
     pub fn record(&mut self, at: u64, change: &str, origin: &Origin) -> u64 {
         self.seq += 1;
         self.history.push(HistoryEntry {
@@ -347,19 +365,7 @@ impl Accounts {
         check_password_rule(&address, password)?;
         let password_hash = self.hash_password(password).await?;
         let now = self.now();
-        let mut account = Account {
-            address: address.clone(),
-            aliases: Vec::new(),
-            password_hash,
-            created: now,
-            disabled: false,
-            totp: TotpState::default(),
-            device_passwords: Vec::new(),
-            block: None,
-            policy_overrides: Default::default(),
-            seq: 0,
-            history: Vec::new(),
-        };
+        let mut account = Account::new(address.clone(), password_hash, now);
         account.record(now, "created", origin);
         let record = account.clone();
         if !self.blocking(move |s| s.account_create(&record)).await? {

@@ -313,30 +313,20 @@ impl Runner {
                 }
             }
         }
-        for (i, d) in &tally.bounced {
-            if dsn::wanted(
-                &entry.envelope,
-                &entry.envelope.recipients[*i],
-                Action::Failed,
-            ) {
+        // Failure reports: refused recipients carry the relay's status,
+        // expired ones 5.4.7.
+        let failed = tally.bounced.iter().map(|(i, d)| (i, d, d.status_for(5)));
+        let expired = tally
+            .expired
+            .iter()
+            .map(|(i, d)| (i, d, "5.4.7".to_string()));
+        for (i, d, status) in failed.chain(expired) {
+            let recipient = &entry.envelope.recipients[*i];
+            if dsn::wanted(&entry.envelope, recipient, Action::Failed) {
                 reports.push(Report {
                     index: *i,
                     action: Action::Failed,
-                    status: d.status_for(5),
-                    diagnostic: d.clone(),
-                });
-            }
-        }
-        for (i, d) in &tally.expired {
-            if dsn::wanted(
-                &entry.envelope,
-                &entry.envelope.recipients[*i],
-                Action::Failed,
-            ) {
-                reports.push(Report {
-                    index: *i,
-                    action: Action::Failed,
-                    status: "5.4.7".into(),
+                    status,
                     diagnostic: d.clone(),
                 });
             }

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::scorer::Scorer;
 use super::{Decision, MailContext, MessageContext, Policy};
-use crate::accounts::{Account, TotpState};
+use crate::accounts::Account;
 use crate::clock::{Clock, ManualClock};
 use crate::config::PolicyConfig;
 use crate::store::Store;
@@ -517,19 +517,7 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
     for (i, m) in population.members.iter().enumerate() {
         let floor = m.profile == "new account at the floor";
         let created = if floor { START } else { START - 60 * DAY };
-        let account = Account {
-            address: m.address.clone(),
-            aliases: Vec::new(),
-            password_hash: String::new(),
-            created,
-            disabled: false,
-            totp: TotpState::default(),
-            device_passwords: Vec::new(),
-            block: None,
-            policy_overrides: Default::default(),
-            seq: 0,
-            history: Vec::new(),
-        };
+        let account = Account::new(m.address.clone(), String::new(), created);
         store
             .account_create(&account)
             .map_err(|e| anyhow::anyhow!("{e}"))?;

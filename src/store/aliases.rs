@@ -72,24 +72,14 @@ impl Store {
         alias: &str,
         change: impl FnOnce(&mut Account),
     ) -> Result<AliasChange, StoreError> {
-        let tx = self.db().begin_write()?;
-        let outcome = {
-            let mut accounts = tx.open_table(ACCOUNTS)?;
-            let mut aliases = tx.open_table(ALIASES)?;
-            let Some(mut account) = read(&accounts, address)? else {
-                return Ok(AliasChange::NoAccount);
-            };
-            if let Some(owner) = overlap(&accounts, &aliases, alias)? {
-                return Ok(AliasChange::Taken(owner));
+        self.alias_tx(address, change, |accounts, aliases, account| {
+            if let Some(owner) = overlap(accounts, aliases, alias)? {
+                return Ok(Some(AliasChange::Taken(owner)));
             }
             account.aliases.push(alias.to_string());
-            change(&mut account);
-            write(&mut accounts, &account)?;
             aliases.insert(alias, address)?;
-            AliasChange::Done(Box::new(account))
-        };
-        tx.commit()?;
-        Ok(outcome)
+            Ok(None)
+        })
     }
 
     /// Removes `alias` from the account `address`.
@@ -99,6 +89,30 @@ impl Store {
         alias: &str,
         change: impl FnOnce(&mut Account),
     ) -> Result<AliasChange, StoreError> {
+        self.alias_tx(address, change, |_, aliases, account| {
+            let before = account.aliases.len();
+            account.aliases.retain(|a| a != alias);
+            if account.aliases.len() == before {
+                return Ok(Some(AliasChange::NoAlias));
+            }
+            aliases.remove(alias)?;
+            Ok(None)
+        })
+    }
+
+    /// One alias change in one transaction: `edit` changes the account and
+    /// the index, or says why not (nothing is written then); `change`
+    /// records it in the account's history.
+    fn alias_tx(
+        &self,
+        address: &str,
+        change: impl FnOnce(&mut Account),
+        edit: impl FnOnce(
+            &Table<&str, &[u8]>,
+            &mut Table<&str, &str>,
+            &mut Account,
+        ) -> Result<Option<AliasChange>, StoreError>,
+    ) -> Result<AliasChange, StoreError> {
         let tx = self.db().begin_write()?;
         let outcome = {
             let mut accounts = tx.open_table(ACCOUNTS)?;
@@ -106,14 +120,11 @@ impl Store {
             let Some(mut account) = read(&accounts, address)? else {
                 return Ok(AliasChange::NoAccount);
             };
-            let before = account.aliases.len();
-            account.aliases.retain(|a| a != alias);
-            if account.aliases.len() == before {
-                return Ok(AliasChange::NoAlias);
+            if let Some(refused) = edit(&accounts, &mut aliases, &mut account)? {
+                return Ok(refused);
             }
             change(&mut account);
             write(&mut accounts, &account)?;
-            aliases.remove(alias)?;
             AliasChange::Done(Box::new(account))
         };
         tx.commit()?;

@@ -7,39 +7,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{ACCOUNTS, ALIASES, BODIES, META, POLICY, QUEUE, Store, StoreError};
 
-fn copy_str_table(
+/// Copies every row of one table; returns how many.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     from: &redb::ReadTransaction,
     to: &redb::WriteTransaction,
-    def: TableDefinition<&str, &[u8]>,
-) -> Result<u64, StoreError> {
-    let source = from.open_table(def)?;
-    let mut target = to.open_table(def)?;
-    let mut n = 0;
-    for row in source.iter()? {
-        let (k, v) = row?;
-        target.insert(k.value(), v.value())?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn copy_alias_table(
-    from: &redb::ReadTransaction,
-    to: &redb::WriteTransaction,
-) -> Result<(), StoreError> {
-    let source = from.open_table(ALIASES)?;
-    let mut target = to.open_table(ALIASES)?;
-    for row in source.iter()? {
-        let (k, v) = row?;
-        target.insert(k.value(), v.value())?;
-    }
-    Ok(())
-}
-
-fn copy_u64_table(
-    from: &redb::ReadTransaction,
-    to: &redb::WriteTransaction,
-    def: TableDefinition<u64, &[u8]>,
+    def: TableDefinition<K, V>,
 ) -> Result<u64, StoreError> {
     let source = from.open_table(def)?;
     let mut target = to.open_table(def)?;
@@ -62,12 +34,12 @@ pub struct BackupSummary {
 fn copy_all(from: &Database, to: &Database) -> Result<BackupSummary, StoreError> {
     let read = from.begin_read()?;
     let write = to.begin_write()?;
-    let accounts = copy_str_table(&read, &write, ACCOUNTS)?;
-    copy_str_table(&read, &write, META)?;
-    copy_str_table(&read, &write, POLICY)?;
-    copy_alias_table(&read, &write)?;
-    let queued = copy_u64_table(&read, &write, QUEUE)?;
-    copy_u64_table(&read, &write, BODIES)?;
+    let accounts = copy_table(&read, &write, ACCOUNTS)?;
+    copy_table(&read, &write, META)?;
+    copy_table(&read, &write, POLICY)?;
+    copy_table(&read, &write, ALIASES)?;
+    let queued = copy_table(&read, &write, QUEUE)?;
+    copy_table(&read, &write, BODIES)?;
     write.commit()?;
     Ok(BackupSummary { accounts, queued })
 }

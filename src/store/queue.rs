@@ -69,11 +69,11 @@ impl Store {
                 };
             for write in writes {
                 let found = match write {
+                    // Always a fresh id (`Spool::new_id`): nothing to unschedule.
                     QueueWrite::Insert { entry, body } => {
-                        let old = stored(&queue, entry.id.0)?.as_ref().and_then(slot);
                         queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
                         bodies.insert(entry.id.0, body.as_slice())?;
-                        reschedule(old, slot(entry))?;
+                        reschedule(None, slot(entry))?;
                         true
                     }
                     QueueWrite::Update(entry) => match stored(&queue, entry.id.0)? {
