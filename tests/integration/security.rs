@@ -41,6 +41,15 @@ fn policy_block(networks: &[&str]) -> BlockRequest {
     }
 }
 
+/// A policy block on alice, from no particular network.
+async fn block_alice(server: &TestServer) {
+    server
+        .accounts()
+        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
+        .await
+        .unwrap();
+}
+
 /// Enrols 2FA and verifies it with a code for the current step.
 async fn enable_2fa(
     server: &TestServer,
@@ -83,11 +92,7 @@ async fn a_policy_block_answers_554_at_mail_rcpt_and_data() {
     let mut c = login(&server, ALICE, PASSWORD).await;
     // Blocked in the middle of a transaction: the next RCPT and DATA get it.
     assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).await.code, 250);
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     assert_eq!(c.cmd("RCPT TO:<bob@example.org>").await.line(), POLICY_554);
     assert_eq!(c.cmd("DATA").await.line(), POLICY_554);
     assert_eq!(c.cmd("RSET").await.code, 250);
@@ -107,11 +112,7 @@ async fn a_policy_block_answers_554_at_mail_rcpt_and_data() {
 async fn the_unblock_rule_needs_a_new_password_and_new_2fa_after_the_block() {
     // Only the password: still blocked. Then 2FA: unblocked.
     let (server, clock) = server_with_clock("").await;
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     server
         .accounts()
         .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
@@ -139,11 +140,7 @@ async fn the_unblock_rule_needs_a_new_password_and_new_2fa_after_the_block() {
 
     // The other order: 2FA first (re-enrolment), then the password.
     let (server, clock) = server_with_clock("").await;
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
     assert!(
         server.accounts().get(ALICE).await.unwrap().block.is_some(),
@@ -161,11 +158,7 @@ async fn the_unblock_rule_needs_a_new_password_and_new_2fa_after_the_block() {
 async fn changes_that_do_not_count() {
     // The same password again does not count.
     let (server, clock) = server_with_clock("").await;
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     server
         .accounts()
         .set_password(ALICE, PASSWORD, &Origin::ADMIN)
@@ -184,11 +177,7 @@ async fn changes_that_do_not_count() {
         .set_password(ALICE, NEW_PASSWORD, &Origin::ADMIN)
         .await
         .unwrap();
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
     assert!(
         server.accounts().get(ALICE).await.unwrap().block.is_some(),
@@ -254,11 +243,7 @@ async fn an_operator_block_has_its_own_text_and_the_rule_does_not_lift_it() {
     enable_2fa(&server, &clock, &Origin::ADMIN).await.unwrap();
     assert!(server.accounts().get(ALICE).await.unwrap().block.is_some());
     // A policy block does not replace it.
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     assert_eq!(
         server
             .accounts()
@@ -292,11 +277,7 @@ async fn device_passwords_are_suspended_by_a_policy_block_and_gone_after_it() {
         .device_password_add(ALICE, "outlook", &Origin::ADMIN)
         .await
         .unwrap();
-    server
-        .accounts()
-        .block(ALICE, policy_block(&[]), &Origin::ADMIN)
-        .await
-        .unwrap();
+    block_alice(&server).await;
     // AUTH still succeeds, so the client shows the 554 at MAIL.
     assert_eq!(mail_reply(&server, &device).await, POLICY_554);
     let shown = server.accounts().get(ALICE).await.unwrap();
