@@ -176,6 +176,16 @@ struct Population {
 }
 
 impl Population {
+    fn send(&mut self, at: u64, account: usize, ip: IpAddr, recipients: Vec<String>, body: String) {
+        self.sends.push(Send {
+            at,
+            account,
+            ip,
+            recipients,
+            body,
+        });
+    }
+
     fn member(&mut self, profile: &'static str, kind: Kind, hijack_from: u64) -> usize {
         let i = self.members.len();
         self.members.push(Member {
@@ -234,13 +244,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                     })
                     .collect();
                 let body = personal_body(rng);
-                p.sends.push(Send {
-                    at,
-                    account: a,
-                    ip: from,
-                    recipients,
-                    body,
-                });
+                p.send(at, a, from, recipients, body);
             }
         }
     }
@@ -264,13 +268,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                     .map(|_| known[rng.below(known.len() as u64) as usize].clone())
                     .collect();
                 let body = personal_body(rng);
-                p.sends.push(Send {
-                    at,
-                    account: a,
-                    ip: office,
-                    recipients,
-                    body,
-                });
+                p.send(at, a, office, recipients, body);
             }
         }
     }
@@ -302,13 +300,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                 } else {
                     personal_body(rng)
                 };
-                p.sends.push(Send {
-                    at,
-                    account: a,
-                    ip: shop,
-                    recipients,
-                    body,
-                });
+                p.send(at, a, shop, recipients, body);
             }
         }
     }
@@ -326,13 +318,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                 "Club news for week {week}.\nTraining moves to the north field, bring your own water and a smile.\n"
             );
             for batch in members.chunks(50) {
-                p.sends.push(Send {
-                    at: at + rng.below(120),
-                    account: a,
-                    ip: home,
-                    recipients: batch.to_vec(),
-                    body: body.clone(),
-                });
+                p.send(at + rng.below(120), a, home, batch.to_vec(), body.clone());
             }
         }
     }
@@ -358,13 +344,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                 } else {
                     personal_body(rng)
                 };
-                p.sends.push(Send {
-                    at,
-                    account: a,
-                    ip: desk,
-                    recipients,
-                    body,
-                });
+                p.send(at, a, desk, recipients, body);
             }
         }
     }
@@ -382,13 +362,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                     .map(|_| set[rng.below(10) as usize].clone())
                     .collect();
                 let body = personal_body(rng);
-                p.sends.push(Send {
-                    at: minute + k * 2,
-                    account: a,
-                    ip: net,
-                    recipients,
-                    body,
-                });
+                p.send(minute + k * 2, a, net, recipients, body);
             }
         }
     }
@@ -412,13 +386,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
             for d in 0..(1 + n) {
                 let at = START + d * DAY + 9 * HOUR;
                 let body = personal_body(rng);
-                p.sends.push(Send {
-                    at,
-                    account: a,
-                    ip: home,
-                    recipients: vec![known[d as usize % 20].clone()],
-                    body,
-                });
+                p.send(at, a, home, vec![known[d as usize % 20].clone()], body);
             }
             let thief = ip(45, 10 + variant as u8, n as u8, 66);
             let fresh = |k: u64, rng: &mut Rng| {
@@ -430,13 +398,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                         let recipients = (0..10 + rng.below(40))
                             .map(|j| fresh(k * 100 + j, rng))
                             .collect();
-                        p.sends.push(Send {
-                            at: start + k * 2,
-                            account: a,
-                            ip: thief,
-                            recipients,
-                            body: SPAM.into(),
-                        });
+                        p.send(start + k * 2, a, thief, recipients, SPAM.into());
                     }
                 }
                 1 => {
@@ -445,13 +407,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                             .map(|j| fresh(k * 10 + j, rng))
                             .collect();
                         let body = SPAM.replace("customer", &format!("customer {k}"));
-                        p.sends.push(Send {
-                            at: start + k * 240,
-                            account: a,
-                            ip: thief,
-                            recipients,
-                            body,
-                        });
+                        p.send(start + k * 240, a, thief, recipients, body);
                     }
                 }
                 2 => {
@@ -459,26 +415,14 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                         let from = ip(45, 100 + (k % 40) as u8, k as u8, 1);
                         p.logins.push((start + k * 30, a, from));
                         let recipients = (0..5).map(|j| fresh(k * 10 + j, rng)).collect();
-                        p.sends.push(Send {
-                            at: start + k * 30 + 1,
-                            account: a,
-                            ip: from,
-                            recipients,
-                            body: SPAM.into(),
-                        });
+                        p.send(start + k * 30 + 1, a, from, recipients, SPAM.into());
                     }
                 }
                 3 => {
                     for k in 0..60 {
                         let recipients = (0..3).map(|j| fresh(k * 10 + j, rng)).collect();
                         let body = phishing(rng);
-                        p.sends.push(Send {
-                            at: start + k * 60,
-                            account: a,
-                            ip: thief,
-                            recipients,
-                            body,
-                        });
+                        p.send(start + k * 60, a, thief, recipients, body);
                     }
                 }
                 _ => {
@@ -487,13 +431,7 @@ fn build(days: u64, rng: &mut Rng) -> Population {
                         let recipients = (0..5 + rng.below(20))
                             .map(|j| fresh(k * 100 + j, rng))
                             .collect();
-                        p.sends.push(Send {
-                            at: start + k * 3,
-                            account: a,
-                            ip: home,
-                            recipients,
-                            body: SPAM.into(),
-                        });
+                        p.send(start + k * 3, a, home, recipients, SPAM.into());
                     }
                 }
             }
