@@ -182,6 +182,33 @@ impl Portal {
         });
     }
 
+    /// 303 back to the My account section `at` (the section's id is also
+    /// what its notices are filed under).
+    fn back_to(&self, at: &str) -> Response {
+        self.see_other(&format!("/my-account#{at}"))
+    }
+
+    /// The end of a plain account change in section `at`: on success the
+    /// web session's own changes (`then`) and the `done` notice, on failure
+    /// the error's notice; either way back to the section.
+    fn changed<T>(
+        &self,
+        session: &Session,
+        at: &'static str,
+        result: Result<T, AccountError>,
+        then: impl FnOnce(&mut Session),
+        done: Notice,
+    ) -> Response {
+        match result {
+            Ok(_) => {
+                self.inner.sessions.update(&session.id, then);
+                self.notice(session, done.at(at));
+            }
+            Err(e) => self.account_error(session, e, at),
+        }
+        self.back_to(at)
+    }
+
     /// Notices for a refused account change, by error.
     fn account_error(&self, session: &Session, e: AccountError, at: &'static str) {
         let notice = match e {
@@ -260,6 +287,14 @@ fn abuse_network_notice(at: &'static str) -> Notice {
 
 fn client(p: &Portal, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     p.inner.settings.client_ip(peer.ip(), headers)
+}
+
+/// When a signed-in session last passed an OTP (`None`: not since 2FA
+/// went off).
+fn set_otp_at(s: &mut Session, at: Option<u64>) {
+    if let Auth::SignedIn { otp_at, .. } = &mut s.auth {
+        *otp_at = at;
+    }
 }
 
 // ---- pages -------------------------------------------------------------
@@ -591,7 +626,6 @@ pub async fn change_password(
     const AT: &str = "password";
     let ip = client(&p, peer, &headers);
     let (session, a) = account_or_return!(p, headers, f);
-    let back = || p.see_other("/my-account#password");
     if f.new != f.repeat {
         p.notice(
             &session,
@@ -599,11 +633,11 @@ pub async fn change_password(
                 .detail("Type the same new password in both fields.")
                 .at(AT),
         );
-        return back();
+        return p.back_to(AT);
     }
     if let Err(e) = check_password_rule(&a.address, &f.new) {
         p.account_error(&session, e, AT);
-        return back();
+        return p.back_to(AT);
     }
     if p.inner.signin.check(ip, &a.address).is_err() {
         p.notice(
@@ -612,7 +646,7 @@ pub async fn change_password(
                 .detail("Please wait 15 minutes, then try again.")
                 .at(AT),
         );
-        return back();
+        return p.back_to(AT);
     }
     match p
         .inner
@@ -627,7 +661,7 @@ pub async fn change_password(
                 &session,
                 Notice::error("The current password is not right").at(AT),
             );
-            return back();
+            return p.back_to(AT);
         }
         Err(_busy) => {
             p.notice(
@@ -636,7 +670,7 @@ pub async fn change_password(
                     .detail("Please try again in a minute.")
                     .at(AT),
             );
-            return back();
+            return p.back_to(AT);
         }
     }
     if f.new == f.current {
@@ -644,7 +678,7 @@ pub async fn change_password(
             &session,
             Notice::error("The new password must be different from your current password").at(AT),
         );
-        return back();
+        return p.back_to(AT);
     }
     match p
         .inner
@@ -674,7 +708,7 @@ pub async fn change_password(
         }
         Err(e) => p.account_error(&session, e, AT),
     }
-    back()
+    p.back_to(AT)
 }
 
 /// POST /my-account/2fa/enable: a new pending secret (also re-enrolment
@@ -690,26 +724,21 @@ pub async fn enable_2fa(
     let (session, a) = account_or_return!(p, headers, f);
     if a.totp.active.is_some() && !a.policy_blocked() {
         p.notice(&session, Notice::info("2FA is already on").at(AT));
-        return p.see_other("/my-account#two-factor");
+        return p.back_to(AT);
     }
-    match p
+    let result = p
         .inner
         .accounts
         .totp_enable(&a.address, &Origin::portal(ip))
-        .await
-    {
-        Ok(_) => {
-            p.inner.sessions.update(&session.id, |s| s.show_qr = false);
-            p.notice(
-                &session,
-                Notice::success("2FA setup started")
-                    .detail("Now click QR Code and scan it with your authenticator app.")
-                    .at(AT),
-            );
-        }
-        Err(e) => p.account_error(&session, e, AT),
-    }
-    p.see_other("/my-account#two-factor")
+        .await;
+    p.changed(
+        &session,
+        AT,
+        result,
+        |s| s.show_qr = false,
+        Notice::success("2FA setup started")
+            .detail("Now click QR Code and scan it with your authenticator app."),
+    )
 }
 
 /// POST /my-account/2fa/qr: show the QR code while enrolment is pending.
@@ -728,7 +757,7 @@ pub async fn show_qr(
             Notice::error("Click Enable 2FA first")
         };
         p.notice(&session, notice.at(AT));
-        return p.see_other("/my-account#two-factor");
+        return p.back_to(AT);
     }
     p.inner.sessions.update(&session.id, |s| {
         s.show_qr = true;
@@ -747,7 +776,6 @@ pub async fn verify_2fa(
     const AT: &str = "two-factor";
     let ip = client(&p, peer, &headers);
     let (session, a) = account_or_return!(p, headers, f);
-    let back = || p.see_other("/my-account#two-factor");
     match p
         .inner
         .accounts
@@ -758,9 +786,7 @@ pub async fn verify_2fa(
             let now = p.now();
             p.inner.sessions.update(&session.id, |s| {
                 s.show_qr = false;
-                if let Auth::SignedIn { otp_at, .. } = &mut s.auth {
-                    *otp_at = Some(now);
-                }
+                set_otp_at(s, Some(now));
             });
             p.notice(
                 &session,
@@ -777,7 +803,7 @@ pub async fn verify_2fa(
         }
         Err(e) => p.account_error(&session, e, AT),
     }
-    back()
+    p.back_to(AT)
 }
 
 /// POST /my-account/2fa/confirm: a code, so this session may create
@@ -789,25 +815,16 @@ pub async fn confirm_otp(
 ) -> Response {
     const AT: &str = "devices";
     let (session, a) = account_or_return!(p, headers, f);
-    let back = || p.see_other("/my-account#devices");
-    match p.inner.accounts.totp_check(&a.address, &f.otp).await {
-        Ok(()) => {
-            let now = p.now();
-            p.inner.sessions.update(&session.id, |s| {
-                if let Auth::SignedIn { otp_at, .. } = &mut s.auth {
-                    *otp_at = Some(now);
-                }
-            });
-            p.notice(
-                &session,
-                Notice::success("Code confirmed")
-                    .detail("You can create device passwords for the next 15 minutes.")
-                    .at(AT),
-            );
-        }
-        Err(e) => p.account_error(&session, e, AT),
-    }
-    back()
+    let result = p.inner.accounts.totp_check(&a.address, &f.otp).await;
+    let now = p.now();
+    p.changed(
+        &session,
+        AT,
+        result,
+        |s| set_otp_at(s, Some(now)),
+        Notice::success("Code confirmed")
+            .detail("You can create device passwords for the next 15 minutes."),
+    )
 }
 
 /// POST /my-account/2fa/disable: needs a current code.
@@ -820,34 +837,27 @@ pub async fn disable_2fa(
     const AT: &str = "two-factor";
     let ip = client(&p, peer, &headers);
     let (session, a) = account_or_return!(p, headers, f);
-    let back = || p.see_other("/my-account#two-factor");
     if a.totp.active.is_none() {
         p.notice(&session, Notice::info("2FA is not on").at(AT));
-        return back();
+        return p.back_to(AT);
     }
-    match p
+    let result = p
         .inner
         .accounts
         .totp_disable(&a.address, Some(&f.otp), &Origin::portal(ip))
-        .await
-    {
-        Ok(_) => {
-            p.inner.sessions.update(&session.id, |s| {
-                s.show_qr = false;
-                if let Auth::SignedIn { otp_at, .. } = &mut s.auth {
-                    *otp_at = None;
-                }
-            });
-            p.notice(
-                &session,
-                Notice::success("2FA disabled")
-                    .detail("Every device password was deleted. Your password works in email programs again.")
-                    .at(AT),
-            );
-        }
-        Err(e) => p.account_error(&session, e, AT),
-    }
-    back()
+        .await;
+    p.changed(
+        &session,
+        AT,
+        result,
+        |s| {
+            s.show_qr = false;
+            set_otp_at(s, None);
+        },
+        Notice::success("2FA disabled").detail(
+            "Every device password was deleted. Your password works in email programs again.",
+        ),
+    )
 }
 
 /// POST /my-account/devices/create: only with 2FA on and an OTP passed in
@@ -862,7 +872,6 @@ pub async fn create_device(
     const AT: &str = "devices";
     let ip = client(&p, peer, &headers);
     let (session, a) = account_or_return!(p, headers, f);
-    let back = || p.see_other("/my-account#devices");
     if a.totp.active.is_none() {
         p.notice(
             &session,
@@ -870,7 +879,7 @@ pub async fn create_device(
                 .detail("Enable 2FA first.")
                 .at(AT),
         );
-        return back();
+        return p.back_to(AT);
     }
     let fresh = matches!(session.auth, Auth::SignedIn { otp_at: Some(t), .. }
         if p.now() < t + OTP_FRESH_SECS);
@@ -881,7 +890,7 @@ pub async fn create_device(
                 .detail("Enter a code from your authenticator app, then create the device password within 15 minutes.")
                 .at(AT),
         );
-        return back();
+        return p.back_to(AT);
     }
     let name = f.name.trim().to_string();
     match p
@@ -898,7 +907,7 @@ pub async fn create_device(
         }
         Err(e) => p.account_error(&session, e, AT),
     }
-    back()
+    p.back_to(AT)
 }
 
 /// POST /my-account/devices/revoke.
@@ -929,7 +938,7 @@ pub async fn revoke_device(
         ),
         Err(e) => p.account_error(&session, e, AT),
     }
-    p.see_other("/my-account#devices")
+    p.back_to(AT)
 }
 
 #[cfg(test)]

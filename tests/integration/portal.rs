@@ -70,6 +70,27 @@ async fn act(w: &mut Web, path: &str, fields: &[(&str, &str)]) -> Resp {
     r
 }
 
+/// Changes the password from `PASSWORD` to `NEW_PASSWORD` on My account.
+async fn change_password(w: &mut Web) -> Resp {
+    act(
+        w,
+        "/my-account/password",
+        &[
+            ("current", PASSWORD),
+            ("new", NEW_PASSWORD),
+            ("repeat", NEW_PASSWORD),
+        ],
+    )
+    .await
+}
+
+/// The OTP step after the password: its page's CSRF token, then `code`.
+async fn otp_step(w: &mut Web, code: &str) -> Resp {
+    let csrf = w.get("/signin/otp").await.csrf();
+    w.post("/signin/otp", &[("csrf", &csrf), ("otp", code)])
+        .await
+}
+
 fn key_on(page: &str) -> Option<String> {
     let start = page.find(r#"<code class="key">"#)? + r#"<code class="key">"#.len();
     let end = page[start..].find("</code>")? + start;
@@ -104,6 +125,23 @@ fn policy_block(networks: &[&str]) -> BlockRequest {
         detail: Some("score 12.5: new recipients 40/h over threshold 25".into()),
         abuse_networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
     }
+}
+
+/// 2FA turned on by the operator; returns the secret.
+async fn two_factor_by_admin(server: &TestServer, clock: &ManualClock) -> Vec<u8> {
+    let enrolment = server
+        .accounts()
+        .totp_enable(ALICE, &Origin::ADMIN)
+        .await
+        .unwrap();
+    let secret = base32_decode(&enrolment.key);
+    let code = next_code(clock, &secret);
+    server
+        .accounts()
+        .totp_verify(ALICE, &code, &Origin::ADMIN)
+        .await
+        .unwrap();
+    secret
 }
 
 async fn history_len(server: &TestServer) -> usize {
@@ -245,16 +283,7 @@ async fn every_post_answers_303_see_other() {
         let code = next_code(&clock, &secret);
         let r = act(&mut w, "/my-account/2fa/confirm", &[("otp", &code)]).await;
         assert_eq!(r.location(), "/my-account#devices");
-        let r = act(
-            &mut w,
-            "/my-account/password",
-            &[
-                ("current", PASSWORD),
-                ("new", NEW_PASSWORD),
-                ("repeat", NEW_PASSWORD),
-            ],
-        )
-        .await;
+        let r = change_password(&mut w).await;
         assert_eq!(r.location(), "/my-account#password");
         let code = next_code(&clock, &secret);
         let r = act(&mut w, "/my-account/2fa/disable", &[("otp", &code)]).await;
@@ -269,30 +298,13 @@ async fn every_post_answers_303_see_other() {
 
     // The OTP step: wrong code and right code.
     let mut w = web(&server);
-    let first = server
-        .accounts()
-        .totp_enable(ALICE, &Origin::ADMIN)
-        .await
-        .unwrap();
-    let secret = base32_decode(&first.key);
-    let code = next_code(&clock, &secret);
-    server
-        .accounts()
-        .totp_verify(ALICE, &code, &Origin::ADMIN)
-        .await
-        .unwrap();
+    let secret = two_factor_by_admin(&server, &clock).await;
     let r = sign_in(&mut w, ALICE, NEW_PASSWORD).await;
     assert_eq!((r.status, r.location()), (303, "/signin/otp"));
-    let csrf = w.get("/signin/otp").await.csrf();
-    let r = w
-        .post("/signin/otp", &[("csrf", &csrf), ("otp", "000000")])
-        .await;
+    let r = otp_step(&mut w, "000000").await;
     assert_eq!((r.status, r.location()), (303, "/signin/otp"));
     let code = next_code(&clock, &secret);
-    let csrf = w.get("/signin/otp").await.csrf();
-    let r = w
-        .post("/signin/otp", &[("csrf", &csrf), ("otp", &code)])
-        .await;
+    let r = otp_step(&mut w, &code).await;
     assert_eq!((r.status, r.location()), (303, "/my-account"));
 }
 
@@ -422,18 +434,7 @@ async fn sessions_rotate_at_sign_in_and_expire_when_idle() {
 #[tokio::test]
 async fn the_otp_step_cannot_be_skipped_and_guesses_are_limited() {
     let (server, clock) = server_with_clock("").await;
-    let enrolment = server
-        .accounts()
-        .totp_enable(ALICE, &Origin::ADMIN)
-        .await
-        .unwrap();
-    let secret = base32_decode(&enrolment.key);
-    let code = next_code(&clock, &secret);
-    server
-        .accounts()
-        .totp_verify(ALICE, &code, &Origin::ADMIN)
-        .await
-        .unwrap();
+    let secret = two_factor_by_admin(&server, &clock).await;
 
     let mut w = web(&server);
     let r = sign_in(&mut w, ALICE, PASSWORD).await;
@@ -495,11 +496,8 @@ async fn the_otp_step_cannot_be_skipped_and_guesses_are_limited() {
     let r = sign_in(&mut w, ALICE, PASSWORD).await;
     assert_eq!(r.location(), "/signin/otp");
     let before_otp = w.cookie.clone();
-    let csrf = w.get("/signin/otp").await.csrf();
     let code = next_code(&clock, &secret);
-    let r = w
-        .post("/signin/otp", &[("csrf", &csrf), ("otp", &code)])
-        .await;
+    let r = otp_step(&mut w, &code).await;
     assert_eq!((r.status, r.location()), (303, "/my-account"));
     assert_ne!(w.cookie, before_otp, "a new session id after the OTP step");
     let me = account_page(&mut w).await;
@@ -765,16 +763,7 @@ async fn changing_the_password_follows_the_rule_and_signs_out_other_sessions() {
         );
     }
     assert_eq!(history_len(&server).await, 1, "nothing changed yet");
-    act(
-        &mut w,
-        "/my-account/password",
-        &[
-            ("current", PASSWORD),
-            ("new", NEW_PASSWORD),
-            ("repeat", NEW_PASSWORD),
-        ],
-    )
-    .await;
+    change_password(&mut w).await;
     let page = account_page(&mut w).await;
     assert!(
         page.body
@@ -845,16 +834,7 @@ async fn a_policy_block_shows_its_banner_and_lifts_through_the_portal() {
             .contains("Change your password</a> <span class=\"badge\">To do</span>")
     );
 
-    act(
-        &mut w,
-        "/my-account/password",
-        &[
-            ("current", PASSWORD),
-            ("new", NEW_PASSWORD),
-            ("repeat", NEW_PASSWORD),
-        ],
-    )
-    .await;
+    change_password(&mut w).await;
     let me = account_page(&mut w).await;
     assert!(me.body.contains("Password changed"));
     assert!(
@@ -879,16 +859,7 @@ async fn a_policy_block_shows_its_banner_and_lifts_through_the_portal() {
         .await
         .unwrap();
     let mut w = signed_in(&server, PASSWORD).await;
-    act(
-        &mut w,
-        "/my-account/password",
-        &[
-            ("current", PASSWORD),
-            ("new", NEW_PASSWORD),
-            ("repeat", NEW_PASSWORD),
-        ],
-    )
-    .await;
+    change_password(&mut w).await;
     act(&mut w, "/my-account/2fa/enable", &[]).await;
     act(&mut w, "/my-account/2fa/qr", &[]).await;
     let key = key_on(&account_page(&mut w).await.body).unwrap();
@@ -930,16 +901,7 @@ async fn with_2fa_on_a_policy_block_still_offers_enable_2fa_for_re_enrolment() {
         me.body
             .contains("create device passwords as soon as the block is lifted")
     );
-    act(
-        &mut w,
-        "/my-account/password",
-        &[
-            ("current", PASSWORD),
-            ("new", NEW_PASSWORD),
-            ("repeat", NEW_PASSWORD),
-        ],
-    )
-    .await;
+    change_password(&mut w).await;
     let (_, page) = enable_2fa(&mut w, &clock).await;
     assert!(page.contains("Your account has been unblocked"));
 }
@@ -999,16 +961,7 @@ async fn changes_from_an_abuse_network_are_noted_and_do_not_lift_the_block() {
     )];
     let r = sign_in(&mut thief, ALICE, PASSWORD).await;
     assert_eq!(r.location(), "/my-account");
-    act(
-        &mut thief,
-        "/my-account/password",
-        &[
-            ("current", PASSWORD),
-            ("new", NEW_PASSWORD),
-            ("repeat", NEW_PASSWORD),
-        ],
-    )
-    .await;
+    change_password(&mut thief).await;
     let me = account_page(&mut thief).await;
     assert!(me.body.contains("Password changed"));
     assert!(me.body.contains("This change does not lift the block"));
@@ -1036,16 +989,7 @@ async fn changes_from_an_abuse_network_are_noted_and_do_not_lift_the_block() {
     let mut w = web(&server);
     w.extra_headers = vec![("X-Forwarded-For".into(), "203.0.113.9".into())];
     sign_in(&mut w, ALICE, PASSWORD).await;
-    act(
-        &mut w,
-        "/my-account/password",
-        &[
-            ("current", PASSWORD),
-            ("new", NEW_PASSWORD),
-            ("repeat", NEW_PASSWORD),
-        ],
-    )
-    .await;
+    change_password(&mut w).await;
     assert!(
         !account_page(&mut w)
             .await
