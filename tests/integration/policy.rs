@@ -1,10 +1,6 @@
 //! The scorer through real SMTP sessions.
 
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
-
-use mailwarden::clock::ManualClock;
-use mailwarden::server::Overrides;
+use std::time::Duration;
 
 use crate::common::client::Client;
 use crate::common::{PASSWORD, TestServer};
@@ -88,16 +84,8 @@ async fn a_burst_to_new_recipients_is_blocked_with_the_exact_text() {
 
 #[tokio::test]
 async fn a_soft_limit_defers_the_whole_message_until_the_window_moves() {
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let overrides = Overrides {
-        clock: Some(clock.clone()),
-        ..Overrides::default()
-    };
     let extra = "[policy]\nmax_messages_per_minute = 3\nmax_recipients_per_minute = 6\n";
-    let server = TestServer::start_full(extra, overrides).await;
-    server.add_account(ALICE, PASSWORD).await;
+    let (server, clock) = crate::common::server_with_clock(extra).await;
     let mut c = session(&server).await;
     let friends: Vec<String> = vec!["friend@example.org".into()];
     for _ in 0..3 {
@@ -325,15 +313,7 @@ async fn an_override_lets_a_trusted_account_send_what_would_defer_another() {
 #[tokio::test]
 async fn a_block_during_probation_is_an_operator_block() {
     use mailwarden::accounts::{Origin, totp};
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let overrides = Overrides {
-        clock: Some(clock.clone()),
-        ..Overrides::default()
-    };
-    let server = TestServer::start_full("", overrides).await;
-    server.add_account(ALICE, PASSWORD).await;
+    let (server, clock) = crate::common::server_with_clock("").await;
     let mut c = session(&server).await;
     assert_eq!(burst_until_refused(&mut c, 1).await, POLICY_554);
     // Self-service unblock: new password, new 2FA.

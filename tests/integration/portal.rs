@@ -1,32 +1,18 @@
 //! The "My account" web portal over real HTTP: routes, Post/Redirect/Get,
 //! CSRF, sessions, the OTP step, 2FA enrolment, device passwords, blocks.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use crate::common::server_with_clock;
+use std::time::{Duration, Instant};
 
 use mailwarden::accounts::{BlockKind, BlockRequest, Origin, totp};
 use mailwarden::clock::{Clock, ManualClock};
 use mailwarden::config::{Config, ConfigSource};
-use mailwarden::server::Overrides;
 
 use crate::common::web::{Resp, Web};
 use crate::common::{PASSWORD, TestServer, base32_decode};
 
 const ALICE: &str = "alice@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
-
-async fn server_with_clock(extra: &str) -> (TestServer, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let overrides = Overrides {
-        clock: Some(clock.clone()),
-        ..Overrides::default()
-    };
-    let server = TestServer::start_full(extra, overrides).await;
-    server.add_account(ALICE, PASSWORD).await;
-    (server, clock)
-}
 
 fn web(server: &TestServer) -> Web {
     Web::new(server.running().portal)

@@ -1,13 +1,12 @@
 //! Account security through real SMTP sessions: blocks, the unblock rule,
 //! 2FA and device passwords.
 
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use crate::common::server_with_clock;
+use std::time::Duration;
 
 use base64::Engine;
 use mailwarden::accounts::{AccountError, BlockKind, BlockRequest, Origin, totp};
 use mailwarden::clock::ManualClock;
-use mailwarden::server::Overrides;
 
 use crate::common::client::Client;
 use crate::common::{PASSWORD, TestServer, base32_decode};
@@ -19,19 +18,6 @@ const AUTH_535: &str =
     "535 5.7.8 Authentication credentials invalid (with 2FA enabled, use a device password)";
 
 /// A server whose clock only moves when told (TOTP steps), with Alice.
-async fn server_with_clock(extra: &str) -> (TestServer, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(
-        UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let overrides = Overrides {
-        clock: Some(clock.clone()),
-        ..Overrides::default()
-    };
-    let server = TestServer::start_full(extra, overrides).await;
-    server.add_account(ALICE, PASSWORD).await;
-    (server, clock)
-}
-
 fn policy_block(networks: &[&str]) -> BlockRequest {
     BlockRequest {
         kind: BlockKind::Policy,

@@ -17,6 +17,20 @@ use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The server on a test clock (stopped at 1,800,000,000), with alice.
+pub async fn server_with_clock(extra: &str) -> (TestServer, Arc<mailwarden::clock::ManualClock>) {
+    let clock = Arc::new(mailwarden::clock::ManualClock::new(
+        std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
+    let overrides = server::Overrides {
+        clock: Some(clock.clone()),
+        ..server::Overrides::default()
+    };
+    let server = TestServer::start_full(extra, overrides).await;
+    server.add_account(ALICE, PASSWORD).await;
+    (server, clock)
+}
+
 /// Policy caps out of the way, for tests about load and durability.
 pub const BULK_POLICY: &str = "[policy]\nmax_messages_per_minute = 1000000\nmax_messages_per_hour = 1000000\nmax_messages_per_day = 1000000\nmax_recipients_per_minute = 1000000\nmax_recipients_per_hour = 1000000\nmax_recipients_per_day = 1000000\nnew_account_max_messages_per_hour = 1000000\nnew_account_max_recipients_per_hour = 1000000\nblock_score = 1000000.0\n";
 pub const ALICE: &str = "alice@example.com";
