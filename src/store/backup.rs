@@ -5,7 +5,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{ACCOUNTS, ALIASES, BODIES, META, POLICY, QUEUE, Store, StoreError};
+use super::{ACCOUNTS, ALIASES, BODIES, META, POLICY, QUEUE, SCHEDULE_BUILT, Store, StoreError};
 
 /// Copies every row of one table; returns how many.
 fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -36,6 +36,9 @@ fn copy_all(from: &Database, to: &Database) -> Result<BackupSummary, StoreError>
     let write = to.begin_write()?;
     let accounts = copy_table(&read, &write, ACCOUNTS)?;
     copy_table(&read, &write, META)?;
+    // The schedule is derived, not copied: the store built from this
+    // copy builds it again when it opens.
+    write.open_table(META)?.remove(SCHEDULE_BUILT)?;
     copy_table(&read, &write, POLICY)?;
     copy_table(&read, &write, ALIASES)?;
     let queued = copy_table(&read, &write, QUEUE)?;

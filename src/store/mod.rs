@@ -29,8 +29,11 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("policy");
 /// The delivery schedule: (next attempt, id) of every queued (not held)
 /// message, so the queue runner finds what is due without reading the
-/// whole queue. Derived from `queue`; rebuilt whenever the store opens.
+/// whole queue. Derived from `queue`: built when a store opens without it
+/// (an older store, a restored backup), then kept by every queue write.
 pub(crate) const SCHEDULE: TableDefinition<(u64, u64), ()> = TableDefinition::new("schedule");
+/// META key present once `schedule` matches `queue`.
+pub(crate) const SCHEDULE_BUILT: &str = "schedule_built";
 /// Normalised alias → primary address of its account.
 pub(crate) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("aliases");
 
@@ -168,7 +171,7 @@ impl Store {
         tx.open_table(META)?;
         tx.open_table(POLICY)?;
         tx.open_table(ALIASES)?;
-        queue::rebuild_schedule(&tx)?;
+        queue::build_schedule_once(&tx)?;
         tx.commit()?;
         Ok(Self {
             db: Arc::new(db),

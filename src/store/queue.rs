@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{BODIES, POLICY, QUEUE, SCHEDULE, Store, StoreError};
+use super::{BODIES, META, POLICY, QUEUE, SCHEDULE, SCHEDULE_BUILT, Store, StoreError};
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite};
 
 /// The schedule key of an entry, if the runner should see it at all.
@@ -11,9 +11,14 @@ fn slot(entry: &QueueEntry) -> Option<(u64, u64)> {
     (entry.state == QueueState::Queued).then_some((entry.next_attempt, entry.id.0))
 }
 
-/// Fills the schedule from the queue table (at every open: after an
-/// upgrade, a restore or anything else, it matches the queue).
-pub(super) fn rebuild_schedule(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+/// Fills the schedule from the queue table, unless it was built before:
+/// the decoding of the whole queue happens once, not at every open.
+pub(super) fn build_schedule_once(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META)?;
+    if meta.get(SCHEDULE_BUILT)?.is_some() {
+        return Ok(());
+    }
+    meta.insert(SCHEDULE_BUILT, b"1".as_slice())?;
     let queue = tx.open_table(QUEUE)?;
     let mut schedule = tx.open_table(SCHEDULE)?;
     schedule.retain(|_, _| false)?;
@@ -257,10 +262,19 @@ mod tests {
         assert_eq!(store.queue_due(100, 10).unwrap(), (vec![], Some(200)));
         assert_eq!(ids(store.queue_due(1000, 10).unwrap().0), vec![1, 3, 4]);
 
-        // Rebuilt from the queue when the store opens: the same answer.
+        // Kept across a reopen.
         drop(store);
         let store = Store::open_existing(dir.path()).unwrap();
         assert_eq!(ids(store.queue_due(1000, 10).unwrap().0), vec![1, 3, 4]);
         assert_eq!(store.queue_due(100, 10).unwrap(), (vec![], Some(200)));
+
+        // Built from the queue in a store restored from a backup.
+        let backup = dir.path().join("backup.redb");
+        store.backup_to(&backup).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        Store::restore(other.path(), &backup).unwrap();
+        let restored = Store::open_existing(other.path()).unwrap();
+        assert_eq!(ids(restored.queue_due(1000, 10).unwrap().0), vec![1, 3, 4]);
+        assert_eq!(restored.queue_due(100, 10).unwrap(), (vec![], Some(200)));
     }
 }
