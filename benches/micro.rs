@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mailwarden::accounts::Account;
+use mailwarden::app::{App, Open, Overrides};
 use mailwarden::clock::SystemClock;
-use mailwarden::config::{PolicyConfig, PolicyMode};
+use mailwarden::config::{Config, PolicyConfig, PolicyMode};
+use mailwarden::events::TracingEvents;
+use mailwarden::policy::scorer::content;
 use mailwarden::policy::scorer::state::AccountState;
-use mailwarden::policy::scorer::{Scorer, content};
 use mailwarden::policy::{MailContext, MessageContext, Policy, RcptContext};
 use mailwarden::smtp::data::DataReader;
 use mailwarden::spool::{Envelope, QueueEntry, QueueWrite, Recipient, Spool, StoreSpool};
@@ -151,7 +153,21 @@ fn load_message(size: usize) -> Vec<u8> {
 /// DATA) in observe mode, against a real store, as a session calls it.
 async fn scorer_per_message(message: &[u8], accounts: usize) {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let store = Store::open_or_create(dir.path()).expect("a store");
+    let mut config = Config::embedded_default().expect("the embedded config");
+    config.server.data_dir = dir.path().to_path_buf();
+    config.policy = PolicyConfig {
+        mode: PolicyMode::Observe,
+        ..PolicyConfig::default()
+    };
+    // The application as `serve` assembles it.
+    let app = App::open(
+        &config,
+        Open::CreateIfMissing,
+        Arc::new(TracingEvents),
+        Overrides::default(),
+    )
+    .expect("the application");
+    let store = app.store.clone();
     let names: Vec<String> = (0..accounts)
         .map(|i| format!("user{i}@example.com"))
         .collect();
@@ -160,11 +176,7 @@ async fn scorer_per_message(message: &[u8], accounts: usize) {
             .account_create(&Account::new(name.clone(), String::new(), 1_800_000_000))
             .expect("an account");
     }
-    let config = PolicyConfig {
-        mode: PolicyMode::Observe,
-        ..PolicyConfig::default()
-    };
-    let scorer = Scorer::new(config, Arc::new(SystemClock), store, None).expect("a scorer");
+    let scorer = app.scorer.clone();
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
     let rounds = 20_000;
     let start = Instant::now();

@@ -9,18 +9,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use crate::accounts::lockout::Lockouts;
-use crate::accounts::{Accounts, AccountsParts, Passwords};
-use crate::admin::Ops;
 use crate::admin::client::{AdminClient, Reach};
 use crate::admin::ops::Request;
-use crate::clock::{Clock, SystemClock};
+use crate::app::{App, Open, Overrides};
 use crate::config::Config;
 use crate::events::TracingEvents;
-use crate::secrets::ServerKey;
-use crate::spool::StoreSpool;
 use crate::store::{Store, StoreError};
-use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -321,8 +315,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command: PolicyCommand::Simulate { days, seed },
         } => {
             let config = load_config(config_path)?;
-            let report =
-                runtime.block_on(crate::policy::simulate::run(config.policy, days, seed))?;
+            let report = runtime.block_on(crate::simulate::run(config.policy, days, seed))?;
             print!("{}", report.table());
             Ok(())
         }
@@ -473,9 +466,13 @@ fn dkim_check(config: &Config) -> anyhow::Result<(Vec<serde_json::Value>, Vec<St
 async fn run_op(config: &Config, request: Request, json: bool) -> anyhow::Result<()> {
     let human = describe(&request);
     let result = match Target::reach(config).await? {
-        Target::Server(client) => client.run(&request).await,
-        Target::Local(ops) => ops.run(request).await,
-    }?;
+        Target::Server(client) => client.run(&request).await?,
+        Target::Local(app) => {
+            let result = app.ops().run(request).await;
+            app.close().await;
+            result?
+        }
+    };
     if json {
         println!("{result}");
     } else {
@@ -741,10 +738,12 @@ async fn restore(config: &Config, file: &std::path::Path, json: bool) -> anyhow:
     Ok(())
 }
 
-/// Where account and queue commands go.
+/// Where account and queue commands go: the running server's admin API,
+/// or, with no server, the application assembled on the store the way
+/// `serve` assembles it.
 enum Target {
     Server(AdminClient),
-    Local(Box<Ops>),
+    Local(Box<App>),
 }
 
 impl Target {
@@ -752,44 +751,26 @@ impl Target {
         match AdminClient::discover(config).await? {
             Reach::Server(client) => Ok(Self::Server(client)),
             Reach::NoServer { addr } => {
-                let store = match Store::open_existing(&config.server.data_dir) {
-                    Ok(store) => store,
-                    Err(StoreError::Locked(path)) => bail!(
-                        "the store {} is in use by a running server, but its admin API at {addr} does not answer",
-                        path.display()
-                    ),
-                    Err(StoreError::Missing(path)) => bail!(
-                        "no server answers at {addr} and there is no store at {} (start `mailwarden serve` once, or pass --config)",
-                        path.display()
-                    ),
-                    Err(e) => bail!("{e}"),
-                };
-                let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-                let spool: Arc<dyn crate::spool::Spool> = Arc::new(StoreSpool::new(
-                    store.clone(),
-                    clock.clone(),
-                    Metrics::new(),
-                ));
-                let key = ServerKey::load_existing(&config.secret_key_file(), &store)?;
-                let accounts = Accounts::new(AccountsParts {
-                    store: store.clone(),
-                    passwords: Arc::new(Passwords::new(4)?),
-                    portal_passwords: Arc::new(Passwords::new(4)?),
-                    lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
-                    clock,
-                    events: Arc::new(TracingEvents),
-                    key: Arc::new(key),
-                    spool: spool.clone(),
-                    hostname: config.server.hostname.clone(),
-                    totp_issuer: config.accounts.totp_issuer.clone(),
-                });
-                Ok(Self::Local(Box::new(Ops {
-                    accounts,
-                    spool,
-                    store,
-                    scorer: None,
-                    policy: config.policy.clone(),
-                })))
+                let opened = App::open(
+                    config,
+                    Open::Existing,
+                    Arc::new(TracingEvents),
+                    Overrides::default(),
+                );
+                match opened {
+                    Ok(app) => Ok(Self::Local(Box::new(app))),
+                    Err(e) => match e.downcast_ref::<StoreError>() {
+                        Some(StoreError::Locked(path)) => bail!(
+                            "the store {} is in use by a running server, but its admin API at {addr} does not answer",
+                            path.display()
+                        ),
+                        Some(StoreError::Missing(path)) => bail!(
+                            "no server answers at {addr} and there is no store at {} (start `mailwarden serve` once, or pass --config)",
+                            path.display()
+                        ),
+                        _ => Err(e),
+                    },
+                }
             }
         }
     }

@@ -1,17 +1,159 @@
-//! The `Events` seam: every feature reports what happened as an `Event` with a
-//! stable name (DESIGN.md, "Logs and metrics"). The default sink writes them as
-//! tracing events; tests plug in a recorder.
+//! The `Events` seam: every feature reports what happened as an `Event` of
+//! one `EventKind` (DESIGN.md, "Logs and metrics"). Subscribers (the scorer,
+//! metrics, operator notices) match on the kind; the log renders the kind's
+//! stable name, in one place (`TracingEvents`). Tests plug in a recorder.
 //!
 //! Events never carry passwords, OTPs, AUTH blobs or message bodies: the
 //! struct has no field that could hold one.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What happened. `name()` is the stable `event` field of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    SessionStart,
+    SessionEnd,
+    /// A connection refused before its greeting (connection limits).
+    SessionRefused,
+    AuthSuccess,
+    AuthFailure,
+    AuthLockout,
+    /// A wrong or reused one-time code.
+    AuthOtpFailure,
+    MessageAccepted,
+    MessageRejected,
+    /// Every 4xx/5xx reply the SMTP session sends, once each (`code`, `reason` = the command it answered).
+    Refusal,
+    PolicyDecision,
+    AccountCreated,
+    AccountDeleted,
+    AccountDisabled,
+    AccountEnabled,
+    AccountAliasAdded,
+    AccountAliasRemoved,
+    AccountPasswordChanged,
+    AccountTotpEnabled,
+    AccountTotpDisabled,
+    AccountDevicePasswordCreated,
+    AccountDevicePasswordRevoked,
+    AccountBlocked,
+    AccountUnblocked,
+    PortalSignin,
+    PortalSigninFailure,
+    DeliverySuccess,
+    DeliveryDeferred,
+    DeliveryFailed,
+    /// A delivery status notification was queued for the sender.
+    DeliveryDsn,
+    /// What the next hop accepted (`delivered`) and refused for good (`bounced`) of one account's message: the scorer's bounce signal.
+    DeliveryOutcome,
+}
+
+impl EventKind {
+    /// Every kind, for tests and documentation.
+    pub const ALL: &[EventKind] = &[
+        Self::SessionStart,
+        Self::SessionEnd,
+        Self::SessionRefused,
+        Self::AuthSuccess,
+        Self::AuthFailure,
+        Self::AuthLockout,
+        Self::AuthOtpFailure,
+        Self::MessageAccepted,
+        Self::MessageRejected,
+        Self::Refusal,
+        Self::PolicyDecision,
+        Self::AccountCreated,
+        Self::AccountDeleted,
+        Self::AccountDisabled,
+        Self::AccountEnabled,
+        Self::AccountAliasAdded,
+        Self::AccountAliasRemoved,
+        Self::AccountPasswordChanged,
+        Self::AccountTotpEnabled,
+        Self::AccountTotpDisabled,
+        Self::AccountDevicePasswordCreated,
+        Self::AccountDevicePasswordRevoked,
+        Self::AccountBlocked,
+        Self::AccountUnblocked,
+        Self::PortalSignin,
+        Self::PortalSigninFailure,
+        Self::DeliverySuccess,
+        Self::DeliveryDeferred,
+        Self::DeliveryFailed,
+        Self::DeliveryDsn,
+        Self::DeliveryOutcome,
+    ];
+
+    /// The stable name in the log's `event` field.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SessionStart => "session.start",
+            Self::SessionEnd => "session.end",
+            Self::SessionRefused => "session.refused",
+            Self::AuthSuccess => "auth.success",
+            Self::AuthFailure => "auth.failure",
+            Self::AuthLockout => "auth.lockout",
+            Self::AuthOtpFailure => "auth.otp_failure",
+            Self::MessageAccepted => "message.accepted",
+            Self::MessageRejected => "message.rejected",
+            Self::Refusal => "smtp.refusal",
+            Self::PolicyDecision => "policy.decision",
+            Self::AccountCreated => "account.created",
+            Self::AccountDeleted => "account.deleted",
+            Self::AccountDisabled => "account.disabled",
+            Self::AccountEnabled => "account.enabled",
+            Self::AccountAliasAdded => "account.alias_added",
+            Self::AccountAliasRemoved => "account.alias_removed",
+            Self::AccountPasswordChanged => "account.password_changed",
+            Self::AccountTotpEnabled => "account.totp_enabled",
+            Self::AccountTotpDisabled => "account.totp_disabled",
+            Self::AccountDevicePasswordCreated => "account.device_password_created",
+            Self::AccountDevicePasswordRevoked => "account.device_password_revoked",
+            Self::AccountBlocked => "account.blocked",
+            Self::AccountUnblocked => "account.unblocked",
+            Self::PortalSignin => "portal.signin",
+            Self::PortalSigninFailure => "portal.signin_failure",
+            Self::DeliverySuccess => "delivery.success",
+            Self::DeliveryDeferred => "delivery.deferred",
+            Self::DeliveryFailed => "delivery.failed",
+            Self::DeliveryDsn => "delivery.dsn",
+            Self::DeliveryOutcome => "delivery.outcome",
+        }
+    }
+
+    /// Logged as a warning: something was refused or failed.
+    pub const fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::AuthFailure
+                | Self::AuthLockout
+                | Self::AuthOtpFailure
+                | Self::MessageRejected
+                | Self::PortalSigninFailure
+                | Self::DeliveryFailed
+                | Self::AccountBlocked
+        )
+    }
+
+    /// Published for subscribers but not (yet) written to the log at the
+    /// default level: each refusal is already visible through the event it
+    /// belongs to, and delivery outcomes through `delivery.*`.
+    pub const fn is_internal(self) -> bool {
+        matches!(self, Self::Refusal | Self::DeliveryOutcome)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// Stable name, e.g. `auth.success`.
-    pub name: &'static str,
+    pub kind: EventKind,
     pub session: Option<u64>,
     pub ip: Option<IpAddr>,
     /// The account's primary address, or the login name tried.
@@ -29,22 +171,56 @@ pub struct Event {
     pub duration_ms: Option<u64>,
     /// Messages accepted in a session.
     pub messages: Option<u64>,
-    /// A block's kind (`policy`, `operator`), a lockout's scope.
-    pub kind: Option<&'static str>,
+    /// A block's kind (`policy`, `operator`), a lockout's scope; logged
+    /// under the key `kind`.
+    pub scope: Option<&'static str>,
     /// A client network (`192.0.2.1/32`, `2001:db8::/64`).
     pub network: Option<String>,
     /// A policy score.
     pub score: Option<f64>,
     /// Observe mode: the decision was logged, not applied.
     pub observed: Option<bool>,
+    /// Recipients the next hop accepted (`DeliveryOutcome`).
+    pub delivered: Option<usize>,
+    /// Recipients the next hop refused for good (`DeliveryOutcome`).
+    pub bounced: Option<usize>,
 }
 
 impl Event {
-    pub fn new(name: &'static str) -> Self {
+    pub fn new(kind: EventKind) -> Self {
         Self {
-            name,
-            ..Self::default()
+            kind,
+            session: None,
+            ip: None,
+            account: None,
+            message_id: None,
+            mechanism: None,
+            reason: None,
+            code: None,
+            size: None,
+            recipients: None,
+            tls: None,
+            target: None,
+            duration_ms: None,
+            messages: None,
+            scope: None,
+            network: None,
+            score: None,
+            observed: None,
+            delivered: None,
+            bounced: None,
         }
+    }
+
+    /// The stable log name of the event's kind.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    pub fn outcome(mut self, delivered: usize, bounced: usize) -> Self {
+        self.delivered = Some(delivered);
+        self.bounced = Some(bounced);
+        self
     }
     pub fn session(mut self, id: u64, ip: IpAddr) -> Self {
         self.session = Some(id);
@@ -103,8 +279,8 @@ impl Event {
         self.network = Some(network.into());
         self
     }
-    pub fn kind(mut self, kind: &'static str) -> Self {
-        self.kind = Some(kind);
+    pub fn scope(mut self, scope: &'static str) -> Self {
+        self.scope = Some(scope);
         self
     }
     pub fn messages(mut self, n: u64) -> Self {
@@ -127,16 +303,11 @@ pub struct TracingEvents;
 
 impl Events for TracingEvents {
     fn emit(&self, e: Event) {
-        let failure = e.name.ends_with("failure")
-            || e.name.ends_with("rejected")
-            || e.name.ends_with("failed")
-            || e.name.ends_with("lockout")
-            || e.name.ends_with("blocked");
         macro_rules! emit_at {
             ($level:expr) => {
                 tracing::event!(
                     $level,
-                    event = e.name,
+                    event = e.kind.name(),
                     session = e.session,
                     ip = e.ip.map(tracing::field::display),
                     account = e.account.as_deref(),
@@ -150,17 +321,42 @@ impl Events for TracingEvents {
                     target = e.target.as_deref(),
                     duration_ms = e.duration_ms,
                     messages = e.messages,
-                    kind = e.kind,
+                    kind = e.scope,
                     network = e.network.as_deref(),
                     score = e.score,
                     observed = e.observed,
+                    delivered = e.delivered,
+                    bounced = e.bounced,
                 )
             };
         }
-        if failure {
+        if e.kind.is_internal() {
+            emit_at!(tracing::Level::DEBUG)
+        } else if e.kind.is_failure() {
             emit_at!(tracing::Level::WARN)
         } else {
             emit_at!(tracing::Level::INFO)
+        }
+    }
+}
+
+/// Hands every event to each subscriber in turn, in the order given (the
+/// scorer first, the log last). Assembled once, in `app`.
+pub struct Fanout(Vec<Arc<dyn Events>>);
+
+impl Fanout {
+    pub fn new(subscribers: Vec<Arc<dyn Events>>) -> Self {
+        Self(subscribers)
+    }
+}
+
+impl Events for Fanout {
+    fn emit(&self, event: Event) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for subscriber in rest {
+                subscriber.emit(event.clone());
+            }
+            last.emit(event);
         }
     }
 }

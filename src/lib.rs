@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod address;
 pub mod admin;
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod policy;
 pub mod portal;
 pub mod secrets;
 pub mod server;
+pub mod simulate;
 pub mod smtp;
 pub mod spool;
 pub mod store;

@@ -12,22 +12,19 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::lockout::Lockouts;
-use crate::accounts::{Accounts, AccountsParts, Authenticator, Passwords};
-use crate::clock::{Clock, SystemClock};
+use crate::accounts::Authenticator;
+use crate::app::{App, Open};
 use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
 use crate::policy::Policy;
-use crate::policy::feedback::{DeliveryFeedback, Tee};
-use crate::policy::notice::OperatorNotices;
-use crate::policy::scorer::{Scorer, ScorerEvents};
+use crate::policy::scorer::Ledger;
 use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
-use crate::spool::{CommitHook, Spool, StoreSpool};
+use crate::spool::Spool;
 use crate::store::Store;
-use crate::store::fault::FaultSwitch;
-use crate::telemetry::metrics::{Metrics, MetricsEvents};
 use crate::{admin, delivery, portal, tls};
+
+pub use crate::app::{Overrides, SpoolWrapper};
 
 pub struct Running {
     pub submission: Vec<SocketAddr>,
@@ -38,179 +35,142 @@ pub struct Running {
     pub metrics: SocketAddr,
     pub store: Store,
     pub server_key: Arc<ServerKey>,
-    pub accounts: Accounts,
+    pub accounts: crate::accounts::Accounts,
     pub spool: Arc<dyn Spool>,
-    scorer: Arc<Scorer>,
+    ledger: Arc<Ledger>,
     smtp: Arc<SmtpShared>,
     config: Config,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
-/// Wraps the real spool (tests inject storage failures with it).
-pub type SpoolWrapper = Box<dyn FnOnce(Arc<dyn Spool>) -> Arc<dyn Spool> + Send>;
-
-/// Optional replacements for the defaults, for tests.
-#[derive(Default)]
-pub struct Overrides {
-    pub clock: Option<Arc<dyn Clock>>,
-    /// Open the store on a disk whose fsyncs this switch can make fail.
-    pub store_faults: Option<Arc<FaultSwitch>>,
-    /// Wraps the spool (e.g. a failing one).
-    pub spool: Option<SpoolWrapper>,
-    /// Hears every delivery outcome (the scorer's bounce signal).
-    pub feedback: Option<Arc<dyn DeliveryFeedback>>,
-}
-
 pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
     start_with(config, events, Overrides::default()).await
 }
 
+/// Assembles the application (`App`), then starts, in this order: the
+/// background sweeps, the SMTP listeners, the portal, the admin API and
+/// metrics, and the delivery workers.
 pub async fn start_with(
     config: Config,
     events: Arc<dyn Events>,
     overrides: Overrides,
 ) -> anyhow::Result<Running> {
-    let mode = config.delivery_mode();
-    let relay = match mode {
-        DeliveryMode::Relay => Some(Arc::new(delivery::RelaySettings::from_config(&config)?)),
-        _ => None,
-    };
-    let mx = match mode {
-        DeliveryMode::Mx => Some(delivery::MxSettings::from_config(&config)?),
-        _ => None,
-    };
-    let dkim = Arc::new(delivery::DkimKeys::load(&config.delivery.dkim)?);
-    let data_dir = config.server.data_dir.clone();
-    let store = match &overrides.store_faults {
-        Some(switch) => Store::open_or_create_faulty(&data_dir, switch.clone()),
-        None => Store::open_or_create(&data_dir),
-    }
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let metrics = Metrics::new();
-    let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
-    let scorer = Scorer::new(
-        config.policy.clone(),
-        clock.clone(),
-        store.clone(),
-        config.server.support_contact.clone(),
-    )?;
-    // Every event is counted in the metrics and seen by the scorer (logins,
-    // failures, unblocks) before it reaches the log.
-    let events: Arc<dyn Events> = Arc::new(ScorerEvents::new(scorer.clone(), events));
-    let events: Arc<dyn Events> = Arc::new(MetricsEvents::new(metrics.clone(), events));
-    let server_key = Arc::new(ServerKey::load_or_create(
-        &config.secret_key_file(),
-        &store,
-    )?);
-    let tls_config = tls::server_config(&config)?;
-    let portal_settings = portal::Settings::from_config(&config)?;
-    // Delivery results feed the scorer's bounce signal (and a test's sink).
-    let feedback: Arc<dyn DeliveryFeedback> = match overrides.feedback {
-        Some(extra) => Arc::new(Tee(vec![scorer.clone(), extra])),
-        None => scorer.clone(),
-    };
-    let passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
-    // Portal sign-ins have their own argon2 budget, apart from SMTP AUTH.
-    let portal_passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
-    let hook: Arc<dyn CommitHook> = scorer.clone();
-    let mut spool: Arc<dyn Spool> = Arc::new(StoreSpool::with_hook(
-        store.clone(),
-        clock.clone(),
-        metrics.clone(),
-        Some(hook),
-    ));
-    if let Some(wrap) = overrides.spool {
-        spool = wrap(spool);
-    }
-    // Blocks and unblocks reach the operator (mail, webhook).
-    let events: Arc<dyn Events> = Arc::new(OperatorNotices::new(
-        spool.clone(),
-        config.server.hostname.clone(),
-        &config.policy,
-        events,
-    )?);
-    let accounts = Accounts::new(AccountsParts {
-        store: store.clone(),
-        passwords,
-        portal_passwords: portal_passwords.clone(),
-        lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
-        clock: clock.clone(),
-        events: events.clone(),
-        key: server_key.clone(),
-        spool: spool.clone(),
-        hostname: config.server.hostname.clone(),
-        totp_issuer: config.accounts.totp_issuer.clone(),
-    });
-    let authenticator: Arc<dyn Authenticator> = Arc::new(accounts.clone());
-    scorer.connect(accounts.clone(), events.clone(), spool.clone());
-    let evidence_sweeper = (spool.clone(), config.policy.evidence_retention);
-    let policy: Arc<dyn Policy> = scorer.clone();
-
+    // Delivery settings first: a bad relay or DKIM key stops the start
+    // before anything is opened.
+    let delivery = Delivery::from_config(&config)?;
+    let app = App::open(&config, Open::CreateIfMissing, events, overrides)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    tracker.spawn(crate::telemetry::metrics::watch_queue(
-        metrics.clone(),
-        spool.clone(),
-        Duration::from_secs(15),
-        shutdown.clone(),
-    ));
-    let (evidence_spool, retention) = evidence_sweeper;
-    tracker.spawn(crate::policy::evidence::run(
-        evidence_spool,
-        retention,
-        Duration::from_secs(600),
-        shutdown.clone(),
-    ));
-    let shared = Arc::new(SmtpShared {
-        hostname: config.server.hostname.clone(),
-        limits: config.smtp.clone(),
-        tls: std::sync::RwLock::new(TlsAcceptor::from(tls_config)),
-        proxy_from: config.listeners.proxy_networks(),
-        authenticator,
-        policy,
-        spool: spool.clone(),
-        events: events.clone(),
-        clock: clock.clone(),
-        connections: Default::default(),
-        shutdown: shutdown.clone(),
-    });
-
-    let mut submission = Vec::new();
-    for addr in &config.listeners.submission {
-        submission.push(bind(*addr).await?);
-    }
-    let mut submissions = Vec::new();
-    for addr in &config.listeners.submissions {
-        submissions.push(bind(*addr).await?);
-    }
-    let portal_listener = bind(config.listeners.portal).await?;
-    let portal_addr = portal_listener.local_addr()?;
-    let admin_listener = bind(config.listeners.admin).await?;
-    let metrics_listener = bind(config.listeners.metrics).await?;
-    let metrics_addr = metrics_listener.local_addr()?;
-
-    let token = admin::ensure_token(&data_dir)?;
-    let admin_addr = admin_listener.local_addr()?;
-    std::fs::write(data_dir.join(admin::ADDR_FILE), admin_addr.to_string())
-        .context("cannot write the admin address file")?;
-
+    spawn_sweeps(&app, &tracker, &shutdown);
+    let smtp = smtp_shared(&app, &shutdown)?;
+    let listeners = Listeners::bind(&config).await?;
     let mut running = Running {
         submission: Vec::new(),
         submissions: Vec::new(),
-        portal: portal_addr,
-        admin: admin_addr,
-        metrics: metrics_addr,
-        store: store.clone(),
-        server_key,
-        accounts: accounts.clone(),
-        spool: spool.clone(),
-        scorer: scorer.clone(),
-        smtp: shared.clone(),
+        portal: listeners.portal.local_addr()?,
+        admin: listeners.admin.local_addr()?,
+        metrics: listeners.metrics.local_addr()?,
+        store: app.store.clone(),
+        server_key: app.key.clone(),
+        accounts: app.accounts.clone(),
+        spool: app.spool.clone(),
+        ledger: app.ledger.clone(),
+        smtp: smtp.clone(),
         config: config.clone(),
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
+    serve_smtp(
+        &mut running,
+        listeners.submission,
+        listeners.submissions,
+        &smtp,
+    )?;
+    serve_portal(&app, listeners.portal, &tracker, &shutdown)?;
+    serve_admin_and_metrics(
+        &app,
+        listeners.admin,
+        listeners.metrics,
+        &tracker,
+        &shutdown,
+    )?;
+    delivery.spawn(&app, &tracker, &shutdown);
+    Ok(running)
+}
+
+/// Every listening socket, bound before anything is served.
+struct Listeners {
+    submission: Vec<TcpListener>,
+    submissions: Vec<TcpListener>,
+    portal: TcpListener,
+    admin: TcpListener,
+    metrics: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let mut submission = Vec::new();
+        for addr in &config.listeners.submission {
+            submission.push(bind(*addr).await?);
+        }
+        let mut submissions = Vec::new();
+        for addr in &config.listeners.submissions {
+            submissions.push(bind(*addr).await?);
+        }
+        Ok(Self {
+            submission,
+            submissions,
+            portal: bind(config.listeners.portal).await?,
+            admin: bind(config.listeners.admin).await?,
+            metrics: bind(config.listeners.metrics).await?,
+        })
+    }
+}
+
+/// The queue gauges and the evidence sweep.
+fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    tracker.spawn(crate::spool::watch_queue(
+        app.metrics.clone(),
+        app.spool.clone(),
+        Duration::from_secs(15),
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::policy::evidence::run(
+        app.spool.clone(),
+        app.config.policy.evidence_retention,
+        Duration::from_secs(600),
+        shutdown.clone(),
+    ));
+}
+
+/// What every SMTP session shares.
+fn smtp_shared(app: &App, shutdown: &CancellationToken) -> anyhow::Result<Arc<SmtpShared>> {
+    let config = &app.config;
+    let authenticator: Arc<dyn Authenticator> = Arc::new(app.accounts.clone());
+    let policy: Arc<dyn Policy> = app.scorer.clone();
+    Ok(Arc::new(SmtpShared {
+        hostname: config.server.hostname.clone(),
+        support_contact: config.server.support_contact.clone(),
+        limits: config.smtp.clone(),
+        tls: std::sync::RwLock::new(TlsAcceptor::from(tls::server_config(config)?)),
+        proxy_from: config.listeners.proxy_networks(),
+        authenticator,
+        policy,
+        spool: app.spool.clone(),
+        events: app.events.clone(),
+        clock: app.clock.clone(),
+        connections: Default::default(),
+        shutdown: shutdown.clone(),
+    }))
+}
+
+fn serve_smtp(
+    running: &mut Running,
+    submission: Vec<TcpListener>,
+    submissions: Vec<TcpListener>,
+    shared: &Arc<SmtpShared>,
+) -> anyhow::Result<()> {
     for (listeners, kind) in [
         (submission, PortKind::Submission),
         (submissions, PortKind::Submissions),
@@ -222,16 +182,29 @@ pub async fn start_with(
                 PortKind::Submission => running.submission.push(addr),
                 PortKind::Submissions => running.submissions.push(addr),
             }
-            tracker.spawn(smtp::serve(listener, kind, shared.clone(), tracker.clone()));
+            let tracker = running.tracker.clone();
+            running
+                .tracker
+                .spawn(smtp::serve(listener, kind, shared.clone(), tracker));
         }
     }
+    Ok(())
+}
 
-    let portal_app = portal::Portal::new(portal::PortalParts {
-        accounts: accounts.clone(),
-        passwords: portal_passwords,
-        clock: clock.clone(),
-        events: events.clone(),
-        settings: portal_settings,
+fn serve_portal(
+    app: &App,
+    listener: TcpListener,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let config = &app.config;
+    let addr = listener.local_addr()?;
+    let router = portal::Portal::new(portal::PortalParts {
+        accounts: app.accounts.clone(),
+        passwords: app.portal_passwords.clone(),
+        clock: app.clock.clone(),
+        events: app.events.clone(),
+        settings: portal::Settings::from_config(config)?,
         support_contact: config.server.support_contact.clone(),
         brand: config.accounts.totp_issuer.clone(),
     })
@@ -239,8 +212,8 @@ pub async fn start_with(
     let stop = shutdown.clone();
     tracker.spawn(async move {
         let served = axum::serve(
-            portal_listener,
-            portal_app.into_make_service_with_connect_info::<SocketAddr>(),
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
@@ -248,28 +221,36 @@ pub async fn start_with(
             tracing::error!(event = "http.error", kind = "Portal", error = %e);
         }
     });
-    tracing::info!(event = "listener.ready", kind = "Portal", addr = %portal_addr);
+    tracing::info!(event = "listener.ready", kind = "Portal", addr = %addr);
+    Ok(())
+}
 
-    let ops = admin::Ops {
-        accounts,
-        spool: spool.clone(),
-        store: store.clone(),
-        scorer: Some(scorer.clone()),
-        policy: config.policy.clone(),
-    };
+/// The admin API (and the file the CLI finds it by) and the metrics.
+fn serve_admin_and_metrics(
+    app: &App,
+    admin_listener: TcpListener,
+    metrics_listener: TcpListener,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let data_dir = &app.config.server.data_dir;
+    let token = admin::ensure_token(data_dir)?;
+    let admin_addr = admin_listener.local_addr()?;
+    std::fs::write(data_dir.join(admin::ADDR_FILE), admin_addr.to_string())
+        .context("cannot write the admin address file")?;
     let http = [
-        ("Admin", admin_listener, admin::router(token, ops)),
+        ("Admin", admin_listener, admin::router(token, app.ops())),
         (
             "Metrics",
             metrics_listener,
-            admin::metrics::router(metrics, store),
+            admin::metrics::router(app.metrics.clone(), app.store.clone()),
         ),
     ];
-    for (kind, listener, app) in http {
+    for (kind, listener, router) in http {
         let addr = listener.local_addr()?;
         let stop = shutdown.clone();
         tracker.spawn(async move {
-            let served = axum::serve(listener, app)
+            let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
             if let Err(e) = served {
@@ -278,104 +259,136 @@ pub async fn start_with(
         });
         tracing::info!(event = "listener.ready", kind, addr = %addr);
     }
+    Ok(())
+}
 
-    let queue_runner = |spool, clock, events, feedback| {
-        Arc::new(delivery::Runner {
-            spool,
-            clock,
-            settings: delivery::QueueSettings {
-                hostname: config.server.hostname.clone(),
-                retry_schedule: config.delivery.retry_schedule.clone(),
-                max_age: config.delivery.max_age,
-                delay_warning: config.delivery.delay_warning,
-            },
-            events,
-            feedback,
+/// Where accepted mail goes: MX, a relay, or the outbox folder.
+enum Delivery {
+    Mx(Box<delivery::MxSettings>, Arc<delivery::DkimKeys>),
+    Relay(Arc<delivery::RelaySettings>, Arc<delivery::DkimKeys>),
+    Outbox,
+}
+
+impl Delivery {
+    fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let dkim = || delivery::DkimKeys::load(&config.delivery.dkim).map(Arc::new);
+        Ok(match config.delivery_mode() {
+            DeliveryMode::Mx => Self::Mx(
+                Box::new(delivery::MxSettings::from_config(config)?),
+                dkim()?,
+            ),
+            DeliveryMode::Relay => Self::Relay(
+                Arc::new(delivery::RelaySettings::from_config(config)?),
+                dkim()?,
+            ),
+            _ => {
+                dkim()?;
+                Self::Outbox
+            }
         })
-    };
-    let signed = |transports: Vec<Box<dyn delivery::Transport>>| {
-        for key in dkim.keys() {
-            tracing::info!(
-                event = "delivery.dkim_key",
-                domain = %key.domain,
-                selector = %key.selector,
-                "DKIM signing on"
-            );
-        }
-        if dkim.is_empty() {
-            tracing::warn!(
-                event = "delivery.dkim_missing",
-                "no [[delivery.dkim]] keys: mail leaves unsigned"
-            );
-            transports
-        } else {
-            delivery::SigningTransport::wrap(transports, dkim.clone())
-        }
-    };
-    if let Some(mx) = mx {
-        tracing::info!(
-            event = "delivery.mx_mode",
-            port = mx.port,
-            workers = mx.workers,
-            connections_per_host = mx.per_host,
-        );
-        let runner = queue_runner(spool, clock, events, feedback);
-        let transports = signed(delivery::MxTransport::pool(mx));
-        tracker.spawn(delivery::run_queue(runner, transports, shutdown.clone()));
-        return Ok(running);
-    }
-    if let Some(relay) = relay {
-        tracing::info!(
-            event = "delivery.relay_mode",
-            relay = %format!("{}:{}", relay.host, relay.port),
-            tls = ?relay.tls,
-            connections = config.delivery.relay.as_ref().map_or(1, |r| r.connections),
-        );
-        let relay_config = config
-            .delivery
-            .relay
-            .as_ref()
-            .expect("checked by the config");
-        if !relay_config.verify_certificate {
-            tracing::warn!(
-                event = "delivery.relay_insecure",
-                "delivery.relay.verify_certificate = false: the relay's certificate is not checked"
-            );
-        }
-        if relay.tls == crate::config::RelayTls::None && relay_config.username.is_some() {
-            tracing::warn!(
-                event = "delivery.relay_insecure",
-                "delivery.relay.tls = \"none\" with AUTH: the relay password crosses the network in clear"
-            );
-        }
-        let runner = queue_runner(spool, clock, events, feedback);
-        let transports = signed(delivery::RelayTransport::pool(
-            relay,
-            relay_config.connections,
-        ));
-        tracker.spawn(delivery::run_queue(runner, transports, shutdown.clone()));
-        return Ok(running);
     }
 
-    let outbox = data_dir.join("outbox");
-    if config.source == ConfigSource::EmbeddedDefault {
-        tracing::warn!(
-            event = "delivery.outbox_mode",
-            outbox = %outbox.display(),
-            "delivery goes to the local outbox folder, not the internet: \
-             configure [delivery] for relay or MX delivery"
-        );
-    } else {
-        tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
+    fn spawn(self, app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        let config = &app.config;
+        let runner = || {
+            Arc::new(delivery::Runner {
+                spool: app.spool.clone(),
+                clock: app.clock.clone(),
+                settings: delivery::QueueSettings {
+                    hostname: config.server.hostname.clone(),
+                    retry_schedule: config.delivery.retry_schedule.clone(),
+                    max_age: config.delivery.max_age,
+                    delay_warning: config.delivery.delay_warning,
+                },
+                events: app.events.clone(),
+            })
+        };
+        match self {
+            Self::Mx(mx, dkim) => {
+                tracing::info!(
+                    event = "delivery.mx_mode",
+                    port = mx.port,
+                    workers = mx.workers,
+                    connections_per_host = mx.per_host,
+                );
+                let transports = signed(delivery::MxTransport::pool(*mx), &dkim);
+                tracker.spawn(delivery::run_queue(runner(), transports, shutdown.clone()));
+            }
+            Self::Relay(relay, dkim) => {
+                let relay_config = config
+                    .delivery
+                    .relay
+                    .as_ref()
+                    .expect("checked by the config");
+                tracing::info!(
+                    event = "delivery.relay_mode",
+                    relay = %format!("{}:{}", relay.host, relay.port),
+                    tls = ?relay.tls,
+                    connections = relay_config.connections,
+                );
+                if !relay_config.verify_certificate {
+                    tracing::warn!(
+                        event = "delivery.relay_insecure",
+                        "delivery.relay.verify_certificate = false: the relay's certificate is not checked"
+                    );
+                }
+                if relay.tls == crate::config::RelayTls::None && relay_config.username.is_some() {
+                    tracing::warn!(
+                        event = "delivery.relay_insecure",
+                        "delivery.relay.tls = \"none\" with AUTH: the relay password crosses the network in clear"
+                    );
+                }
+                let transports = signed(
+                    delivery::RelayTransport::pool(relay, relay_config.connections),
+                    &dkim,
+                );
+                tracker.spawn(delivery::run_queue(runner(), transports, shutdown.clone()));
+            }
+            Self::Outbox => {
+                let outbox = config.server.data_dir.join("outbox");
+                if config.source == ConfigSource::EmbeddedDefault {
+                    tracing::warn!(
+                        event = "delivery.outbox_mode",
+                        outbox = %outbox.display(),
+                        "delivery goes to the local outbox folder, not the internet: \
+                         configure [delivery] for relay or MX delivery"
+                    );
+                } else {
+                    tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
+                }
+                tracker.spawn(delivery::run_outbox(
+                    app.spool.clone(),
+                    outbox,
+                    app.events.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
     }
-    tracker.spawn(delivery::run_outbox(
-        spool,
-        outbox,
-        events,
-        feedback,
-        shutdown.clone(),
-    ));
-    Ok(running)
+}
+
+/// Wraps the transports in DKIM signing when keys are configured.
+fn signed(
+    transports: Vec<Box<dyn delivery::Transport>>,
+    dkim: &Arc<delivery::DkimKeys>,
+) -> Vec<Box<dyn delivery::Transport>> {
+    for key in dkim.keys() {
+        tracing::info!(
+            event = "delivery.dkim_key",
+            domain = %key.domain,
+            selector = %key.selector,
+            "DKIM signing on"
+        );
+    }
+    if dkim.is_empty() {
+        tracing::warn!(
+            event = "delivery.dkim_missing",
+            "no [[delivery.dkim]] keys: mail leaves unsigned"
+        );
+        transports
+    } else {
+        delivery::SigningTransport::wrap(transports, dkim.clone())
+    }
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -401,7 +414,6 @@ impl Running {
                 "some sessions did not finish in 30s"
             );
         }
-        self.scorer.disconnect();
     }
 
     /// SIGHUP: reads the config file again and applies its certificate and
@@ -413,8 +425,12 @@ impl Running {
             ConfigSource::EmbeddedDefault => self.config.clone(),
         };
         let tls = tls::server_config(&config)?;
-        *self.smtp.tls.write().expect("tls acceptor") = TlsAcceptor::from(tls);
-        self.scorer.set_config(config.policy.clone());
+        *self
+            .smtp
+            .tls
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = TlsAcceptor::from(tls);
+        self.ledger.set_config(config.policy.clone());
         Ok(())
     }
 

@@ -10,191 +10,22 @@ pub mod password;
 mod security;
 pub mod totp;
 
-use std::net::IpAddr;
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 pub use authenticator::{AuthOutcome, AuthRequest, Authenticator, Identity};
 pub use password::Passwords;
 pub use security::{BlockRequest, TotpEnrolment};
 
+pub use crate::store::record::account::{
+    Account, Block, BlockKind, DevicePassword, HistoryEntry, Origin, TotpSecret, TotpState,
+};
+
 use crate::address::{self, AddressError};
 use crate::clock::Clock;
-use crate::events::{Event, Events};
+use crate::events::{Event, EventKind, Events};
 use crate::secrets::ServerKey;
 use crate::spool::Spool;
 use crate::store::{AliasChange, Store, StoreError};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Account {
-    /// Normalised primary address.
-    pub address: String,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// argon2id PHC string.
-    pub password_hash: String,
-    /// Unix seconds.
-    pub created: u64,
-    #[serde(default)]
-    pub disabled: bool,
-    #[serde(default)]
-    pub totp: TotpState,
-    #[serde(default)]
-    pub device_passwords: Vec<DevicePassword>,
-    #[serde(default)]
-    pub block: Option<Block>,
-    /// The operator's per-account policy limits (`account policy set`).
-    #[serde(default)]
-    pub policy_overrides: std::collections::BTreeMap<String, f64>,
-    /// Sequence number of the latest history entry.
-    #[serde(default)]
-    pub seq: u64,
-    /// Append-only record of credential and block changes.
-    #[serde(default)]
-    pub history: Vec<HistoryEntry>,
-}
-
-/// 2FA state. `active` is what sign-in checks; `pending` is a new secret
-/// waiting for its first code (the old one keeps working until then).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TotpState {
-    pub active: Option<TotpSecret>,
-    pub pending: Option<TotpSecret>,
-    /// The last step a code was accepted for: each step works once.
-    #[serde(default)]
-    pub last_step: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TotpSecret {
-    /// Sealed with the server key, bound to the account address.
-    pub sealed: String,
-    /// History sequence number of the enrolment that created it.
-    pub created_seq: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DevicePassword {
-    pub name: String,
-    /// HMAC under the server key; the password itself is never stored.
-    pub hash: String,
-    pub created: u64,
-    #[serde(default)]
-    pub last_used: Option<u64>,
-    #[serde(default)]
-    pub last_ip: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlockKind {
-    /// Set by the scorer (or `block --self-service`): lifts by the unblock rule.
-    Policy,
-    /// Set by an operator: lifts only by `account unblock`.
-    Operator,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Block {
-    pub kind: BlockKind,
-    /// A category in plain words, shown to the user.
-    pub reason: String,
-    /// Operators only: the full evidence (score breakdown).
-    #[serde(default)]
-    pub detail: Option<String>,
-    /// Client /24s and /64s that used the account while the abuse built up.
-    #[serde(default)]
-    pub abuse_networks: Vec<ipnet::IpNet>,
-    pub seq: u64,
-    pub at: u64,
-    /// The password hash valid at the block: a "new" password equal to it
-    /// does not count towards the unblock rule.
-    pub password_hash_at_block: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HistoryEntry {
-    pub seq: u64,
-    pub at: u64,
-    pub change: String,
-    /// Who made it: `admin`, `portal`, `policy`, `smtp`.
-    pub via: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<IpAddr>,
-    /// Counts towards lifting the current policy block.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unblock_credit: bool,
-}
-
-impl Account {
-    /// A new account: no aliases, 2FA off, no device passwords, no block,
-    /// no history yet.
-    pub fn new(address: String, password_hash: String, created: u64) -> Self {
-        Self {
-            address,
-            aliases: Vec::new(),
-            password_hash,
-            created,
-            disabled: false,
-            totp: TotpState::default(),
-            device_passwords: Vec::new(),
-            block: None,
-            policy_overrides: Default::default(),
-            seq: 0,
-            history: Vec::new(),
-        }
-    }
-
-    pub fn record(&mut self, at: u64, change: &str, origin: &Origin) -> u64 {
-        self.seq += 1;
-        self.history.push(HistoryEntry {
-            seq: self.seq,
-            at,
-            change: change.to_string(),
-            via: origin.via.to_string(),
-            ip: origin.ip,
-            unblock_credit: false,
-        });
-        self.seq
-    }
-
-    pub fn totp_status(&self) -> &'static str {
-        match (&self.totp.active, &self.totp.pending) {
-            (Some(_), _) => "on",
-            (None, Some(_)) => "pending",
-            (None, None) => "off",
-        }
-    }
-
-    pub fn policy_blocked(&self) -> bool {
-        self.block
-            .as_ref()
-            .is_some_and(|b| b.kind == BlockKind::Policy)
-    }
-}
-
-/// Who asks for a change, and from where. Portal changes from a network in
-/// the block's `abuse_networks` do not count towards the unblock rule.
-#[derive(Debug, Clone)]
-pub struct Origin {
-    pub via: &'static str,
-    pub ip: Option<IpAddr>,
-}
-
-impl Origin {
-    pub const ADMIN: Origin = Origin {
-        via: "admin",
-        ip: None,
-    };
-
-    pub fn portal(ip: IpAddr) -> Self {
-        Self {
-            via: "portal",
-            ip: Some(ip),
-        }
-    }
-}
 
 #[derive(Debug)]
 pub enum AccountError {
@@ -271,6 +102,17 @@ pub fn check_password_rule(address: &str, password: &str) -> Result<(), AccountE
     Ok(())
 }
 
+/// Hears of a block lift inside the lift's store transaction and adds the
+/// rows that restart with it (the scorer's ledger restarts the account's
+/// windows), so the lift and the restart are one commit wherever the lift
+/// happens: the server, the offline CLI, another node.
+pub trait OnLift: Send + Sync + 'static {
+    fn lifted(&self, address: &str, rows: &mut LiftRows);
+}
+
+/// The rows a lift writes besides the account.
+pub use crate::store::AlsoWrite as LiftRows;
+
 /// Everything account operations need.
 pub struct AccountsParts {
     pub store: Store,
@@ -286,6 +128,8 @@ pub struct AccountsParts {
     pub spool: Arc<dyn Spool>,
     pub hostname: String,
     pub totp_issuer: String,
+    /// What restarts when a block lifts.
+    pub on_lift: Arc<dyn OnLift>,
 }
 
 /// Account operations on a store. Cheap to clone.
@@ -318,9 +162,9 @@ impl Accounts {
     /// Emits `auth.lockout` for each lockout a failure started.
     pub fn report_lockouts(&self, login: &str, started: Vec<lockout::Started>) {
         for s in started {
-            let mut event = Event::new("auth.lockout")
+            let mut event = Event::new(EventKind::AuthLockout)
                 .account(login)
-                .kind(s.scope.as_str());
+                .scope(s.scope.as_str());
             if let Some(network) = s.network {
                 event = event.network(network.to_string());
             }
@@ -376,7 +220,7 @@ impl Accounts {
             });
         }
         self.emit(
-            Event::new("account.created")
+            Event::new(EventKind::AccountCreated)
                 .account(&address)
                 .reason(origin.via),
         );
@@ -403,9 +247,9 @@ impl Accounts {
             .await?;
         self.emit(
             Event::new(if disabled {
-                "account.disabled"
+                EventKind::AccountDisabled
             } else {
-                "account.enabled"
+                EventKind::AccountEnabled
             })
             .account(&address),
         );
@@ -418,7 +262,7 @@ impl Accounts {
         if !self.blocking(move |s| s.account_delete(&key)).await? {
             return Err(AccountError::NotFound(address));
         }
-        self.emit(Event::new("account.deleted").account(&address));
+        self.emit(Event::new(EventKind::AccountDeleted).account(&address));
         Ok(())
     }
 
@@ -461,10 +305,17 @@ impl Accounts {
         change: impl FnOnce(&mut Account) -> Result<T, AccountError> + Send + 'static,
     ) -> Result<(Account, T), AccountError> {
         let key = address.to_string();
+        let on_lift = self.parts.on_lift.clone();
         let result = self
             .blocking(move |s| {
-                s.account_update(&key, |a| {
+                s.account_update(&key, |a, also| {
+                    let was_blocked = a.block.is_some();
                     let out = change(a)?;
+                    // Whatever lifted the block (the operator, the unblock
+                    // rule), what restarts with it is written with it.
+                    if was_blocked && a.block.is_none() {
+                        on_lift.lifted(&a.address, also);
+                    }
                     Ok::<(Account, T), AccountError>((a.clone(), out))
                 })
             })
@@ -508,8 +359,8 @@ impl Accounts {
         let (now, origin2) = (self.now(), origin.clone());
         let (key, name) = (address.clone(), alias.clone());
         let (verb, event) = match add {
-            true => ("added", "account.alias_added"),
-            false => ("removed", "account.alias_removed"),
+            true => ("added", EventKind::AccountAliasAdded),
+            false => ("removed", EventKind::AccountAliasRemoved),
         };
         let change = self
             .blocking(move |s| {

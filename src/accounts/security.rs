@@ -14,7 +14,7 @@ use super::{
     Account, AccountError, Accounts, Block, BlockKind, DevicePassword, Origin, TotpSecret,
     check_password_rule, device, normalize, password, totp,
 };
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 use crate::spool::{QueueState, QueueWrite};
 
 /// What the user needs to add a new 2FA secret to an authenticator app.
@@ -122,7 +122,7 @@ impl Accounts {
             })
             .await?;
         self.emit(
-            Event::new("account.password_changed")
+            Event::new(EventKind::AccountPasswordChanged)
                 .account(&address)
                 .reason(origin.via),
         );
@@ -227,7 +227,7 @@ impl Accounts {
             .map_err(|e| self.code_error(e, &address))?;
         self.lockouts().otp_success(&address);
         self.emit(
-            Event::new("account.totp_enabled")
+            Event::new(EventKind::AccountTotpEnabled)
                 .account(&address)
                 .reason(origin.via),
         );
@@ -243,7 +243,7 @@ impl Accounts {
         if let Some(block) = lifted {
             for name in old_devices {
                 self.emit(
-                    Event::new("account.device_password_revoked")
+                    Event::new(EventKind::AccountDevicePasswordRevoked)
                         .account(&address)
                         .target(name),
                 );
@@ -279,7 +279,7 @@ impl Accounts {
     /// Counts a wrong code towards the OTP lockout.
     fn code_error(&self, e: AccountError, address: &str) -> AccountError {
         if matches!(e, AccountError::BadCode) {
-            self.emit(Event::new("auth.otp_failure").account(address));
+            self.emit(Event::new(EventKind::AuthOtpFailure).account(address));
             if let Some(started) = self.lockouts().otp_failure(address, None) {
                 self.report_lockouts(address, vec![started]);
             }
@@ -320,13 +320,13 @@ impl Accounts {
             })
             .await?;
         self.emit(
-            Event::new("account.totp_disabled")
+            Event::new(EventKind::AccountTotpDisabled)
                 .account(&address)
                 .reason(origin.via),
         );
         for name in revoked {
             self.emit(
-                Event::new("account.device_password_revoked")
+                Event::new(EventKind::AccountDevicePasswordRevoked)
                     .account(&address)
                     .target(name),
             );
@@ -385,7 +385,7 @@ impl Accounts {
         })
         .await?;
         self.emit(
-            Event::new("account.device_password_created")
+            Event::new(EventKind::AccountDevicePasswordCreated)
                 .account(&address)
                 .target(&name),
         );
@@ -421,7 +421,7 @@ impl Accounts {
             })
             .await?;
         self.emit(
-            Event::new("account.device_password_revoked")
+            Event::new(EventKind::AccountDevicePasswordRevoked)
                 .account(&address)
                 .target(name),
         );
@@ -472,10 +472,10 @@ impl Accounts {
             BlockKind::Operator => "operator",
         };
         self.emit(
-            Event::new("account.blocked")
+            Event::new(EventKind::AccountBlocked)
                 .account(&address)
                 .reason(&request.reason)
-                .kind(kind)
+                .scope(kind)
                 .recipients(held),
         );
         let what_to_do = match request.kind {
@@ -553,13 +553,16 @@ impl Accounts {
             .await?;
         self.set_mail_state(&address, QueueState::Queued, QueueState::Held)
             .await;
-        for name in ["account.password_changed", "account.totp_disabled"] {
-            self.emit(Event::new(name).account(&address).reason(origin.via));
+        for kind in [
+            EventKind::AccountPasswordChanged,
+            EventKind::AccountTotpDisabled,
+        ] {
+            self.emit(Event::new(kind).account(&address).reason(origin.via));
         }
         self.emit(
-            Event::new("account.blocked")
+            Event::new(EventKind::AccountBlocked)
                 .account(&address)
-                .kind("operator")
+                .scope("operator")
                 .reason("reset"),
         );
         Ok(account)
@@ -571,7 +574,7 @@ impl Accounts {
             .set_mail_state(address, QueueState::Held, QueueState::Queued)
             .await;
         self.emit(
-            Event::new("account.unblocked")
+            Event::new(EventKind::AccountUnblocked)
                 .account(address)
                 .reason(how)
                 .recipients(released),

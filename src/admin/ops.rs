@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use crate::accounts::{
     Account, AccountError, Accounts, BlockKind, BlockRequest, HistoryEntry, Origin,
 };
-use crate::config::PolicyConfig;
-use crate::policy::scorer::{PolicyView, Scorer, stored_view};
+use crate::policy::scorer::{Ledger, PolicyView};
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
 use crate::store::{Store, StoreError};
 
@@ -367,9 +366,8 @@ pub struct Ops {
     pub accounts: Accounts,
     pub spool: Arc<dyn Spool>,
     pub store: Store,
-    /// The live scorer; `None` in the CLI, which reads the saved state.
-    pub scorer: Option<Arc<Scorer>>,
-    pub policy: PolicyConfig,
+    /// The scorer's windows (`account show`).
+    pub ledger: Arc<Ledger>,
 }
 
 fn to_json<T: Serialize>(value: T) -> Result<Value, OpError> {
@@ -513,23 +511,7 @@ impl Ops {
             }
             Request::AccountShow { address } => {
                 let mut view = AccountView::from(accounts.get(&address).await?);
-                view.policy = match &self.scorer {
-                    Some(scorer) => Some(scorer.view(&view.address)),
-                    None => {
-                        let (store, config, address) = (
-                            self.store.clone(),
-                            self.policy.clone(),
-                            view.address.clone(),
-                        );
-                        let now = crate::clock::Clock::unix(&crate::clock::SystemClock);
-                        tokio::task::spawn_blocking(move || {
-                            stored_view(&store, &address, &config, now)
-                        })
-                        .await
-                        .ok()
-                        .flatten()
-                    }
-                };
+                view.policy = Some(self.ledger.view(&view.address));
                 to_json(view)
             }
             Request::AccountDelete { address } => {

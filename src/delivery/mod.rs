@@ -1,7 +1,7 @@
 //! Delivery workers drain the spool. The dev outbox writes each message into
 //! a folder; the queue runner delivers through a `Transport` (the smarthost
 //! relay, or direct MX delivery) with per-recipient state, retries, DSNs
-//! and feedback to the scorer; DKIM signing wraps either (docs/delivery.md).
+//! and each outcome as an event (the scorer hears bounces from it); DKIM signing wraps either (docs/delivery.md).
 
 pub mod dkim;
 pub mod dsn;

@@ -9,20 +9,18 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Event, Events};
-use crate::policy::feedback::DeliveryFeedback;
+use crate::events::{Event, EventKind, Events};
 use crate::spool::{QueueEntry, QueueWrite, Spool};
 
 pub async fn run_outbox(
     spool: Arc<dyn Spool>,
     dir: PathBuf,
     events: Arc<dyn Events>,
-    feedback: Arc<dyn DeliveryFeedback>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match deliver_ready(&*spool, &dir, &*events, &*feedback).await {
+        match deliver_ready(&*spool, &dir, &*events).await {
             Ok(()) => backoff = Duration::from_secs(1),
             Err(e) => {
                 tracing::error!(event = "delivery.error", target = "outbox", error = %e);
@@ -45,12 +43,7 @@ pub async fn run_outbox(
 const GATHER: Duration = Duration::from_millis(20);
 
 /// Writes every ready message, then forgets them all in one spool commit.
-async fn deliver_ready(
-    spool: &dyn Spool,
-    dir: &Path,
-    events: &dyn Events,
-    feedback: &dyn DeliveryFeedback,
-) -> anyhow::Result<()> {
+async fn deliver_ready(spool: &dyn Spool, dir: &Path, events: &dyn Events) -> anyhow::Result<()> {
     let mut delivered = Vec::new();
     let mut failure = None;
     for entry in spool.ready().await? {
@@ -75,7 +68,6 @@ async fn deliver_ready(
         spool.apply(removals).await?;
         for (entry, path) in &delivered {
             emit_success(events, entry, path);
-            feedback.delivery_outcome(&entry.envelope.account, entry.envelope.recipients.len(), 0);
         }
     }
     failure.map_or(Ok(()), Err)
@@ -83,12 +75,18 @@ async fn deliver_ready(
 
 fn emit_success(events: &dyn Events, entry: &QueueEntry, path: &Path) {
     events.emit(
-        Event::new("delivery.success")
+        Event::new(EventKind::DeliverySuccess)
             .account(&entry.envelope.account)
             .message_id(entry.id.to_string())
             .recipients(entry.envelope.recipients.len())
             .size(entry.envelope.size)
             .target(format!("outbox:{}", path.display())),
+    );
+    events.emit(
+        Event::new(EventKind::DeliveryOutcome)
+            .account(&entry.envelope.account)
+            .message_id(entry.id.to_string())
+            .outcome(entry.envelope.recipients.len(), 0),
     );
 }
 

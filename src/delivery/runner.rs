@@ -26,8 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::dsn::{self, Action, Report};
 use super::transport::{Diagnostic, Outcome, Outgoing, Transport};
 use crate::clock::Clock;
-use crate::events::{Event, Events};
-use crate::policy::feedback::DeliveryFeedback;
+use crate::events::{Event, EventKind, Events};
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
 
 /// How retries and reports work (the `[delivery]` keys).
@@ -54,7 +53,6 @@ pub struct Runner {
     pub clock: Arc<dyn Clock>,
     pub settings: QueueSettings,
     pub events: Arc<dyn Events>,
-    pub feedback: Arc<dyn DeliveryFeedback>,
 }
 
 /// A worker closes its idle connection after this long without work.
@@ -220,7 +218,7 @@ pub struct Attempted {
     finished: bool,
 }
 
-/// What one attempt did, for events and feedback after the commit.
+/// What one attempt did, for the events after the commit.
 #[derive(Default)]
 struct Tally {
     delivered: Vec<(usize, Diagnostic)>,
@@ -412,7 +410,7 @@ impl Runner {
         true
     }
 
-    /// Events and the scorer's feedback, once the outcome is durable.
+    /// The events (the scorer hears the outcome), once the outcome is durable.
     fn report(
         &self,
         entry: &QueueEntry,
@@ -422,9 +420,9 @@ impl Runner {
         finished: bool,
     ) {
         let env = &entry.envelope;
-        let event = |name, list: &[(usize, Diagnostic)]| {
+        let event = |kind, list: &[(usize, Diagnostic)]| {
             let first = &list[0].1;
-            let mut e = Event::new(name)
+            let mut e = Event::new(kind)
                 .account(&env.account)
                 .message_id(entry.id.to_string())
                 .recipients(list.len())
@@ -438,7 +436,7 @@ impl Runner {
         };
         if !tally.delivered.is_empty() {
             self.events
-                .emit(event("delivery.success", &tally.delivered).reason("delivered"));
+                .emit(event(EventKind::DeliverySuccess, &tally.delivered).reason("delivered"));
         }
         let failed: Vec<(usize, Diagnostic)> = tally
             .bounced
@@ -453,15 +451,15 @@ impl Runner {
                 tally.bounced[0].1.reason
             };
             self.events
-                .emit(event("delivery.failed", &failed).reason(reason));
+                .emit(event(EventKind::DeliveryFailed, &failed).reason(reason));
         }
         if !tally.deferred.is_empty() {
             self.events
-                .emit(event("delivery.deferred", &tally.deferred));
+                .emit(event(EventKind::DeliveryDeferred, &tally.deferred));
         }
         if let Some(id) = dsn_id {
             self.events.emit(
-                Event::new("delivery.dsn")
+                Event::new(EventKind::DeliveryDsn)
                     .account(&env.account)
                     .message_id(id.to_string())
                     .target(entry.id.to_string()),
@@ -477,8 +475,12 @@ impl Runner {
             env.from.is_empty() && env.account == format!("postmaster@{}", self.settings.hostname);
         let refused = tally.bounced.iter().filter(|(_, d)| d.is_remote()).count();
         if !system && (!tally.delivered.is_empty() || refused > 0) {
-            self.feedback
-                .delivery_outcome(&env.account, tally.delivered.len(), refused);
+            self.events.emit(
+                Event::new(EventKind::DeliveryOutcome)
+                    .account(&env.account)
+                    .message_id(entry.id.to_string())
+                    .outcome(tally.delivered.len(), refused),
+            );
         }
     }
 }

@@ -3,16 +3,14 @@
 //! blocked accounts get their 554, caps defer, the score blocks.
 
 pub mod evidence;
-pub mod feedback;
 pub mod notice;
 pub mod scorer;
-pub mod simulate;
 
 use std::net::IpAddr;
 
 use async_trait::async_trait;
 
-use crate::smtp::reply::Reply;
+use crate::accounts::BlockKind;
 
 /// What the session knows when it asks.
 pub struct MailContext<'a> {
@@ -41,14 +39,31 @@ pub struct MessageContext<'a> {
     pub message: &'a [u8],
 }
 
+/// The answer; the SMTP session renders it as its reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Accept,
-    /// A temporary refusal for the whole message (`451 4.7.1`).
-    Defer(Reply),
-    /// A block: this reply answers MAIL and every later RCPT, DATA and BDAT
-    /// of the transaction.
-    Block(Reply),
+    /// A volume cap: a temporary refusal for the whole message (`451 4.7.1`).
+    Defer,
+    /// A block: its 554 answers MAIL and every later RCPT, DATA and BDAT of
+    /// the transaction.
+    Block(Blocked),
+}
+
+/// Which account is blocked, and by whom (the reply differs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub account: String,
+    pub kind: BlockKind,
+}
+
+impl Decision {
+    pub fn blocked(account: &str, kind: BlockKind) -> Self {
+        Self::Block(Blocked {
+            account: account.to_string(),
+            kind,
+        })
+    }
 }
 
 #[async_trait]

@@ -12,10 +12,11 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::rfc5322_date;
 use crate::config::PolicyConfig;
-use crate::events::{Event, Events};
+use crate::events::{Event, EventKind, Events};
 use crate::spool::{Envelope, Recipient, Spool};
 
 pub struct Webhook {
@@ -104,7 +105,8 @@ pub struct OperatorNotices {
     hostname: String,
     abuse_contact: Option<String>,
     webhook: Option<Arc<Webhook>>,
-    next: Arc<dyn Events>,
+    /// The notice mails being queued (`App::close` waits for them).
+    tasks: TaskTracker,
 }
 
 /// Attempts: now, then after each of these waits.
@@ -119,14 +121,14 @@ impl OperatorNotices {
         spool: Arc<dyn Spool>,
         hostname: String,
         config: &PolicyConfig,
-        next: Arc<dyn Events>,
+        tasks: TaskTracker,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             spool,
             hostname,
             abuse_contact: config.abuse_contact.clone(),
             webhook: Webhook::from_config(config)?.map(Arc::new),
-            next,
+            tasks,
         })
     }
 
@@ -134,8 +136,8 @@ impl OperatorNotices {
         let Some(account) = event.account.clone() else {
             return;
         };
-        let what = event.name.trim_start_matches("account.").to_string();
-        let kind = event.kind.unwrap_or("");
+        let what = event.kind.name().trim_start_matches("account.").to_string();
+        let kind = event.scope.unwrap_or("");
         let reason = event.reason.clone().unwrap_or_default();
         let now = self.spool.now();
         if let Some(contact) = self.abuse_contact.clone() {
@@ -144,7 +146,7 @@ impl OperatorNotices {
             let text = format!(
                 "Account: {account}\r\nEvent: {what}\r\nKind: {kind}\r\nReason: {reason}\r\n\r\nSee `mailwarden account show {account}` for the details.\r\n"
             );
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let id = spool.new_id();
                 let postmaster = format!("postmaster@{hostname}");
                 let message = format!(
@@ -172,7 +174,7 @@ impl OperatorNotices {
         }
         if let Some(webhook) = self.webhook.clone() {
             let body = serde_json::json!({
-                "event": event.name,
+                "event": event.kind.name(),
                 "account": account,
                 "kind": kind,
                 "reason": reason,
@@ -200,11 +202,12 @@ impl OperatorNotices {
 
 impl Events for OperatorNotices {
     fn emit(&self, event: Event) {
-        if matches!(event.name, "account.blocked" | "account.unblocked")
-            && tokio::runtime::Handle::try_current().is_ok()
+        if matches!(
+            event.kind,
+            EventKind::AccountBlocked | EventKind::AccountUnblocked
+        ) && tokio::runtime::Handle::try_current().is_ok()
         {
             self.notify(&event);
         }
-        self.next.emit(event);
     }
 }

@@ -17,7 +17,7 @@ use super::html::{self, AccountView, Ctx};
 use super::session::{Auth, Notice, OTP_STEP_TIME, Session};
 use crate::accounts::{Account, AccountError, BlockKind, Origin, check_password_rule};
 use crate::address;
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 
 const STYLE: &str = include_str!("style.css");
 /// Device passwords need an OTP passed in this web session this recently.
@@ -241,8 +241,8 @@ impl Portal {
         self.notice(session, notice.at(at));
     }
 
-    fn signin_event(&self, name: &'static str, account: &str, ip: IpAddr, reason: &str) {
-        let mut event = Event::new(name).account(account).reason(reason);
+    fn signin_event(&self, kind: EventKind, account: &str, ip: IpAddr, reason: &str) {
+        let mut event = Event::new(kind).account(account).reason(reason);
         event.ip = Some(ip);
         self.inner.events.emit(event);
     }
@@ -453,7 +453,7 @@ pub async fn signin(
     // The portal's own window, and the lockouts SMTP AUTH shares.
     let shared_lockout = p.inner.accounts.lockouts().check(ip, &key).is_err();
     if p.inner.signin.check(ip, &key).is_err() || shared_lockout {
-        p.signin_event("portal.signin_failure", &key, ip, "locked_out");
+        p.signin_event(EventKind::PortalSigninFailure, &key, ip, "locked_out");
         p.inner.sessions.update(&session.id, |s| {
             s.auth = Auth::Anonymous;
             s.notices.push(
@@ -498,7 +498,7 @@ pub async fn signin(
         p.inner.signin.failure(ip, &key);
         let started = p.inner.accounts.lockouts().failure(ip, &key, &f.password);
         p.inner.accounts.report_lockouts(&key, started);
-        p.signin_event("portal.signin_failure", &key, ip, "bad_credentials");
+        p.signin_event(EventKind::PortalSigninFailure, &key, ip, "bad_credentials");
         p.inner.sessions.update(&session.id, |s| {
             s.auth = Auth::Anonymous;
             s.notices
@@ -529,7 +529,7 @@ pub async fn signin(
             password_hash: account.password_hash.clone(),
         },
     );
-    p.signin_event("portal.signin", &account.address, ip, "password");
+    p.signin_event(EventKind::PortalSignin, &account.address, ip, "password");
     p.see_other_with("/my-account", &s)
 }
 
@@ -571,7 +571,7 @@ pub async fn otp(
                     password_hash,
                 },
             );
-            p.signin_event("portal.signin", &address, ip, "otp");
+            p.signin_event(EventKind::PortalSignin, &address, ip, "otp");
             p.see_other_with("/my-account", &s)
         }
         Err(e @ (AccountError::BadCode | AccountError::OtpLocked(_))) => {
@@ -580,7 +580,7 @@ pub async fn otp(
             } else {
                 "otp_locked"
             };
-            p.signin_event("portal.signin_failure", &address, ip, reason);
+            p.signin_event(EventKind::PortalSigninFailure, &address, ip, reason);
             p.account_error(&session, e, "otp");
             p.see_other("/signin/otp")
         }

@@ -123,7 +123,7 @@ async fn proxied(
 /// read it; the handshake gets a short deadline since nothing else runs here.
 async fn refuse(tcp: TcpStream, peer: SocketAddr, kind: PortKind, shared: Arc<SmtpShared>) {
     shared.events.emit(
-        crate::events::Event::new("session.refused")
+        crate::events::Event::new(crate::events::EventKind::SessionRefused)
             .ip(peer.ip().to_canonical())
             .reason("too_many_connections"),
     );
@@ -159,7 +159,7 @@ async fn handle(
     let implicit = kind == PortKind::Submissions;
     let mut session = Session::new(shared.clone(), id, peer, implicit);
     shared.events.emit(
-        crate::events::Event::new("session.start")
+        crate::events::Event::new(crate::events::EventKind::SessionStart)
             .session(id, session.ip())
             .tls(implicit),
     );
@@ -191,7 +191,7 @@ async fn handle(
             plain.shutdown().await;
         }
     }
-    let mut end = crate::events::Event::new("session.end")
+    let mut end = crate::events::Event::new(crate::events::EventKind::SessionEnd)
         .session(id, session.ip())
         .duration_ms(session.elapsed_ms())
         .messages(session.messages as u64);

@@ -34,6 +34,8 @@ impl SmtpShared {
 
 pub struct SmtpShared {
     pub hostname: String,
+    /// Named in the operator-block reply.
+    pub support_contact: Option<String>,
     pub limits: SmtpConfig,
     /// Connections from these networks start with a PROXY header.
     pub proxy_from: Vec<ipnet::IpNet>,

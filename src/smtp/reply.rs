@@ -1,6 +1,9 @@
 //! Every SMTP reply the server sends, with the exact text of DESIGN.md's
 //! table. Clients show these to people, so they live in one place.
 
+use crate::accounts::BlockKind;
+use crate::policy::Blocked;
+
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +141,14 @@ pub fn non_ascii_address(address: &str) -> Reply {
         553,
         format!("5.6.7 Non-ASCII address <{address}> requires SMTPUTF8"),
     )
+}
+
+/// The 554 for a blocked account, policy or operator.
+pub fn blocked(block: &Blocked, support_contact: Option<&str>) -> Reply {
+    match block.kind {
+        BlockKind::Policy => policy_block(&block.account),
+        BlockKind::Operator => operator_block(&block.account, support_contact),
+    }
 }
 
 pub fn policy_block(account: &str) -> Reply {

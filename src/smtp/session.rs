@@ -22,7 +22,7 @@ use super::sasl;
 use crate::accounts::{AuthOutcome, AuthRequest, Identity};
 use crate::address;
 use crate::clock::rfc5322_date;
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 use crate::policy::{Decision, MailContext, MessageContext, RcptContext};
 use crate::spool::{Envelope, Pending, Recipient};
 use crate::store::StoreError;
@@ -115,8 +115,8 @@ impl Session {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn event(&self, name: &'static str) -> Event {
-        let e = Event::new(name).session(self.id, self.ip());
+    fn event(&self, kind: EventKind) -> Event {
+        let e = Event::new(kind).session(self.id, self.ip());
         match self.account() {
             Some(a) => e.account(a),
             None => e,
@@ -354,13 +354,13 @@ impl Session {
                 self.identity = Some(identity);
                 self.shared
                     .events
-                    .emit(self.event("auth.success").mechanism(name));
+                    .emit(self.event(EventKind::AuthSuccess).mechanism(name));
                 self.answer(conn, reply::AUTH_OK)
             }
             AuthOutcome::Failure { reason } => {
                 self.auth_failures += 1;
                 self.shared.events.emit(
-                    self.event("auth.failure")
+                    self.event(EventKind::AuthFailure)
                         .account(login)
                         .mechanism(name)
                         .reason(reason)
@@ -375,7 +375,7 @@ impl Session {
             }
             AuthOutcome::LockedOut => {
                 self.shared.events.emit(
-                    self.event("auth.failure")
+                    self.event(EventKind::AuthFailure)
                         .account(login)
                         .mechanism(name)
                         .reason("locked_out")
@@ -392,7 +392,7 @@ impl Session {
             }
             AuthOutcome::Busy => {
                 self.shared.events.emit(
-                    self.event("auth.failure")
+                    self.event(EventKind::AuthFailure)
                         .account(login)
                         .mechanism(name)
                         .reason("busy")
@@ -520,8 +520,9 @@ impl Session {
                 self.tx = Some(tx);
                 reply::SENDER_OK
             }
-            Decision::Defer(r) => r,
-            Decision::Block(r) => {
+            Decision::Defer => reply::RATE_LIMITED,
+            Decision::Block(b) => {
+                let r = reply::blocked(&b, self.shared.support_contact.as_deref());
                 tx.blocked = Some(r.clone());
                 self.tx = Some(tx);
                 r
@@ -582,8 +583,9 @@ impl Session {
                 });
                 reply::RECIPIENT_OK
             }
-            Decision::Defer(r) => r,
-            Decision::Block(r) => {
+            Decision::Defer => reply::RATE_LIMITED,
+            Decision::Block(b) => {
+                let r = reply::blocked(&b, self.shared.support_contact.as_deref());
                 tx.blocked = Some(r.clone());
                 r
             }
@@ -706,7 +708,7 @@ impl Session {
         let identity = self.identity.clone().expect("a transaction implies AUTH");
         let rejected = |this: &Self, r: Reply, reason: &str| {
             this.shared.events.emit(
-                this.event("message.rejected")
+                this.event(EventKind::MessageRejected)
                     .reason(reason)
                     .code(r.code)
                     .recipients(tx.recipients.len()),
@@ -755,8 +757,11 @@ impl Session {
             .await;
         match decision {
             Decision::Accept => {}
-            Decision::Defer(r) => return rejected(self, r, "policy_defer"),
-            Decision::Block(r) => return rejected(self, r, "policy_block"),
+            Decision::Defer => return rejected(self, reply::RATE_LIMITED, "policy_defer"),
+            Decision::Block(b) => {
+                let r = reply::blocked(&b, self.shared.support_contact.as_deref());
+                return rejected(self, r, "policy_block");
+            }
         }
         let size = message.len() as u64;
         let envelope = Envelope {
@@ -773,7 +778,7 @@ impl Session {
             Ok(()) => {
                 self.messages += 1;
                 self.shared.events.emit(
-                    self.event("message.accepted")
+                    self.event(EventKind::MessageAccepted)
                         .duration_ms(started.elapsed().as_millis() as u64)
                         .message_id(id.to_string())
                         .size(size)

@@ -149,22 +149,24 @@ fn run(
         }
         let (writes, replies): (Vec<Vec<QueueWrite>>, Vec<_>) = batch.into_iter().unzip();
         let sizes: Vec<usize> = writes.iter().map(Vec::len).collect();
-        let mut flat: Vec<QueueWrite> = writes.into_iter().flatten().collect();
+        let flat: Vec<QueueWrite> = writes.into_iter().flatten().collect();
         let own = flat.len();
-        // State that counted these messages joins a commit (the hook says
-        // how often).
-        if let Some(hook) = &hook {
-            flat.extend(hook.dirty_writes(false));
-        }
         tracing::trace!(
             event = "spool.commit",
             writes = flat.len(),
             inserts = inserted
         );
-        match store.queue_apply(&flat) {
+        // State that counted these messages joins the commit (the hook says
+        // how often), read inside its transaction.
+        let rows = || {
+            hook.as_ref()
+                .map_or_else(Vec::new, |h| h.dirty_writes(false))
+        };
+        match store.queue_apply_with(&flat, rows) {
             Ok(results) => {
+                let written = results.len();
                 metrics.spool_fsyncs.increment(1);
-                metrics.spool_committed_writes.increment(flat.len() as u64);
+                metrics.spool_committed_writes.increment(written as u64);
                 let mut results = results.into_iter().take(own);
                 for (reply, n) in replies.into_iter().zip(sizes) {
                     let _ = reply.send(Ok(results.by_ref().take(n).collect()));
@@ -187,17 +189,18 @@ fn commit_hook_rows(store: &Store, metrics: &Metrics, hook: Option<&dyn CommitHo
     let Some(hook) = hook else {
         return;
     };
-    let rows = hook.dirty_writes(true);
-    if rows.is_empty() {
+    if !hook.has_dirty() {
         return;
     }
-    match store.queue_apply(&rows) {
-        Ok(_) => {
+    match store.queue_apply_with(&[], || hook.dirty_writes(true)) {
+        Ok(written) => {
             metrics.spool_fsyncs.increment(1);
-            metrics.spool_committed_writes.increment(rows.len() as u64);
+            metrics
+                .spool_committed_writes
+                .increment(written.len() as u64);
         }
         Err(e) => {
-            tracing::error!(event = "store.commit_failed", writes = rows.len(), error = %e);
+            tracing::error!(event = "store.commit_failed", error = %e);
         }
     }
 }

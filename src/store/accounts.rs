@@ -2,8 +2,15 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{ACCOUNTS, ALIASES, Store, StoreError};
-use crate::accounts::Account;
+use super::record::account::Account;
+use super::{ACCOUNTS, ALIASES, POLICY, Store, StoreError};
+
+/// Rows an account change writes in its own transaction.
+#[derive(Debug, Default)]
+pub struct AlsoWrite {
+    /// The scorer's state for the account (its `policy` row).
+    pub policy_state: Option<Vec<u8>>,
+}
 
 impl Store {
     pub fn account_get(&self, address: &str) -> Result<Option<Account>, StoreError> {
@@ -32,12 +39,15 @@ impl Store {
         Ok(true)
     }
 
-    /// Reads, changes and writes back one account in one transaction.
-    /// `None` if there is no such account; the closure's error aborts.
+    /// Reads, changes and writes back one account in one transaction,
+    /// with whatever the change puts in `AlsoWrite` (rows that must change
+    /// together with the account, e.g. the scorer's windows when a block
+    /// lifts). `None` if there is no such account; the closure's error
+    /// aborts.
     pub fn account_update<T, E>(
         &self,
         address: &str,
-        change: impl FnOnce(&mut Account) -> Result<T, E>,
+        change: impl FnOnce(&mut Account, &mut AlsoWrite) -> Result<T, E>,
     ) -> Result<Option<Result<T, E>>, StoreError> {
         let tx = self.db().begin_write()?;
         let result = {
@@ -47,10 +57,14 @@ impl Store {
             };
             let mut account: Account = serde_json::from_slice(value.value())?;
             drop(value);
-            match change(&mut account) {
+            let mut also = AlsoWrite::default();
+            match change(&mut account, &mut also) {
                 Ok(out) => {
                     let bytes = serde_json::to_vec(&account)?;
                     table.insert(address, bytes.as_slice())?;
+                    if let Some(state) = also.policy_state {
+                        tx.open_table(POLICY)?.insert(address, state.as_slice())?;
+                    }
                     Ok(out)
                 }
                 Err(e) => Err(e),

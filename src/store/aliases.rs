@@ -3,8 +3,8 @@
 
 use redb::{ReadableTable, Table};
 
+use super::record::account::Account;
 use super::{ACCOUNTS, ALIASES, Store, StoreError};
-use crate::accounts::Account;
 use crate::address;
 
 /// What an alias change did.

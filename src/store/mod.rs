@@ -6,12 +6,14 @@
 
 mod accounts;
 mod backup;
+pub mod record;
 
 pub use backup::BackupSummary;
 mod aliases;
 pub mod fault;
 mod queue;
 
+pub use accounts::AlsoWrite;
 pub use aliases::AliasChange;
 
 use std::fmt;

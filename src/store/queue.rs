@@ -3,8 +3,8 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::record::queue::{QueueEntry, QueueId, QueueState, QueueWrite};
 use super::{BODIES, META, POLICY, QUEUE, SCHEDULE, SCHEDULE_BUILT, Store, StoreError};
-use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite};
 
 /// The schedule key of an entry, if the runner should see it at all.
 fn slot(entry: &QueueEntry) -> Option<(u64, u64)> {
@@ -44,8 +44,22 @@ impl Store {
     /// Applies every write in one transaction; durable once this returns.
     /// Each result says whether the write found (or created) its message.
     pub fn queue_apply(&self, writes: &[QueueWrite]) -> Result<Vec<bool>, StoreError> {
+        self.queue_apply_with(writes, Vec::new)
+    }
+
+    /// Like `queue_apply`, adding the rows `more` returns, asked for only
+    /// once this transaction holds the store's single writer: whatever
+    /// `more` reads of in-memory state cannot interleave with another write
+    /// transaction (a block lift restarting the scorer's windows, say), so
+    /// an older copy can never land after a newer one.
+    pub fn queue_apply_with(
+        &self,
+        writes: &[QueueWrite],
+        more: impl FnOnce() -> Vec<QueueWrite>,
+    ) -> Result<Vec<bool>, StoreError> {
         let tx = self.db().begin_write()?;
-        let mut results = Vec::with_capacity(writes.len());
+        let more = more();
+        let mut results = Vec::with_capacity(writes.len() + more.len());
         {
             let mut queue = tx.open_table(QUEUE)?;
             let mut bodies = tx.open_table(BODIES)?;
@@ -72,7 +86,7 @@ impl Store {
                     }
                     Ok(())
                 };
-            for write in writes {
+            for write in writes.iter().chain(&more) {
                 let found = match write {
                     // Always a fresh id (`Spool::new_id`): nothing to unschedule.
                     QueueWrite::Insert { entry, body } => {
@@ -185,7 +199,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::spool::{Envelope, Recipient};
+    use crate::store::record::queue::{Envelope, Recipient};
 
     fn entry(id: u64, next_attempt: u64) -> QueueEntry {
         let mut e = QueueEntry::new(

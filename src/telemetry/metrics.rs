@@ -7,7 +7,7 @@ use std::sync::Arc;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use crate::events::{Event, Events};
+use crate::events::{Event, EventKind, Events};
 
 pub const SPOOL_FSYNCS: &str = "mailwarden_spool_fsyncs_total";
 pub const SPOOL_COMMITTED_WRITES: &str = "mailwarden_spool_committed_writes_total";
@@ -81,47 +81,46 @@ impl Metrics {
     }
 }
 
-/// Counts events as metrics, then passes them on.
+/// Counts events as metrics.
 pub struct MetricsEvents {
     metrics: Arc<Metrics>,
-    next: Arc<dyn Events>,
 }
 
 impl MetricsEvents {
-    pub fn new(metrics: Arc<Metrics>, next: Arc<dyn Events>) -> Self {
-        Self { metrics, next }
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
     }
 }
 
 impl Events for MetricsEvents {
     fn emit(&self, event: Event) {
         let m = &self.metrics;
-        match event.name {
-            "message.accepted" => {
+        match event.kind {
+            EventKind::MessageAccepted => {
                 m.counter(MESSAGES_ACCEPTED, &[]).increment(1);
                 if let Some(ms) = event.duration_ms {
                     m.histogram(ACCEPT_SECONDS).record(ms as f64 / 1000.0);
                 }
             }
-            "message.rejected" => {
+            EventKind::MessageRejected => {
                 let class = event
                     .code
                     .map_or("unknown".to_string(), |c| format!("{}xx", c / 100));
                 m.counter(MESSAGES_REJECTED, &[("class", class)])
                     .increment(1)
             }
-            "session.start" => {
+            EventKind::SessionStart => {
                 m.counter(SESSIONS, &[]).increment(1);
                 m.gauge(CONNECTIONS_CURRENT).increment(1.0);
             }
-            "session.end" => {
+            EventKind::SessionEnd => {
                 m.gauge(CONNECTIONS_CURRENT).decrement(1.0);
                 if let Some(ms) = event.duration_ms {
                     m.histogram(SESSION_SECONDS).record(ms as f64 / 1000.0);
                 }
             }
-            "session.refused" => m.counter(CONNECTIONS_REFUSED, &[]).increment(1),
-            "policy.decision" => {
+            EventKind::SessionRefused => m.counter(CONNECTIONS_REFUSED, &[]).increment(1),
+            EventKind::PolicyDecision => {
                 let decision = event.reason.clone().unwrap_or_default();
                 let observed = if event.observed == Some(true) {
                     "true"
@@ -135,17 +134,17 @@ impl Events for MetricsEvents {
                 )
                 .increment(1)
             }
-            "account.blocked" => {
-                let kind = event.kind.unwrap_or("unknown").to_string();
+            EventKind::AccountBlocked => {
+                let kind = event.scope.unwrap_or("unknown").to_string();
                 m.counter(BLOCKS, &[("kind", kind)]).increment(1)
             }
-            "account.unblocked" => m.counter(UNBLOCKS, &[]).increment(1),
-            "auth.lockout" => {
-                let scope = event.kind.unwrap_or("unknown").to_string();
+            EventKind::AccountUnblocked => m.counter(UNBLOCKS, &[]).increment(1),
+            EventKind::AuthLockout => {
+                let scope = event.scope.unwrap_or("unknown").to_string();
                 m.counter(AUTH_LOCKOUTS, &[("scope", scope)]).increment(1)
             }
-            "auth.success" | "auth.failure" => {
-                let outcome = if event.name == "auth.success" {
+            EventKind::AuthSuccess | EventKind::AuthFailure => {
+                let outcome = if event.kind == EventKind::AuthSuccess {
                     "success"
                 } else {
                     "failure"
@@ -157,44 +156,17 @@ impl Events for MetricsEvents {
                 )
                 .increment(1)
             }
-            "delivery.success" | "delivery.deferred" | "delivery.failed" => {
-                let outcome = event.name.trim_start_matches("delivery.").to_string();
+            EventKind::DeliverySuccess
+            | EventKind::DeliveryDeferred
+            | EventKind::DeliveryFailed => {
+                let outcome = event
+                    .kind
+                    .name()
+                    .trim_start_matches("delivery.")
+                    .to_string();
                 m.counter(DELIVERIES, &[("outcome", outcome)]).increment(1)
             }
             _ => {}
-        }
-        self.next.emit(event);
-    }
-}
-
-/// Refreshes the queue gauges now and then (depth, held, oldest age).
-pub async fn watch_queue(
-    metrics: Arc<Metrics>,
-    spool: Arc<dyn crate::spool::Spool>,
-    every: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    use crate::spool::QueueState;
-    loop {
-        if let Ok(list) = spool.list().await {
-            let now = spool.now();
-            let queued = list.iter().filter(|e| e.state == QueueState::Queued);
-            let oldest = queued
-                .clone()
-                .map(|e| now.saturating_sub(e.envelope.received_at))
-                .max()
-                .unwrap_or(0);
-            metrics.gauge(QUEUE_DEPTH).set(queued.count() as f64);
-            metrics.gauge(QUEUE_HELD).set(
-                list.iter()
-                    .filter(|e| e.state != QueueState::Queued)
-                    .count() as f64,
-            );
-            metrics.gauge(QUEUE_OLDEST).set(oldest as f64);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
         }
     }
 }

@@ -66,7 +66,7 @@ async fn aliases_through_the_admin_api_while_serving() {
             .events
             .snapshot()
             .iter()
-            .any(|e| e.name == "account.alias_added" && e.reason.as_deref() == Some("admin"))
+            .any(|e| e.name() == "account.alias_added" && e.reason.as_deref() == Some("admin"))
     );
 
     // The alias, and its +tag forms, count as alice's own addresses.

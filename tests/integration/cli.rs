@@ -38,7 +38,7 @@ async fn account_add_goes_through_the_admin_api_while_serving() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "account.created")
+        .filter(|e| e.name() == "account.created")
         .collect();
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].reason.as_deref(), Some("admin"));

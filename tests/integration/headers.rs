@@ -97,7 +97,7 @@ async fn disguised_header_from_is_refused() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "message.rejected" && e.reason.as_deref() == Some("header_from"))
+        .filter(|e| e.name() == "message.rejected" && e.reason.as_deref() == Some("header_from"))
         .count();
     assert_eq!(rejected, cases.len() + 1);
 }

@@ -57,7 +57,7 @@ async fn repeating_the_same_wrong_password_locks_nobody_out() {
             .events
             .snapshot()
             .iter()
-            .any(|e| e.name == "auth.lockout")
+            .any(|e| e.name() == "auth.lockout")
     );
 }
 
@@ -82,7 +82,7 @@ async fn distinct_guesses_from_one_address_lock_that_address_only() {
         "235 2.7.0 Authentication successful"
     );
     let lockout = server.wait_event("auth.lockout").await;
-    assert_eq!(lockout.kind, Some("ip"));
+    assert_eq!(lockout.scope, Some("ip"));
     assert_eq!(lockout.network.as_deref(), Some("127.0.0.21/32"));
     assert_eq!(lockout.account.as_deref(), Some(ALICE));
     let (_, metrics) = http_get(server.running().metrics, "/metrics").await;
@@ -123,8 +123,8 @@ async fn unknown_and_known_addresses_get_the_same_replies_and_counters() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "auth.lockout")
-        .map(|e| (e.account, e.kind))
+        .filter(|e| e.name() == "auth.lockout")
+        .map(|e| (e.account, e.scope))
         .collect();
     assert!(scopes.contains(&(Some(ALICE.into()), Some("ip"))));
     assert!(scopes.contains(&(Some("nobody@example.com".into()), Some("ip"))));
@@ -159,9 +159,9 @@ async fn the_account_limit_stops_spread_out_guessing_but_not_the_owner() {
         .events
         .snapshot()
         .into_iter()
-        .find(|e| e.name == "auth.lockout")
+        .find(|e| e.name() == "auth.lockout")
         .unwrap();
-    assert_eq!(lockout.kind, Some("account"));
+    assert_eq!(lockout.scope, Some("account"));
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn five_wrong_otp_codes_lock_the_otp_step() {
         .totp_verify(ALICE, &right, &Origin::ADMIN)
         .await;
     assert!(matches!(r, Err(AccountError::OtpLocked(_))), "{r:?}");
-    assert_eq!(server.wait_event("auth.lockout").await.kind, Some("otp"));
+    assert_eq!(server.wait_event("auth.lockout").await.scope, Some("otp"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,12 +71,12 @@ async fn a_burst_to_new_recipients_is_blocked_with_the_exact_text() {
     assert_eq!(block.reason, "sending to many new recipients");
     assert!(block.detail.unwrap().contains("bulk_new_recipients"));
     let blocked = server.wait_event("account.blocked").await;
-    assert_eq!(blocked.kind, Some("policy"));
+    assert_eq!(blocked.scope, Some("policy"));
     let decisions: Vec<_> = server
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "policy.decision")
+        .filter(|e| e.name() == "policy.decision")
         .collect();
     assert_eq!(decisions.last().unwrap().reason.as_deref(), Some("block"));
     assert!(decisions.last().unwrap().score.unwrap() >= 10.0);
@@ -191,7 +191,7 @@ async fn observe_mode_logs_the_block_and_delivers() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "policy.decision" && e.reason.as_deref() == Some("block"))
+        .filter(|e| e.name() == "policy.decision" && e.reason.as_deref() == Some("block"))
         .count();
     assert!(would_block > 0, "no decision logged as a block");
     assert!(
@@ -199,7 +199,7 @@ async fn observe_mode_logs_the_block_and_delivers() {
             .events
             .snapshot()
             .iter()
-            .filter(|e| e.name == "policy.decision")
+            .filter(|e| e.name() == "policy.decision")
             .all(|e| e.observed == Some(true))
     );
     server.wait_outbox(15).await;

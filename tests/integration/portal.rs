@@ -494,7 +494,7 @@ async fn the_otp_step_cannot_be_skipped_and_guesses_are_limited() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "portal.signin")
+        .filter(|e| e.name() == "portal.signin")
         .collect();
     assert_eq!(signins.len(), 1);
     assert_eq!(signins[0].reason.as_deref(), Some("otp"));
@@ -705,7 +705,7 @@ async fn sign_in_failures_lock_out_per_account() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "portal.signin_failure")
+        .filter(|e| e.name() == "portal.signin_failure")
         .count();
     assert_eq!(failures, 22);
 }

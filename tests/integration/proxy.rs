@@ -62,7 +62,7 @@ async fn proxy_headers_from_an_allowed_address_set_the_client() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "session.start")
+        .filter(|e| e.name() == "session.start")
         .filter_map(|e| e.ip)
         .collect();
     assert!(

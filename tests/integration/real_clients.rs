@@ -197,7 +197,7 @@ async fn exercise(name: &'static str, build: fn(&Job) -> Command) {
             );
             // The client really used the mechanism asked for.
             let events = server.events.snapshot();
-            let auth = events.iter().rev().find(|e| e.name == "auth.success");
+            let auth = events.iter().rev().find(|e| e.name() == "auth.success");
             assert_eq!(
                 auth.and_then(|e| e.mechanism),
                 Some(mech.to_string().as_str()),

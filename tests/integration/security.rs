@@ -91,7 +91,7 @@ async fn a_policy_block_answers_554_at_mail_rcpt_and_data() {
     // The session is still in sync.
     assert_eq!(c.cmd("NOOP").await.code, 250);
     let event = server.wait_event("account.blocked").await;
-    assert_eq!(event.kind, Some("policy"));
+    assert_eq!(event.scope, Some("policy"));
 }
 
 #[tokio::test]

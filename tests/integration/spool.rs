@@ -116,10 +116,10 @@ async fn submit_on_failing_disk(fault: Fault, expected: &str) {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(crate::common::read_outbox(&server.outbox()).is_empty());
     let events = server.events.snapshot();
-    assert!(!events.iter().any(|e| e.name == "message.accepted"));
+    assert!(!events.iter().any(|e| e.name() == "message.accepted"));
     let rejected = events
         .iter()
-        .find(|e| e.name == "message.rejected")
+        .find(|e| e.name() == "message.rejected")
         .expect("rejected event");
     assert_eq!(rejected.code, Some(expected[..3].parse().unwrap()));
     let _ = Arc::strong_count(&switch);

@@ -179,7 +179,7 @@ async fn wrong_password_and_unknown_user_get_the_same_535() {
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == "auth.failure")
+        .filter(|e| e.name() == "auth.failure")
         .collect();
     assert_eq!(failures.len(), 3);
     assert_eq!(failures[0].reason.as_deref(), Some("bad_password"));

@@ -16,11 +16,13 @@
 //! in the same commit as the messages it counted.
 
 pub mod content;
+pub mod ledger;
 pub mod state;
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+pub use ledger::{Ledger, scoring_network};
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -28,14 +30,11 @@ use serde::Serialize;
 
 use self::content::Content;
 use self::state::{AccountState, HOUR, MINUTE};
-use super::feedback::DeliveryFeedback;
 use super::{Decision, MailContext, MessageContext, Policy, RcptContext};
 use crate::accounts::{Account, Accounts, BlockKind, BlockRequest, Origin};
-use crate::clock::Clock;
 use crate::config::{PolicyConfig, PolicyMode};
-use crate::events::{Event, Events};
-use crate::smtp::reply;
-use crate::spool::{CommitHook, Envelope, QueueEntry, QueueState, QueueWrite, Recipient, Spool};
+use crate::events::{Event, EventKind, Events};
+use crate::spool::{Envelope, QueueEntry, QueueState, QueueWrite, Recipient, Spool};
 use crate::store::Store;
 
 /// The points one message earned, by signal.
@@ -146,183 +145,45 @@ pub struct PolicyView {
 }
 
 pub struct Scorer {
-    /// Replaced on SIGHUP.
-    config: std::sync::RwLock<Arc<PolicyConfig>>,
-    clock: Arc<dyn Clock>,
+    ledger: Arc<Ledger>,
     store: Store,
-    support_contact: Option<String>,
-    shared: Vec<IpNet>,
-    /// Set by `connect`, cleared by `disconnect` (the scorer and the
-    /// accounts refer to each other; shutdown breaks the cycle).
-    accounts: Mutex<Option<Accounts>>,
-    events: Mutex<Option<Arc<dyn Events>>>,
+    /// Blocks go through the accounts (record, held mail, notices).
+    accounts: Accounts,
+    /// Where decisions are reported.
+    events: Arc<dyn Events>,
     /// Where the evidence of a block is kept.
-    spool: Mutex<Option<Arc<dyn Spool>>>,
-    states: Mutex<HashMap<String, Arc<Entry>>>,
-    dirty: Mutex<HashSet<String>>,
-}
-
-/// One account: `turn` orders its decisions (FIFO, held across awaits);
-/// `state` is only ever held briefly, never across an await, so logins and
-/// delivery results can be recorded from anywhere.
-struct Entry {
-    turn: tokio::sync::Mutex<()>,
-    state: Mutex<AccountState>,
-    /// When the state was last handed to a commit.
-    written: Mutex<Option<std::time::Instant>>,
-}
-
-/// An account's state is written with the spool at most this often: a
-/// busy sender's windows are serialised once a second, not once a commit.
-/// A crash forgets at most this much of its counting (the messages
-/// themselves are durable before their 250, whatever happens here).
-const STATE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Entry {
-    fn new(state: AccountState) -> Arc<Self> {
-        Arc::new(Self {
-            turn: tokio::sync::Mutex::new(()),
-            state: Mutex::new(state),
-            written: Mutex::new(None),
-        })
-    }
-
-    /// True (and noted) when the state may be written now.
-    fn take_write_turn(&self, now: std::time::Instant, all: bool) -> bool {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        let due = all || written.is_none_or(|at| now.duration_since(at) >= STATE_WRITE_INTERVAL);
-        if due {
-            *written = Some(now);
-        }
-        due
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, AccountState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The network a client counts as for the spread signal: its /24 or /64.
-pub fn scoring_network(ip: IpAddr) -> IpNet {
-    let prefix = if ip.to_canonical().is_ipv4() { 24 } else { 64 };
-    IpNet::new(ip.to_canonical(), prefix)
-        .expect("valid prefix")
-        .trunc()
+    spool: Arc<dyn Spool>,
 }
 
 impl Scorer {
-    /// Loads every account's saved state from the store.
     pub fn new(
-        config: PolicyConfig,
-        clock: Arc<dyn Clock>,
+        ledger: Arc<Ledger>,
         store: Store,
-        support_contact: Option<String>,
-    ) -> anyhow::Result<Arc<Self>> {
-        let shared = config
-            .shared_client_networks
-            .iter()
-            .filter_map(|n| {
-                n.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
-            })
-            .collect();
-        let mut states = HashMap::new();
-        for (account, bytes) in store.policy_states().map_err(|e| anyhow::anyhow!("{e}"))? {
-            match serde_json::from_slice::<AccountState>(&bytes) {
-                Ok(state) => {
-                    states.insert(account, Entry::new(state.upgrade()));
-                }
-                Err(e) => tracing::warn!(event = "policy.state_unreadable", account, error = %e),
-            }
-        }
-        Ok(Arc::new(Self {
-            config: std::sync::RwLock::new(Arc::new(config)),
-            clock,
+        accounts: Accounts,
+        events: Arc<dyn Events>,
+        spool: Arc<dyn Spool>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            ledger,
             store,
-            support_contact,
-            shared,
-            accounts: Mutex::new(None),
-            events: Mutex::new(None),
-            spool: Mutex::new(None),
-            states: Mutex::new(states),
-            dirty: Mutex::new(HashSet::new()),
-        }))
+            accounts,
+            events,
+            spool,
+        })
     }
 
-    /// Completes the wiring: blocks go through `accounts`, decisions to `events`.
-    pub fn connect(&self, accounts: Accounts, events: Arc<dyn Events>, spool: Arc<dyn Spool>) {
-        *self.accounts.lock().expect("scorer wiring") = Some(accounts);
-        *self.events.lock().expect("scorer wiring") = Some(events);
-        *self.spool.lock().expect("scorer wiring") = Some(spool);
-    }
-
-    /// Drops the references `connect` made, so everything can be freed.
-    pub fn disconnect(&self) {
-        self.accounts.lock().expect("scorer wiring").take();
-        self.events.lock().expect("scorer wiring").take();
-        self.spool.lock().expect("scorer wiring").take();
+    /// The per-account windows this scorer decides with.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 
     /// The configuration in force right now.
     pub fn config(&self) -> Arc<PolicyConfig> {
-        self.config.read().expect("policy config").clone()
-    }
-
-    /// A new `[policy]` (SIGHUP); accounts' windows and scores are kept.
-    pub fn set_config(&self, config: PolicyConfig) {
-        *self.config.write().expect("policy config") = Arc::new(config);
+        self.ledger.config()
     }
 
     fn emit(&self, event: Event) {
-        let events = self.events.lock().expect("scorer wiring").clone();
-        if let Some(events) = events {
-            events.emit(event);
-        }
-    }
-
-    fn entry(&self, account: &str) -> Arc<Entry> {
-        let now = self.clock.unix();
-        self.states
-            .lock()
-            .expect("scorer states")
-            .entry(account.to_string())
-            .or_insert_with(|| Entry::new(AccountState::new(now)))
-            .clone()
-    }
-
-    fn follows(&self, account: &str) -> bool {
-        self.states
-            .lock()
-            .expect("scorer states")
-            .contains_key(account)
-    }
-
-    /// Changes an account's state briefly (never across an await).
-    fn with_state<T>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> T) -> T {
-        let entry = self.entry(account);
-        let out = f(&mut entry.state());
-        self.mark_dirty(account);
-        out
-    }
-
-    fn mark_dirty(&self, account: &str) {
-        self.dirty
-            .lock()
-            .expect("dirty set")
-            .insert(account.to_string());
-    }
-
-    /// A network as the spread signal sees it: every shared client network
-    /// (office NAT, cloud mail app) counts as one known client.
-    fn network_key(&self, ip: IpAddr) -> String {
-        let ip = ip.to_canonical();
-        match self.shared.iter().find(|n| n.contains(&ip)) {
-            Some(n) => format!("shared:{n}"),
-            None => scoring_network(ip).to_string(),
-        }
+        self.events.emit(event);
     }
 
     /// A point read from redb's cache, done in place (see Accounts::find).
@@ -330,18 +191,15 @@ impl Scorer {
         self.store.account_get(address).ok().flatten()
     }
 
-    /// The block reply, if the account is blocked (or gone).
+    /// The block, if the account is blocked (a missing account is as good
+    /// as blocked by the operator).
     fn gate(&self, address: &str, account: Option<&Account>) -> Option<Decision> {
-        let contact = self.support_contact.as_deref();
         match account {
-            None => Some(Decision::Block(reply::operator_block(address, contact))),
-            Some(a) => match a.block.as_ref().map(|b| b.kind) {
-                None => None,
-                Some(BlockKind::Policy) => Some(Decision::Block(reply::policy_block(&a.address))),
-                Some(BlockKind::Operator) => {
-                    Some(Decision::Block(reply::operator_block(&a.address, contact)))
-                }
-            },
+            None => Some(Decision::blocked(address, BlockKind::Operator)),
+            Some(a) => a
+                .block
+                .as_ref()
+                .map(|b| Decision::blocked(&a.address, b.kind)),
         }
     }
 
@@ -426,18 +284,6 @@ impl Scorer {
         ]
         .into_iter()
         .find_map(|(broken, name)| broken.then_some(name))
-    }
-
-    /// The points this message earns, given the account's windows.
-    pub fn score_message(
-        &self,
-        st: &AccountState,
-        now: u64,
-        network: &str,
-        recipients: &[String],
-        content: &Content,
-    ) -> Breakdown {
-        score_with(&self.config(), st, now, network, recipients, content)
     }
 }
 
@@ -528,50 +374,6 @@ fn score_with(
 }
 
 impl Scorer {
-    /// A successful login of `account` from `ip`.
-    pub fn observe_login(&self, account: &str, ip: IpAddr) {
-        let now = self.clock.unix();
-        let network = self.network_key(ip);
-        let needed = self.config().auth_failures_before_success;
-        self.with_state(account, |st| st.record_login(now, &network, needed));
-    }
-
-    /// A wrong password for an account the scorer follows.
-    pub fn observe_auth_failure(&self, account: &str) {
-        if self.follows(account) {
-            let now = self.clock.unix();
-            self.with_state(account, |st| st.record_auth_failure(now));
-        }
-    }
-
-    /// The state of an account as `account show` prints it.
-    pub fn view(&self, address: &str) -> PolicyView {
-        let now = self.clock.unix();
-        let entry = self.entry(address);
-        let mut st = entry.state();
-        st.advance(now, self.config().half_life.as_secs());
-        view_of(&st, now, &self.config())
-    }
-
-    /// After a block lifts: windows and score start again from zero, and
-    /// probation counts only what comes next. Known recipients and the
-    /// networks that were familiar before stay.
-    fn restart(&self, account: &str) {
-        let now = self.clock.unix();
-        let after = self.config().network_familiar_after.as_secs();
-        self.with_state(account, |st| {
-            let known = std::mem::take(&mut st.known);
-            let networks: Vec<_> = st
-                .networks
-                .drain(..)
-                .filter(|n| n.first_seen + after <= now)
-                .collect();
-            *st = AccountState::new(now);
-            st.known = known;
-            st.networks = networks;
-        });
-    }
-
     /// Networks that logged in while the abuse built up and are not the
     /// owner's usual ones: their portal changes will not lift the block.
     /// They are forgotten as known networks too.
@@ -595,8 +397,7 @@ impl Scorer {
 
     /// The refused message that tipped the block, kept for the operator.
     async fn keep_evidence(&self, ctx: &MessageContext<'_>, now: u64) {
-        let spool = self.spool.lock().expect("scorer wiring").clone();
-        let Some(spool) = spool else { return };
+        let spool = &self.spool;
         let id = spool.new_id();
         let mut entry = QueueEntry::new(
             id,
@@ -644,29 +445,20 @@ impl Scorer {
             c.block_score,
             breakdown.describe()
         );
-        let accounts = self.accounts.lock().expect("scorer wiring").clone();
-        if let Some(accounts) = accounts {
-            let request = BlockRequest {
-                kind,
-                reason,
-                detail: Some(detail),
-                abuse_networks: abuse,
-            };
-            let origin = Origin {
-                via: "policy",
-                ip: None,
-            };
-            if let Err(e) = accounts.block(address, request, &origin).await {
-                tracing::error!(event = "policy.block_failed", account = address, error = %e);
-            }
+        let request = BlockRequest {
+            kind,
+            reason,
+            detail: Some(detail),
+            abuse_networks: abuse,
+        };
+        let origin = Origin {
+            via: "policy",
+            ip: None,
+        };
+        if let Err(e) = self.accounts.block(address, request, &origin).await {
+            tracing::error!(event = "policy.block_failed", account = address, error = %e);
         }
-        match kind {
-            BlockKind::Policy => Decision::Block(reply::policy_block(address)),
-            BlockKind::Operator => Decision::Block(reply::operator_block(
-                address,
-                self.support_contact.as_deref(),
-            )),
-        }
+        Decision::blocked(address, kind)
     }
 }
 
@@ -689,22 +481,6 @@ fn view_of(st: &AccountState, now: u64, c: &PolicyConfig) -> PolicyView {
     }
 }
 
-/// The saved state of an account, read straight from the store (for the
-/// CLI with no server running).
-pub fn stored_view(
-    store: &Store,
-    address: &str,
-    config: &PolicyConfig,
-    now: u64,
-) -> Option<PolicyView> {
-    let bytes = store.policy_state(address).ok()??;
-    let mut st = serde_json::from_slice::<AccountState>(&bytes)
-        .ok()?
-        .upgrade();
-    st.advance(now, config.half_life.as_secs());
-    Some(view_of(&st, now, config))
-}
-
 #[async_trait]
 impl Policy for Scorer {
     async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision {
@@ -713,8 +489,8 @@ impl Policy for Scorer {
             return refusal;
         }
         let account = account.expect("gate refuses a missing account");
-        let now = self.clock.unix();
-        let entry = self.entry(ctx.account);
+        let now = self.ledger.now();
+        let entry = self.ledger.entry(ctx.account);
         let (cap, score) = {
             let mut st = entry.state();
             st.advance(now, self.config().half_life.as_secs());
@@ -734,14 +510,14 @@ impl Policy for Scorer {
         match cap {
             Some(cap) if self.config().mode == PolicyMode::Enforce => {
                 self.emit(
-                    Event::new("policy.decision")
+                    Event::new(EventKind::PolicyDecision)
                         .account(ctx.account)
                         .ip(ctx.client_ip)
                         .reason("defer")
                         .target(cap)
                         .score(score),
                 );
-                Decision::Defer(reply::RATE_LIMITED)
+                Decision::Defer
             }
             _ => Decision::Accept,
         }
@@ -771,10 +547,10 @@ impl Policy for Scorer {
                 .await
                 .unwrap_or_default()
         };
-        let now = self.clock.unix();
-        let network = self.network_key(ctx.client_ip);
+        let now = self.ledger.now();
+        let network = self.ledger.network_key(ctx.client_ip);
         let observe = self.config().mode == PolicyMode::Observe;
-        let entry = self.entry(ctx.account);
+        let entry = self.ledger.entry(ctx.account);
         // Decisions of one account happen one at a time, in arrival order.
         let _turn = entry.turn.lock().await;
         let n = ctx.recipients.len() as u32;
@@ -808,9 +584,9 @@ impl Policy for Scorer {
             }
             (verdict, cap, breakdown, score, abuse)
         };
-        self.mark_dirty(ctx.account);
+        self.ledger.mark_dirty(ctx.account);
         self.emit(
-            Event::new("policy.decision")
+            Event::new(EventKind::PolicyDecision)
                 .account(ctx.account)
                 .ip(ctx.client_ip)
                 .reason(verdict)
@@ -820,7 +596,7 @@ impl Policy for Scorer {
                 .recipients(ctx.recipients.len()),
         );
         match (verdict, observe) {
-            ("defer", false) => Decision::Defer(reply::RATE_LIMITED),
+            ("defer", false) => Decision::Defer,
             ("block", false) => {
                 self.keep_evidence(ctx, now).await;
                 let kind = self.block_kind(&account, now);
@@ -829,80 +605,6 @@ impl Policy for Scorer {
             }
             _ => Decision::Accept,
         }
-    }
-}
-
-impl DeliveryFeedback for Scorer {
-    fn delivery_outcome(&self, account: &str, delivered: usize, bounced: usize) {
-        // Only accounts the scorer follows (not postmaster notices).
-        if !self.follows(account) {
-            return;
-        }
-        let now = self.clock.unix();
-        self.with_state(account, |st| {
-            st.record_delivery(now, delivered as u32, bounced as u32)
-        });
-    }
-}
-
-impl CommitHook for Scorer {
-    fn dirty_writes(&self, all: bool) -> Vec<QueueWrite> {
-        let now = std::time::Instant::now();
-        let mut due = Vec::new();
-        self.dirty.lock().expect("dirty set").retain(|account| {
-            let entry = self.entry(account);
-            if entry.take_write_turn(now, all) {
-                due.push((account.clone(), entry));
-                false
-            } else {
-                true
-            }
-        });
-        let mut writes = Vec::with_capacity(due.len());
-        for (account, entry) in due {
-            let bytes = serde_json::to_vec(&*entry.state());
-            if let Ok(bytes) = bytes {
-                writes.push(QueueWrite::PolicyState {
-                    account,
-                    state: Some(bytes),
-                });
-            }
-        }
-        writes
-    }
-
-    fn has_dirty(&self) -> bool {
-        !self.dirty.lock().expect("dirty set").is_empty()
-    }
-}
-
-/// Feeds the scorer from the event stream: logins, failures, unblocks.
-pub struct ScorerEvents {
-    scorer: Arc<Scorer>,
-    next: Arc<dyn Events>,
-}
-
-impl ScorerEvents {
-    pub fn new(scorer: Arc<Scorer>, next: Arc<dyn Events>) -> Self {
-        Self { scorer, next }
-    }
-}
-
-impl Events for ScorerEvents {
-    fn emit(&self, event: Event) {
-        let s = &self.scorer;
-        match (event.name, event.account.as_deref(), event.ip) {
-            ("auth.success", Some(account), Some(ip)) => s.observe_login(account, ip),
-            // Failures for unknown logins are not followed (no state to grow).
-            ("auth.failure", Some(account), Some(_))
-                if event.reason.as_deref() == Some("bad_password") =>
-            {
-                s.observe_auth_failure(account)
-            }
-            ("account.unblocked", Some(account), _) => s.restart(account),
-            _ => {}
-        }
-        self.next.emit(event);
     }
 }
 

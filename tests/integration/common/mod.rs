@@ -211,7 +211,12 @@ impl TestServer {
     /// Waits until an event with this name was emitted; returns it.
     pub async fn wait_event(&self, name: &str) -> mailwarden::events::Event {
         for _ in 0..1000 {
-            if let Some(e) = self.events.snapshot().into_iter().find(|e| e.name == name) {
+            if let Some(e) = self
+                .events
+                .snapshot()
+                .into_iter()
+                .find(|e| e.name() == name)
+            {
                 return e;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -9,12 +9,12 @@ mod rate;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailwarden::config::Config;
+use mailwarden::events::EventKind;
 use mailwarden::events::RecordingEvents;
-use mailwarden::policy::feedback::DeliveryFeedback;
 use mailwarden::server;
 
 use crate::common::{ALICE, PASSWORD, TestServer, test_config_text_mode};
@@ -203,13 +203,24 @@ pub fn relay_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// Every `delivery_outcome` call: (account, delivered, bounced).
-#[derive(Default)]
-pub struct FeedbackLog(Mutex<Vec<(String, usize, usize)>>);
+/// Every delivery outcome the scorer heard (a typed `DeliveryOutcome`
+/// event): (account, delivered, bounced).
+pub struct FeedbackLog(Arc<RecordingEvents>);
 
 impl FeedbackLog {
     pub fn calls(&self) -> Vec<(String, usize, usize)> {
-        self.0.lock().unwrap().clone()
+        self.0
+            .snapshot()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::DeliveryOutcome)
+            .map(|e| {
+                (
+                    e.account.unwrap_or_default(),
+                    e.delivered.unwrap_or(0),
+                    e.bounced.unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     /// Sums of (delivered, bounced) for `account`.
@@ -218,15 +229,6 @@ impl FeedbackLog {
             .iter()
             .filter(|(a, _, _)| a == account)
             .fold((0, 0), |(d, b), (_, d2, b2)| (d + d2, b + b2))
-    }
-}
-
-impl DeliveryFeedback for FeedbackLog {
-    fn delivery_outcome(&self, account: &str, delivered: usize, bounced: usize) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((account.to_string(), delivered, bounced));
     }
 }
 
@@ -264,11 +266,7 @@ pub async fn relay_server_with(
     std::fs::write(&path, test_config_text_mode("relay", delivery_toml)).unwrap();
     let config = Config::load(&path).expect("relay test config is valid");
     let events = Arc::new(RecordingEvents::default());
-    let feedback = Arc::new(FeedbackLog::default());
-    let overrides = server::Overrides {
-        feedback: Some(feedback.clone()),
-        ..overrides
-    };
+    let feedback = Arc::new(FeedbackLog(events.clone()));
     let running = server::start_with(config.clone(), events.clone(), overrides)
         .await
         .expect("server starts in relay mode");
@@ -317,6 +315,6 @@ pub fn events_named(server: &TestServer, name: &str) -> Vec<mailwarden::events::
         .events
         .snapshot()
         .into_iter()
-        .filter(|e| e.name == name)
+        .filter(|e| e.name() == name)
         .collect()
 }

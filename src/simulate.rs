@@ -10,12 +10,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::scorer::Scorer;
-use super::{Decision, MailContext, MessageContext, Policy};
 use crate::accounts::Account;
+use crate::app::{App, Open, Overrides};
 use crate::clock::{Clock, ManualClock};
-use crate::config::PolicyConfig;
-use crate::store::Store;
+use crate::config::{Config, PolicyConfig};
+use crate::events::TracingEvents;
+use crate::policy::{Decision, MailContext, MessageContext, Policy};
 
 const DAY: u64 = 86_400;
 const HOUR: u64 = 3600;
@@ -442,13 +442,28 @@ fn build(days: u64, rng: &mut Rng) -> Population {
 }
 
 /// Runs the population for `days` against a scorer with `config`.
-pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<Report> {
+pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<Report> {
     let dir = tempdir()?;
-    let store = Store::open_or_create(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let clock = Arc::new(ManualClock::new(
         UNIX_EPOCH + Duration::from_secs(START - 40 * DAY),
     ));
-    let scorer = Scorer::new(config, clock.clone(), store.clone(), None)?;
+    // The application as `serve` assembles it, on a scratch data folder:
+    // blocks are recorded, held and noticed as they would be for real.
+    let mut config = Config::embedded_default()?;
+    config.server.data_dir = dir.clone();
+    config.server.secret_key_file = None;
+    config.policy = policy;
+    let overrides = Overrides {
+        clock: Some(clock.clone()),
+        ..Overrides::default()
+    };
+    let app = App::open(
+        &config,
+        Open::CreateIfMissing,
+        Arc::new(TracingEvents),
+        overrides,
+    )?;
+    let (store, scorer, ledger) = (app.store.clone(), app.scorer.clone(), app.ledger.clone());
     let mut rng = Rng(seed | 1);
     let population = build(days, &mut rng);
 
@@ -467,7 +482,7 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
     for (a, home, known) in &population.history {
         let address = &population.members[*a].address;
         set_time(&clock, moment);
-        scorer.observe_login(address, *home);
+        ledger.observe_login(address, *home);
         // Spread out, as the owner wrote them over the weeks before.
         for (i, chunk) in known.chunks(5).enumerate() {
             moment += 601;
@@ -504,7 +519,7 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
                 break;
             }
             set_time(&clock, *at);
-            scorer.observe_login(&population.members[*a].address, *from);
+            ledger.observe_login(&population.members[*a].address, *from);
             logins.next();
         }
         let member = &population.members[send.account];
@@ -513,7 +528,7 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
         }
         set_time(&clock, send.at);
         let address = &member.address;
-        scorer.observe_login(address, send.ip);
+        ledger.observe_login(address, send.ip);
         let row = rows.get_mut(member.profile).expect("row");
         let mail = MailContext {
             account: address,
@@ -544,7 +559,7 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
                     out_before_block[send.account] += 1;
                 }
             }
-            Decision::Defer(_) => row.deferred += 1,
+            Decision::Defer => row.deferred += 1,
             Decision::Block(_) => {
                 blocked[send.account] = true;
                 row.blocked_accounts += 1;
@@ -561,8 +576,8 @@ pub async fn run(config: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
             }
         }
     }
-    drop(scorer);
-    drop(store);
+    app.close().await;
+    drop((scorer, ledger, store, app));
     let _ = std::fs::remove_dir_all(&dir);
     let mut rows: Vec<Row> = rows.into_values().collect();
     rows.sort_by_key(|r| (r.hijack, r.profile));
@@ -582,4 +597,29 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("mailwarden-sim-{}", u64::from_le_bytes(n)));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_simulated_population_stays_within_the_bounds() {
+        let report = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run(PolicyConfig::default(), 7, 1))
+            .unwrap();
+        println!("{}", report.table());
+        for row in &report.rows {
+            if row.hijack {
+                assert_eq!(row.never_blocked, 0, "{row:?}");
+                assert!(row.worst_out_before_block <= 10, "{row:?}");
+            } else {
+                assert_eq!(row.blocked_accounts, 0, "{row:?}");
+            }
+        }
+        assert!(report.honest_deferred_share() <= 0.001);
+    }
 }

@@ -1,0 +1,199 @@
+//! The one place the application is assembled: store, clock, server key,
+//! the scorer's ledger, spool, event subscribers, accounts and scorer.
+//! `serve`, every offline CLI command, the policy simulator and the tests
+//! all build it here, so no path runs with a piece missing (an offline
+//! `account unblock` that leaves the scorer's windows behind, say).
+//!
+//! Listeners and delivery workers are `server`'s: they only run in `serve`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::task::TaskTracker;
+
+use crate::accounts::lockout::Lockouts;
+use crate::accounts::{Accounts, AccountsParts, Passwords};
+use crate::admin::Ops;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::events::{Events, Fanout};
+use crate::policy::notice::OperatorNotices;
+use crate::policy::scorer::{Ledger, Scorer};
+use crate::secrets::ServerKey;
+use crate::spool::{CommitHook, Spool, StoreSpool};
+use crate::store::Store;
+use crate::store::fault::FaultSwitch;
+use crate::telemetry::metrics::{Metrics, MetricsEvents};
+
+/// How the store and the server key are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// `serve`: creates the data folder, the store and the key on the
+    /// first start.
+    CreateIfMissing,
+    /// Offline commands: an existing store and key, never a new one.
+    Existing,
+}
+
+/// Wraps the real spool (tests inject storage failures with it).
+pub type SpoolWrapper = Box<dyn FnOnce(Arc<dyn Spool>) -> Arc<dyn Spool> + Send>;
+
+/// Optional replacements for the defaults, for tests and the simulator.
+#[derive(Default)]
+pub struct Overrides {
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Open the store on a disk whose fsyncs this switch can make fail.
+    pub store_faults: Option<Arc<FaultSwitch>>,
+    /// Wraps the spool (e.g. a failing one).
+    pub spool: Option<SpoolWrapper>,
+}
+
+/// The assembled application.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub key: Arc<ServerKey>,
+    pub metrics: Arc<Metrics>,
+    /// The scorer's per-account windows.
+    pub ledger: Arc<Ledger>,
+    pub spool: Arc<dyn Spool>,
+    /// Every subscriber, in order: ledger, metrics, operator notices, sink.
+    pub events: Arc<dyn Events>,
+    pub accounts: Accounts,
+    pub scorer: Arc<Scorer>,
+    /// The portal's own argon2 budget, apart from SMTP AUTH's.
+    pub portal_passwords: Arc<Passwords>,
+    /// Background work that must finish before the process ends (notice
+    /// mails being queued).
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Assembles the application on `config`'s data folder. `sink` is where
+    /// events end up (the log; a recorder in tests).
+    pub fn open(
+        config: &Config,
+        how: Open,
+        sink: Arc<dyn Events>,
+        overrides: Overrides,
+    ) -> anyhow::Result<Self> {
+        let store = open_store(config, how, overrides.store_faults)?;
+        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let key = Arc::new(load_key(config, how, &store)?);
+        let metrics = Metrics::new();
+        let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store)
+            .context("cannot read the scorer's saved state")?;
+        let spool = spool(&store, &clock, &metrics, &ledger, overrides.spool);
+        let tasks = TaskTracker::new();
+        let notices = OperatorNotices::new(
+            spool.clone(),
+            config.server.hostname.clone(),
+            &config.policy,
+            tasks.clone(),
+        )?;
+        // The ledger hears logins and delivery outcomes first; the log last.
+        let events: Arc<dyn Events> = Arc::new(Fanout::new(vec![
+            ledger.clone(),
+            Arc::new(MetricsEvents::new(metrics.clone())),
+            Arc::new(notices),
+            sink,
+        ]));
+        let portal_passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
+        let accounts = Accounts::new(AccountsParts {
+            store: store.clone(),
+            passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
+            portal_passwords: portal_passwords.clone(),
+            lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
+            clock: clock.clone(),
+            events: events.clone(),
+            key: key.clone(),
+            spool: spool.clone(),
+            hostname: config.server.hostname.clone(),
+            totp_issuer: config.accounts.totp_issuer.clone(),
+            on_lift: ledger.clone(),
+        });
+        let scorer = Scorer::new(
+            ledger.clone(),
+            store.clone(),
+            accounts.clone(),
+            events.clone(),
+            spool.clone(),
+        );
+        Ok(Self {
+            config: config.clone(),
+            store,
+            clock,
+            key,
+            metrics,
+            ledger,
+            spool,
+            events,
+            accounts,
+            scorer,
+            portal_passwords,
+            tasks,
+        })
+    }
+
+    /// The operations the admin API and the offline CLI run.
+    pub fn ops(&self) -> Ops {
+        Ops {
+            accounts: self.accounts.clone(),
+            spool: self.spool.clone(),
+            store: self.store.clone(),
+            ledger: self.ledger.clone(),
+        }
+    }
+
+    /// Waits for background work an operation started (notice mails being
+    /// queued), so an offline command leaves what the server would.
+    pub async fn close(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+fn open_store(
+    config: &Config,
+    how: Open,
+    faults: Option<Arc<FaultSwitch>>,
+) -> anyhow::Result<Store> {
+    let dir = &config.server.data_dir;
+    let opened = match (how, faults) {
+        (Open::CreateIfMissing, Some(switch)) => Store::open_or_create_faulty(dir, switch),
+        (Open::CreateIfMissing, None) => Store::open_or_create(dir),
+        (Open::Existing, _) => Store::open_existing(dir),
+    };
+    // The cause stays a `StoreError`: the CLI words `Locked` and `Missing`.
+    opened.map_err(anyhow::Error::new)
+}
+
+fn load_key(config: &Config, how: Open, store: &Store) -> anyhow::Result<ServerKey> {
+    let path = config.secret_key_file();
+    match how {
+        Open::CreateIfMissing => ServerKey::load_or_create(&path, store),
+        Open::Existing => ServerKey::load_existing(&path, store),
+    }
+}
+
+fn spool(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    ledger: &Arc<Ledger>,
+    wrap: Option<SpoolWrapper>,
+) -> Arc<dyn Spool> {
+    // The ledger's changed rows ride along with the spool's group commits.
+    let hook: Arc<dyn CommitHook> = ledger.clone();
+    let spool: Arc<dyn Spool> = Arc::new(StoreSpool::with_hook(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        Some(hook),
+    ));
+    match wrap {
+        Some(wrap) => wrap(spool),
+        None => spool,
+    }
+}

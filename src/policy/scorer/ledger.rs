@@ -1,0 +1,323 @@
+//! The scorer's per-account windows, in memory, written behind to the store.
+//!
+//! The ledger hears logins, wrong passwords and delivery outcomes as typed
+//! events, restarts an account's windows inside the store transaction that
+//! lifts its block (`OnLift`), and hands changed rows to the spool's group
+//! commit (`CommitHook`). It holds no reference to anything that could hold
+//! it back, so the assembly can wire it anywhere without a cycle.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use ipnet::IpNet;
+
+use super::content::Content;
+use super::state::AccountState;
+use super::{Breakdown, PolicyView, score_with, view_of};
+use crate::accounts::{LiftRows, OnLift};
+use crate::clock::Clock;
+use crate::config::PolicyConfig;
+use crate::events::{Event, EventKind, Events};
+use crate::spool::{CommitHook, QueueWrite};
+use crate::store::{Store, StoreError};
+
+/// An account's state is written with the spool at most this often: a
+/// busy sender's windows are serialised once a second, not once a commit.
+/// A crash forgets at most this much of its counting (the messages
+/// themselves are durable before their 250, whatever happens here).
+const STATE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One account: `turn` orders its decisions (FIFO, held across awaits);
+/// `state` is only ever held briefly, never across an await, so logins and
+/// delivery results can be recorded from anywhere.
+pub(super) struct Entry {
+    pub(super) turn: tokio::sync::Mutex<()>,
+    state: Mutex<AccountState>,
+    /// When the state was last handed to a commit.
+    written: Mutex<Option<std::time::Instant>>,
+}
+
+impl Entry {
+    fn new(state: AccountState) -> Arc<Self> {
+        Arc::new(Self {
+            turn: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
+            written: Mutex::new(None),
+        })
+    }
+
+    /// True (and noted) when the state may be written now.
+    fn take_write_turn(&self, now: std::time::Instant, all: bool) -> bool {
+        let mut written = lock(&self.written);
+        let due = all || written.is_none_or(|at| now.duration_since(at) >= STATE_WRITE_INTERVAL);
+        if due {
+            *written = Some(now);
+        }
+        due
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, AccountState> {
+        lock(&self.state)
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it;
+/// the windows inside are still consistent enough to count with.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The network a client counts as for the spread signal: its /24 or /64.
+pub fn scoring_network(ip: IpAddr) -> IpNet {
+    let prefix = if ip.to_canonical().is_ipv4() { 24 } else { 64 };
+    IpNet::new(ip.to_canonical(), prefix)
+        .expect("valid prefix")
+        .trunc()
+}
+
+pub struct Ledger {
+    /// Replaced on SIGHUP.
+    config: RwLock<Arc<PolicyConfig>>,
+    clock: Arc<dyn Clock>,
+    shared: Vec<IpNet>,
+    states: Mutex<HashMap<String, Arc<Entry>>>,
+    dirty: Mutex<HashSet<String>>,
+}
+
+impl Ledger {
+    /// Loads every account's saved state from the store.
+    pub fn load(
+        config: PolicyConfig,
+        clock: Arc<dyn Clock>,
+        store: &Store,
+    ) -> Result<Arc<Self>, StoreError> {
+        let mut states = HashMap::new();
+        for (account, bytes) in store.policy_states()? {
+            match serde_json::from_slice::<AccountState>(&bytes) {
+                Ok(state) => {
+                    states.insert(account, Entry::new(state.upgrade()));
+                }
+                Err(e) => tracing::warn!(event = "policy.state_unreadable", account, error = %e),
+            }
+        }
+        Ok(Arc::new(Self {
+            shared: shared_networks(&config),
+            config: RwLock::new(Arc::new(config)),
+            clock,
+            states: Mutex::new(states),
+            dirty: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// The configuration in force right now.
+    pub fn config(&self) -> Arc<PolicyConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A new `[policy]` (SIGHUP); accounts' windows and scores are kept.
+    pub fn set_config(&self, config: PolicyConfig) {
+        *self
+            .config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+    }
+
+    pub(super) fn now(&self) -> u64 {
+        self.clock.unix()
+    }
+
+    pub(super) fn entry(&self, account: &str) -> Arc<Entry> {
+        let now = self.clock.unix();
+        lock(&self.states)
+            .entry(account.to_string())
+            .or_insert_with(|| Entry::new(AccountState::new(now)))
+            .clone()
+    }
+
+    fn follows(&self, account: &str) -> bool {
+        lock(&self.states).contains_key(account)
+    }
+
+    /// Changes an account's state briefly (never across an await).
+    pub(super) fn with_state<T>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> T) -> T {
+        let entry = self.entry(account);
+        let out = f(&mut entry.state());
+        self.mark_dirty(account);
+        out
+    }
+
+    pub(super) fn mark_dirty(&self, account: &str) {
+        lock(&self.dirty).insert(account.to_string());
+    }
+
+    /// A network as the spread signal sees it: every shared client network
+    /// (office NAT, cloud mail app) counts as one known client.
+    pub(super) fn network_key(&self, ip: IpAddr) -> String {
+        let ip = ip.to_canonical();
+        match self.shared.iter().find(|n| n.contains(&ip)) {
+            Some(n) => format!("shared:{n}"),
+            None => scoring_network(ip).to_string(),
+        }
+    }
+
+    /// A successful login of `account` from `ip`.
+    pub fn observe_login(&self, account: &str, ip: IpAddr) {
+        let now = self.clock.unix();
+        let network = self.network_key(ip);
+        let needed = self.config().auth_failures_before_success;
+        self.with_state(account, |st| st.record_login(now, &network, needed));
+    }
+
+    /// A wrong password for an account the scorer follows.
+    pub fn observe_auth_failure(&self, account: &str) {
+        if self.follows(account) {
+            let now = self.clock.unix();
+            self.with_state(account, |st| st.record_auth_failure(now));
+        }
+    }
+
+    /// What the next hop did with one of the account's messages.
+    pub fn observe_delivery(&self, account: &str, delivered: usize, bounced: usize) {
+        // Only accounts the scorer follows (not postmaster notices).
+        if !self.follows(account) {
+            return;
+        }
+        let now = self.clock.unix();
+        self.with_state(account, |st| {
+            st.record_delivery(now, delivered as u32, bounced as u32)
+        });
+    }
+
+    /// The points a message earns, given the account's windows.
+    pub fn score_message(
+        &self,
+        st: &AccountState,
+        now: u64,
+        network: &str,
+        recipients: &[String],
+        content: &Content,
+    ) -> Breakdown {
+        score_with(&self.config(), st, now, network, recipients, content)
+    }
+
+    /// The state of an account as `account show` prints it.
+    pub fn view(&self, address: &str) -> PolicyView {
+        let now = self.clock.unix();
+        let config = self.config();
+        let entry = self.entry(address);
+        let mut st = entry.state();
+        st.advance(now, config.half_life.as_secs());
+        view_of(&st, now, &config)
+    }
+
+    /// After a block lifts: windows and score start again from zero, and
+    /// probation counts only what comes next. Known recipients and the
+    /// networks that were familiar before stay. Returns the new state.
+    fn restart(&self, account: &str) -> AccountState {
+        let now = self.clock.unix();
+        let after = self.config().network_familiar_after.as_secs();
+        self.with_state(account, |st| {
+            let known = std::mem::take(&mut st.known);
+            let networks: Vec<_> = st
+                .networks
+                .drain(..)
+                .filter(|n| n.first_seen + after <= now)
+                .collect();
+            *st = AccountState::new(now);
+            st.known = known;
+            st.networks = networks;
+            st.clone()
+        })
+    }
+}
+
+fn shared_networks(config: &PolicyConfig) -> Vec<IpNet> {
+    config
+        .shared_client_networks
+        .iter()
+        .filter_map(|n| {
+            n.parse::<IpNet>()
+                .ok()
+                .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect()
+}
+
+/// Logins, wrong passwords and delivery outcomes, as they happen.
+impl Events for Ledger {
+    fn emit(&self, event: Event) {
+        let Some(account) = event.account.as_deref() else {
+            return;
+        };
+        match event.kind {
+            EventKind::AuthSuccess => {
+                if let Some(ip) = event.ip {
+                    self.observe_login(account, ip);
+                }
+            }
+            // Failures for unknown logins are not followed (no state to grow).
+            EventKind::AuthFailure
+                if event.ip.is_some() && event.reason.as_deref() == Some("bad_password") =>
+            {
+                self.observe_auth_failure(account)
+            }
+            EventKind::DeliveryOutcome => self.observe_delivery(
+                account,
+                event.delivered.unwrap_or(0),
+                event.bounced.unwrap_or(0),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// A lift restarts the windows in the lift's own store transaction. That
+/// transaction holds the store's only writer, and the group commit reads
+/// this ledger's rows only while it holds the writer too, so an older copy
+/// of the windows can never be written after the restarted one.
+impl OnLift for Ledger {
+    fn lifted(&self, address: &str, rows: &mut LiftRows) {
+        let state = self.restart(address);
+        match serde_json::to_vec(&state) {
+            Ok(bytes) => rows.policy_state = Some(bytes),
+            Err(e) => {
+                tracing::error!(event = "policy.state_unwritable", account = address, error = %e)
+            }
+        }
+    }
+}
+
+impl CommitHook for Ledger {
+    fn dirty_writes(&self, all: bool) -> Vec<QueueWrite> {
+        let now = std::time::Instant::now();
+        let mut due = Vec::new();
+        lock(&self.dirty).retain(|account| {
+            let entry = self.entry(account);
+            if entry.take_write_turn(now, all) {
+                due.push((account.clone(), entry));
+                false
+            } else {
+                true
+            }
+        });
+        let mut writes = Vec::with_capacity(due.len());
+        for (account, entry) in due {
+            let bytes = serde_json::to_vec(&*entry.state());
+            if let Ok(bytes) = bytes {
+                writes.push(QueueWrite::PolicyState {
+                    account,
+                    state: Some(bytes),
+                });
+            }
+        }
+        writes
+    }
+
+    fn has_dirty(&self) -> bool {
+        !lock(&self.dirty).is_empty()
+    }
+}
