@@ -2,10 +2,8 @@
 //! restart (at least once), and none is delivered that was never finished.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,65 +12,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
 
+use crate::common::process::ServerProcess;
 use crate::common::{BULK_POLICY, PASSWORD, read_outbox, run_cli, test_config_text};
-
-/// The real binary, killed for real.
-struct ServerProcess {
-    child: Child,
-    submissions: SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "serve",
-                "--log-format",
-                "json",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mailwarden serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let (mut submissions, mut admin_ready) = (None, false);
-        while submissions.is_none() || !admin_ready {
-            let line = lines.next().expect("server log line").unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["event"] == "listener.ready" {
-                match v["kind"].as_str() {
-                    Some("Submissions") => submissions = v["addr"].as_str().unwrap().parse().ok(),
-                    Some("Admin") => admin_ready = true,
-                    _ => {}
-                }
-            }
-        }
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            submissions: submissions.unwrap(),
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, and the exit status once it has stopped.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap()
-    }
-}
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -232,7 +173,7 @@ async fn send_as_alice(
     );
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     sender(
-        server.submissions,
+        server.submissions(),
         tls,
         Arc::new(Mutex::new(0)),
         count,
@@ -278,7 +219,7 @@ async fn sigkill_at_random_points_during_a_thousand_messages() {
         let senders: Vec<_> = (0..8)
             .map(|_| {
                 tokio::spawn(sender(
-                    server.submissions,
+                    server.submissions(),
                     tls.clone(),
                     next.clone(),
                     TOTAL,

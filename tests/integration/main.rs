@@ -2,6 +2,7 @@
 //! ephemeral ports and talks to it over TCP/TLS.
 
 mod aliases;
+mod assembly;
 mod browser;
 mod cli;
 mod common;

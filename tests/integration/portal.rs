@@ -8,7 +8,7 @@ use mailwarden::accounts::{BlockKind, BlockRequest, Origin, totp};
 use mailwarden::clock::{Clock, ManualClock};
 use mailwarden::config::{Config, ConfigSource};
 
-use crate::common::web::{Resp, Web};
+use crate::common::web::{Resp, Web, account_page, act, enable_2fa_with, key_on, sign_in};
 use crate::common::{PASSWORD, TestServer, base32_decode};
 
 const ALICE: &str = "alice@example.com";
@@ -18,42 +18,11 @@ fn web(server: &TestServer) -> Web {
     Web::new(server.running().portal)
 }
 
-/// GET / then POST /signin; returns the POST's answer.
-async fn sign_in(w: &mut Web, email: &str, password: &str) -> Resp {
-    let page = w.get("/").await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    w.post(
-        "/signin",
-        &[
-            ("csrf", &page.csrf()),
-            ("email", email),
-            ("password", password),
-        ],
-    )
-    .await
-}
-
 async fn signed_in(server: &TestServer, password: &str) -> Web {
     let mut w = web(server);
     let r = sign_in(&mut w, ALICE, password).await;
     assert_eq!((r.status, r.location()), (303, "/my-account"));
     w
-}
-
-async fn account_page(w: &mut Web) -> Resp {
-    let r = w.get("/my-account").await;
-    assert_eq!(r.status, 200, "{r:?}");
-    r
-}
-
-/// POSTs a My account form with the page's CSRF token; expects 303.
-async fn act(w: &mut Web, path: &str, fields: &[(&str, &str)]) -> Resp {
-    let csrf = account_page(w).await.csrf();
-    let mut all = vec![("csrf", csrf.as_str())];
-    all.extend_from_slice(fields);
-    let r = w.post(path, &all).await;
-    assert_eq!(r.status, 303, "POST {path}: {r:?}");
-    r
 }
 
 /// Changes the password from `PASSWORD` to `NEW_PASSWORD` on My account.
@@ -77,31 +46,16 @@ async fn otp_step(w: &mut Web, code: &str) -> Resp {
         .await
 }
 
-fn key_on(page: &str) -> Option<String> {
-    let start = page.find(r#"<code class="key">"#)? + r#"<code class="key">"#.len();
-    let end = page[start..].find("</code>")? + start;
-    Some(page[start..end].to_string())
+/// Enable 2FA, QR Code, Verify, all through the portal; returns the secret
+/// and the page shown after Verify (with its one-time notices).
+async fn enable_2fa(w: &mut Web, clock: &ManualClock) -> (Vec<u8>, String) {
+    enable_2fa_with(w, |secret| next_code(clock, secret)).await
 }
 
 /// A code for the next TOTP step (each step is accepted once).
 fn next_code(clock: &ManualClock, secret: &[u8]) -> String {
     clock.advance(Duration::from_secs(30));
     totp::code_at(secret, clock.unix())
-}
-
-/// Enable 2FA, QR Code, Verify, all through the portal; returns the secret
-/// and the page shown after Verify (with its one-time notices).
-async fn enable_2fa(w: &mut Web, clock: &ManualClock) -> (Vec<u8>, String) {
-    act(w, "/my-account/2fa/enable", &[]).await;
-    let r = act(w, "/my-account/2fa/qr", &[]).await;
-    assert_eq!(r.location(), "/my-account#qr");
-    let key = key_on(&account_page(w).await.body).expect("the key is shown");
-    let secret = base32_decode(&key);
-    let code = next_code(clock, &secret);
-    act(w, "/my-account/2fa/verify", &[("otp", &code)]).await;
-    let page = account_page(w).await.body;
-    assert!(page.contains("2FA enabled"));
-    (secret, page)
 }
 
 fn policy_block(networks: &[&str]) -> BlockRequest {

@@ -168,3 +168,59 @@ fn pct(s: &str) -> String {
     }
     out
 }
+
+/// GET / then POST /signin; returns the POST's answer.
+pub async fn sign_in(w: &mut Web, email: &str, password: &str) -> Resp {
+    let page = w.get("/").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    w.post(
+        "/signin",
+        &[
+            ("csrf", &page.csrf()),
+            ("email", email),
+            ("password", password),
+        ],
+    )
+    .await
+}
+
+pub async fn account_page(w: &mut Web) -> Resp {
+    let r = w.get("/my-account").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r
+}
+
+/// POSTs a My account form with the page's CSRF token; expects 303.
+pub async fn act(w: &mut Web, path: &str, fields: &[(&str, &str)]) -> Resp {
+    let csrf = account_page(w).await.csrf();
+    let mut all = vec![("csrf", csrf.as_str())];
+    all.extend_from_slice(fields);
+    let r = w.post(path, &all).await;
+    assert_eq!(r.status, 303, "POST {path}: {r:?}");
+    r
+}
+
+pub fn key_on(page: &str) -> Option<String> {
+    let start = page.find(r#"<code class="key">"#)? + r#"<code class="key">"#.len();
+    let end = page[start..].find("</code>")? + start;
+    Some(page[start..end].to_string())
+}
+
+/// Enable 2FA, QR Code, Verify, all through the portal, with the code
+/// `code_for` gives for the secret; returns the secret and the page shown
+/// after Verify (with its one-time notices).
+pub async fn enable_2fa_with(
+    w: &mut Web,
+    code_for: impl FnOnce(&[u8]) -> String,
+) -> (Vec<u8>, String) {
+    act(w, "/my-account/2fa/enable", &[]).await;
+    let r = act(w, "/my-account/2fa/qr", &[]).await;
+    assert_eq!(r.location(), "/my-account#qr");
+    let key = key_on(&account_page(w).await.body).expect("the key is shown");
+    let secret = crate::common::base32_decode(&key);
+    let code = code_for(&secret);
+    act(w, "/my-account/2fa/verify", &[("otp", &code)]).await;
+    let page = account_page(w).await.body;
+    assert!(page.contains("2FA enabled"));
+    (secret, page)
+}
