@@ -26,7 +26,7 @@ pub use delivery::{DeliveryConfig, DeliveryMode, DkimConfig, MxConfig, RelayConf
 pub use listeners::ListenersConfig;
 pub use lockout::LockoutConfig;
 pub use policy::{PolicyConfig, PolicyMode};
-pub use portal::PortalConfig;
+pub use portal::{PortalConfig, PortalSettings};
 pub use server::ServerConfig;
 pub use smtp::SmtpConfig;
 pub use tls::TlsConfig;
@@ -263,7 +263,7 @@ impl Config {
                 bail!("`delivery.dkim`: two keys for domain {}", key.domain);
             }
         }
-        crate::portal::Settings::from_config(self)?;
+        PortalSettings::from_config(self)?;
         Ok(())
     }
 
