@@ -18,20 +18,16 @@ pub mod signin_guard;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::bail;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
-use ipnet::IpNet;
 
 use crate::accounts::{Accounts, Passwords};
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::events::Events;
 use session::SessionStore;
 use signin_guard::SigninGuard;
@@ -41,61 +37,16 @@ pub const SECURE_COOKIE: &str = "__Host-mw_session";
 /// The cookie name for plain-http loopback development.
 pub const DEV_COOKIE: &str = "mw_session";
 
-/// The portal's view of the configuration, checked at start.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// `public_url` is https: the cookie is `__Host-` and `Secure`.
-    pub secure: bool,
-    /// The path of `public_url` without a trailing slash ("" for the root).
-    pub prefix: String,
-    pub trusted_proxies: Vec<IpNet>,
-    pub idle_timeout: Duration,
-}
+/// The portal's view of the configuration, parsed and checked in `config`.
+pub use crate::config::PortalSettings as Settings;
 
 impl Settings {
-    /// Refuses a portal that would send passwords in clear text over a
-    /// network: a non-loopback bind needs an https `public_url` (TLS ends
-    /// at a reverse proxy in front of the portal).
-    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let portal = &config.portal;
-        let (secure, prefix) = match &portal.public_url {
-            Some(url) => parse_public_url(url)?,
-            None => (false, String::new()),
-        };
-        let trusted_proxies = portal
-            .trusted_proxies
-            .iter()
-            .map(|s| parse_network(s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let bind = config.listeners.portal;
-        if !bind.ip().is_loopback() && !secure {
-            bail!(
-                "`listeners.portal = \"{bind}\"` is not a loopback address, so `portal.public_url` must be \
-                 the https:// address users open (TLS at a reverse proxy); otherwise bind the portal to 127.0.0.1"
-            );
-        }
-        if portal.session_idle_timeout.is_zero() {
-            bail!("`portal.session_idle_timeout` must be longer than 0s");
-        }
-        Ok(Self {
-            secure,
-            prefix,
-            trusted_proxies,
-            idle_timeout: portal.session_idle_timeout,
-        })
-    }
-
     pub fn cookie_name(&self) -> &'static str {
         if self.secure {
             SECURE_COOKIE
         } else {
             DEV_COOKIE
         }
-    }
-
-    fn trusted(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
     /// The client: the peer, or behind trusted proxies the rightmost
@@ -119,41 +70,6 @@ impl Settings {
             .copied()
             .unwrap_or(peer)
     }
-}
-
-/// `(https?, path prefix)` of a public URL like `https://mail.example.com/account`.
-fn parse_public_url(url: &str) -> anyhow::Result<(bool, String)> {
-    let (secure, rest) = if let Some(rest) = url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        bail!(
-            "`portal.public_url` must start with https:// (or http:// for loopback testing), got {url:?}"
-        );
-    };
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || "?#@".contains(c)) {
-        bail!("`portal.public_url` has no valid host: {url:?}");
-    }
-    let path_ok = path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b));
-    if !path_ok || path.contains("//") {
-        bail!(
-            "`portal.public_url` path may only hold letters, digits and / - . _ ~ (no query): {url:?}"
-        );
-    }
-    Ok((secure, path.trim_end_matches('/').to_string()))
-}
-
-fn parse_network(s: &str) -> anyhow::Result<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            anyhow::anyhow!("`portal.trusted_proxies`: {s:?} is not an address or CIDR network")
-        })
 }
 
 /// One X-Forwarded-For entry: `ip`, `ip:port` or `[v6]:port`.
@@ -282,32 +198,9 @@ async fn security_headers(mut response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn public_urls() {
-        assert_eq!(
-            parse_public_url("https://mail.example.com/account/").unwrap(),
-            (true, "/account".into())
-        );
-        assert_eq!(
-            parse_public_url("https://mail.example.com").unwrap(),
-            (true, String::new())
-        );
-        assert_eq!(
-            parse_public_url("http://127.0.0.1:8080/").unwrap(),
-            (false, String::new())
-        );
-        for bad in [
-            "mail.example.com",
-            "ftp://x",
-            "https:///x",
-            "https://x/a?b",
-            "https://x/{a}",
-        ] {
-            assert!(parse_public_url(bad).is_err(), "{bad}");
-        }
-    }
+    use super::*;
 
     #[test]
     fn client_ip_is_the_rightmost_untrusted_forwarded_address() {
@@ -315,8 +208,8 @@ mod tests {
             secure: true,
             prefix: String::new(),
             trusted_proxies: vec![
-                parse_network("127.0.0.1").unwrap(),
-                parse_network("10.0.0.0/8").unwrap(),
+                "127.0.0.1/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
             ],
             idle_timeout: Duration::from_secs(60),
         };

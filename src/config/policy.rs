@@ -1,0 +1,143 @@
+//! `[policy]`: the outbound-abuse scorer, its caps and its notices.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::parse::de_duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    Enforce,
+    Observe,
+}
+
+/// The outbound-policy scorer (docs/policy.md explains every key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub mode: PolicyMode,
+    /// Networks that count as one known client (office NAT, cloud mail apps).
+    pub shared_client_networks: Vec<String>,
+    /// The score at which an account is blocked.
+    pub block_score: f64,
+    /// Points halve after this long without new ones.
+    #[serde(deserialize_with = "de_duration")]
+    pub half_life: Duration,
+    /// A network is familiar once it logged in to the account this long ago...
+    #[serde(deserialize_with = "de_duration")]
+    pub network_familiar_after: Duration,
+    /// ...and stays familiar while it was used within this period.
+    #[serde(deserialize_with = "de_duration")]
+    pub network_familiar_for: Duration,
+    /// Accounts younger than this get the new-account caps.
+    #[serde(deserialize_with = "de_duration")]
+    pub new_account_period: Duration,
+
+    pub weight_new_recipient: f64,
+    pub max_new_recipient_points: f64,
+    pub weight_new_recipient_unfamiliar: f64,
+    pub max_new_recipient_points_unfamiliar: f64,
+    pub weight_repeated_body: f64,
+    pub weight_repeated_body_unfamiliar: f64,
+    /// A message with at least this many new recipients counts as bulk...
+    pub bulk_new_recipients_per_message: u32,
+    /// ...and this many bulk messages within `bulk_window` earn `weight_bulk` each.
+    pub bulk_messages: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub bulk_window: Duration,
+    pub weight_bulk: f64,
+    pub spread_networks_per_hour: usize,
+    pub weight_network_spread: f64,
+    pub free_link_domains: usize,
+    pub weight_link_domain: f64,
+    pub max_link_points: f64,
+    pub weight_display_name_address: f64,
+    pub bounce_ratio: f64,
+    pub bounce_min_recipients: u32,
+    pub weight_bounces: f64,
+    pub auth_failures_before_success: usize,
+    pub weight_auth_failures: f64,
+    pub fast_messages_per_hour: u32,
+    pub weight_fast_message: f64,
+
+    pub max_messages_per_minute: u32,
+    pub max_messages_per_hour: u32,
+    pub max_messages_per_day: u32,
+    pub max_recipients_per_minute: u32,
+    pub max_recipients_per_hour: u32,
+    pub max_recipients_per_day: u32,
+    pub new_account_max_messages_per_hour: u32,
+    pub new_account_max_recipients_per_hour: u32,
+
+    /// The message that tipped a block is kept this long as evidence.
+    #[serde(deserialize_with = "de_duration")]
+    pub evidence_retention: Duration,
+    /// A second policy block within this period becomes an operator block.
+    #[serde(deserialize_with = "de_duration")]
+    pub repeat_block_period: Duration,
+    /// After a self-service unblock: any block is an operator block, and
+    /// the new-account caps apply.
+    #[serde(deserialize_with = "de_duration")]
+    pub probation: Duration,
+    /// Told of every block and unblock, by mail.
+    pub abuse_contact: Option<String>,
+    /// Told of every block and unblock: a signed JSON POST.
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA-256 key for `X-Mailwarden-Signature`.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        Self {
+            mode: PolicyMode::Enforce,
+            shared_client_networks: Vec::new(),
+            block_score: 10.0,
+            half_life: hours(1),
+            network_familiar_after: hours(24),
+            network_familiar_for: hours(30 * 24),
+            new_account_period: hours(7 * 24),
+            weight_new_recipient: 0.05,
+            max_new_recipient_points: 1.0,
+            weight_new_recipient_unfamiliar: 0.7,
+            max_new_recipient_points_unfamiliar: 3.0,
+            weight_repeated_body: 0.1,
+            weight_repeated_body_unfamiliar: 2.0,
+            bulk_new_recipients_per_message: 3,
+            bulk_messages: 4,
+            bulk_window: Duration::from_secs(600),
+            weight_bulk: 3.0,
+            spread_networks_per_hour: 4,
+            weight_network_spread: 3.0,
+            free_link_domains: 3,
+            weight_link_domain: 1.0,
+            max_link_points: 5.0,
+            weight_display_name_address: 4.0,
+            bounce_ratio: 0.2,
+            bounce_min_recipients: 10,
+            weight_bounces: 3.0,
+            auth_failures_before_success: 5,
+            weight_auth_failures: 3.0,
+            fast_messages_per_hour: 120,
+            weight_fast_message: 0.5,
+            max_messages_per_minute: 30,
+            max_messages_per_hour: 300,
+            max_messages_per_day: 3000,
+            max_recipients_per_minute: 150,
+            max_recipients_per_hour: 1000,
+            max_recipients_per_day: 10000,
+            new_account_max_messages_per_hour: 150,
+            new_account_max_recipients_per_hour: 600,
+            evidence_retention: hours(14 * 24),
+            repeat_block_period: hours(30 * 24),
+            probation: hours(7 * 24),
+            abuse_contact: None,
+            webhook_url: None,
+            webhook_secret_file: None,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `[smtp]`: the limits of an SMTP session.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::parse::{de_duration, de_size};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    #[serde(deserialize_with = "de_size")]
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub command_timeout: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub data_timeout: Duration,
+    pub max_bad_commands: u32,
+    pub max_auth_failures: u32,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 10_000,
+            max_connections_per_ip: 20,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
+            max_bad_commands: 10,
+            max_auth_failures: 3,
+        }
+    }
+}
