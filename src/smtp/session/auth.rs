@@ -50,58 +50,37 @@ impl Session {
             })
             .await;
         let login = credentials.authcid.chars().take(254).collect::<String>();
-        match outcome {
+        // Failures and lockouts count towards `max_auth_failures`; Busy does not.
+        let (reason, r, counts) = match outcome {
             AuthOutcome::Success(identity) => {
                 self.identity = Some(identity);
                 self.shared
                     .events
                     .emit(self.event("auth.success").mechanism(name));
-                self.answer(conn, reply::AUTH_OK)
+                return self.answer(conn, reply::AUTH_OK);
             }
-            AuthOutcome::Failure { reason } => {
-                self.auth_failures += 1;
-                self.shared.events.emit(
-                    self.event("auth.failure")
-                        .account(login)
-                        .mechanism(name)
-                        .reason(reason)
-                        .code(535),
-                );
-                conn.queue(&reply::AUTH_INVALID);
-                if self.auth_failures >= self.shared.limits.max_auth_failures {
-                    conn.queue(&reply::TOO_MANY_ERRORS);
-                    return Flow::Close;
-                }
-                Flow::Continue
-            }
-            AuthOutcome::LockedOut => {
-                self.shared.events.emit(
-                    self.event("auth.failure")
-                        .account(login)
-                        .mechanism(name)
-                        .reason("locked_out")
-                        .code(454),
-                );
-                // Probing a lockout counts like a failed AUTH in this session.
-                self.auth_failures += 1;
-                conn.queue(&reply::AUTH_LOCKED_OUT);
-                if self.auth_failures >= self.shared.limits.max_auth_failures {
-                    conn.queue(&reply::TOO_MANY_ERRORS);
-                    return Flow::Close;
-                }
-                Flow::Continue
-            }
-            AuthOutcome::Busy => {
-                self.shared.events.emit(
-                    self.event("auth.failure")
-                        .account(login)
-                        .mechanism(name)
-                        .reason("busy")
-                        .code(454),
-                );
-                self.answer(conn, reply::AUTH_BUSY)
-            }
+            AuthOutcome::Failure { reason } => (reason, reply::AUTH_INVALID, true),
+            // Probing a lockout counts like a failed AUTH in this session.
+            AuthOutcome::LockedOut => ("locked_out", reply::AUTH_LOCKED_OUT, true),
+            AuthOutcome::Busy => ("busy", reply::AUTH_BUSY, false),
+        };
+        self.shared.events.emit(
+            self.event("auth.failure")
+                .account(login)
+                .mechanism(name)
+                .reason(reason)
+                .code(r.code),
+        );
+        if !counts {
+            return self.answer(conn, r);
         }
+        self.auth_failures += 1;
+        conn.queue(&r);
+        if self.auth_failures >= self.shared.limits.max_auth_failures {
+            conn.queue(&reply::TOO_MANY_ERRORS);
+            return Flow::Close;
+        }
+        Flow::Continue
     }
 
     /// Runs the SASL exchange (initial response or 334 challenges).
