@@ -497,3 +497,34 @@ async fn the_user_is_notified_and_the_history_says_what_happened() {
     );
     let _ = base64::engine::general_purpose::STANDARD.encode("");
 }
+
+#[tokio::test]
+async fn every_refusal_is_one_event() {
+    let (server, _) = server_with_clock("").await;
+    block_alice(&server).await;
+    let mut c = login(&server, ALICE, PASSWORD).await;
+    c.send_raw(format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n").as_bytes())
+        .await;
+    for _ in 0..3 {
+        assert_eq!(c.reply().await.line(), POLICY_554);
+    }
+    assert_eq!(c.cmd("BOGUS").await.code, 500);
+    assert_eq!(c.cmd("NOOP").await.code, 250);
+    let refusals: Vec<(Option<u16>, Option<String>, Option<String>)> = server
+        .events
+        .snapshot()
+        .into_iter()
+        .filter(|e| e.kind == mailwarden::events::EventKind::Refusal)
+        .map(|e| (e.code, e.reason, e.account))
+        .collect();
+    let alice = Some(ALICE.to_string());
+    assert_eq!(
+        refusals,
+        [
+            (Some(554), Some("5.7.1".into()), alice.clone()),
+            (Some(554), Some("5.7.1".into()), alice.clone()),
+            (Some(554), Some("5.7.1".into()), alice.clone()),
+            (Some(500), Some("5.5.1".into()), alice),
+        ]
+    );
+}

@@ -1,0 +1,270 @@
+//! The SMTP state machine for one connection (RFC 5321, 6409, 4954, 3207,
+//! 3030). It parses with smtp-proto, asks the seams (`Authenticator`,
+//! `Policy`, `Spool`, `Events`) and answers with the replies of `reply.rs`.
+
+mod auth;
+mod data;
+mod ehlo;
+mod mail;
+mod parse;
+mod rcpt;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use smtp_proto::Request;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::parse::{names_postmaster, parse_error_reply, takes_long_line};
+use super::SmtpShared;
+use super::connection::{Connection, Line};
+use super::reply::{self, Reply};
+use crate::accounts::Identity;
+use crate::events::{Event, EventKind};
+use crate::spool::{Pending, Recipient};
+
+/// RFC 5321 §4.5.3.1.4: 512 octets for a command line...
+const MAX_COMMAND_LINE: usize = 512;
+/// ...more for commands that carry addresses, parameters or SASL data.
+const MAX_PARAMETER_LINE: usize = 2048;
+
+/// What the connection handler must do after `run` returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Reply 220 was sent: start TLS on the raw stream, then run again.
+    StartTls,
+    Close,
+}
+
+struct Transaction {
+    /// Normalised reverse path; empty for `<>`.
+    from: String,
+    mail_flags: u64,
+    envid: Option<String>,
+    recipients: Vec<Recipient>,
+    /// A policy block: it answers every later RCPT, DATA and BDAT.
+    blocked: Option<Reply>,
+    /// BDAT chunks received so far (raw).
+    chunks: Vec<u8>,
+    /// A refused BDAT chunk: later chunks are discarded with this reply.
+    chunk_error: Option<Reply>,
+    /// Tells the spool's group commit a message is probably coming.
+    _pending: Option<Pending>,
+}
+
+pub struct Session {
+    shared: Arc<SmtpShared>,
+    id: u64,
+    peer: SocketAddr,
+    tls: bool,
+    /// The EHLO/HELO name, once given.
+    helo: Option<String>,
+    identity: Option<Identity>,
+    tx: Option<Transaction>,
+    bad_commands: u32,
+    auth_failures: u32,
+    pub messages: u32,
+    started: Instant,
+}
+
+impl Session {
+    pub fn new(shared: Arc<SmtpShared>, id: u64, peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            shared,
+            id,
+            peer,
+            tls,
+            helo: None,
+            identity: None,
+            tx: None,
+            bad_commands: 0,
+            auth_failures: 0,
+            messages: 0,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.peer.ip().to_canonical()
+    }
+
+    pub fn account(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.account.as_str())
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn event(&self, kind: EventKind) -> Event {
+        let e = Event::new(kind).session(self.id, self.ip());
+        match self.account() {
+            Some(a) => e.account(a),
+            None => e,
+        }
+    }
+
+    /// RFC 3207 §4.2: after TLS starts, everything learnt before is forgotten.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.identity = None;
+        self.tx = None;
+    }
+
+    pub fn greet<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Connection<S>) {
+        self.reply(conn, &reply::greeting(&self.shared.hostname));
+    }
+
+    /// Serves commands until the client quits, the connection fails, or
+    /// STARTTLS is accepted.
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> Flow {
+        let command_timeout = self.shared.limits.command_timeout;
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            // Shutting down: a transaction in progress may finish (the
+            // server waits for it, up to its grace period); otherwise 421.
+            if shutdown.is_cancelled() && self.tx.is_none() {
+                self.reply(conn, &reply::SHUTTING_DOWN);
+                return Flow::Close;
+            }
+            let stop = async {
+                match self.tx.is_some() {
+                    true => std::future::pending().await,
+                    false => shutdown.cancelled().await,
+                }
+            };
+            let read = tokio::select! {
+                read = tokio::time::timeout(command_timeout, conn.read_line(MAX_PARAMETER_LINE)) => read,
+                _ = stop => {
+                    self.reply(conn, &reply::SHUTTING_DOWN);
+                    return Flow::Close;
+                }
+            };
+            let line = match read {
+                Err(_elapsed) => {
+                    self.reply(conn, &reply::TIMEOUT);
+                    return Flow::Close;
+                }
+                Ok(Err(_)) | Ok(Ok(Line::Eof)) => return Flow::Close,
+                Ok(Ok(Line::TooLong)) => {
+                    if self.answer(conn, reply::LINE_TOO_LONG) == Flow::Close {
+                        return Flow::Close;
+                    }
+                    continue;
+                }
+                Ok(Ok(Line::Complete(line))) => line,
+            };
+            if line.len() > MAX_COMMAND_LINE && !takes_long_line(&line) {
+                if self.answer(conn, reply::LINE_TOO_LONG) == Flow::Close {
+                    return Flow::Close;
+                }
+                continue;
+            }
+            // Boxed: a command's future (AUTH, DATA and the spool) is large,
+            // and an idle session should not carry its space between commands.
+            match Box::pin(self.command(conn, &line)).await {
+                Flow::Continue => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Queues a reply. Every refusal (4xx, 5xx) is also one `Refusal` event
+    /// with its code and enhanced status: the one place replies leave.
+    fn reply<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Connection<S>, r: &Reply) {
+        if r.code >= 400 {
+            let status = r.text.split_whitespace().next().unwrap_or_default();
+            self.shared.events.emit(
+                self.event(EventKind::Refusal)
+                    .code(r.code)
+                    .reason(status.to_string()),
+            );
+        }
+        conn.queue(r);
+    }
+
+    /// Queues a reply, counting bad commands; `Close` once there were too many.
+    fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        r: Reply,
+    ) -> Flow {
+        self.reply(conn, &r);
+        if r.is_bad_command() {
+            self.bad_commands += 1;
+            if self.bad_commands >= self.shared.limits.max_bad_commands {
+                self.reply(conn, &reply::TOO_MANY_ERRORS);
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        line: &[u8],
+    ) -> Flow {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request.into_owned(),
+            Err(e) => return self.answer(conn, parse_error_reply(&e, line)),
+        };
+        let r = match request {
+            Request::Ehlo { host } => self.ehlo(conn, host, true),
+            Request::Helo { host } => self.ehlo(conn, host, false),
+            Request::StartTls => {
+                if self.tls {
+                    reply::BAD_SEQUENCE
+                } else {
+                    self.reply(conn, &reply::READY_FOR_TLS);
+                    return Flow::StartTls;
+                }
+            }
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth(conn, mechanism, initial_response).await,
+            Request::Mail { from } => self.mail(from).await,
+            // smtp-proto reads both `<Postmaster>` and `<>` as ""; only the
+            // first is a valid forward path.
+            Request::Rcpt { to } if to.address.is_empty() && !names_postmaster(line) => {
+                reply::SYNTAX_ERROR
+            }
+            Request::Rcpt { to } => self.rcpt(to).await,
+            Request::Data => return self.data(conn).await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => return self.bdat(conn, chunk_size, is_last).await,
+            Request::Rset => {
+                self.tx = None;
+                reply::RESET_OK
+            }
+            Request::Noop { .. } => reply::OK,
+            Request::Quit => {
+                self.reply(conn, &reply::BYE);
+                return Flow::Close;
+            }
+            Request::Vrfy { .. } => reply::CANNOT_VRFY,
+            Request::Help { .. } => Reply::new(
+                214,
+                "2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+            ),
+            Request::Expn { .. } | Request::Etrn { .. } => reply::NOT_IMPLEMENTED,
+            Request::Lhlo { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                reply::NOT_IMPLEMENTED
+            }
+        };
+        self.answer(conn, r)
+    }
+}
