@@ -20,4 +20,5 @@ mod relay;
 mod replies;
 mod security;
 mod spool;
+mod store_compat;
 mod submission;

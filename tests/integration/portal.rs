@@ -19,7 +19,7 @@ fn web(server: &TestServer) -> Web {
 }
 
 /// GET / then POST /signin; returns the POST's answer.
-async fn sign_in(w: &mut Web, email: &str, password: &str) -> Resp {
+pub(crate) async fn sign_in(w: &mut Web, email: &str, password: &str) -> Resp {
     let page = w.get("/").await;
     assert_eq!(page.status, 200, "{}", page.body);
     w.post(
@@ -71,7 +71,7 @@ async fn change_password(w: &mut Web) -> Resp {
 }
 
 /// The OTP step after the password: its page's CSRF token, then `code`.
-async fn otp_step(w: &mut Web, code: &str) -> Resp {
+pub(crate) async fn otp_step(w: &mut Web, code: &str) -> Resp {
     let csrf = w.get("/signin/otp").await.csrf();
     w.post("/signin/otp", &[("csrf", &csrf), ("otp", code)])
         .await
