@@ -11,7 +11,7 @@ use mailwarden::accounts::totp;
 use serde_json::Value;
 
 use crate::common::client::Client;
-use crate::common::process::ServerProcess;
+use crate::common::serve::ServeProcess;
 use crate::common::web::{Web, act, enable_2fa_with, sign_in};
 use crate::common::{PASSWORD, run_cli, test_config_text};
 
@@ -56,16 +56,16 @@ impl Setup {
         serde_json::from_str(&self.cli(&["account", "show", ALICE, "--json"], "")).unwrap()
     }
 
-    fn serve(&self) -> ServerProcess {
-        tokio::task::block_in_place(|| ServerProcess::start(&self.config))
+    fn serve(&self) -> ServeProcess {
+        tokio::task::block_in_place(|| ServeProcess::start(&self.config))
     }
 
-    fn stop(&self, server: ServerProcess) {
+    fn stop(&self, server: ServeProcess) {
         let status = tokio::task::block_in_place(|| server.stop());
         assert!(status.success(), "{status}");
     }
 
-    async fn session(&self, server: &ServerProcess, from: &str, password: &str) -> Client {
+    async fn session(&self, server: &ServeProcess, from: &str, password: &str) -> Client {
         let from: IpAddr = from.parse().unwrap();
         let (mut c, greeting) =
             Client::implicit_tls_from(server.submissions(), Some(from), &self.cert).await;
@@ -122,7 +122,7 @@ async fn send(c: &mut Client, rcpts: &[String], body: &str) -> String {
 
 /// Twenty ordinary messages from the owner's network, each to one of a
 /// few colleagues: every one is accepted.
-async fn twenty_ordinary_messages(setup: &Setup, server: &ServerProcess, password: &str) {
+async fn twenty_ordinary_messages(setup: &Setup, server: &ServeProcess, password: &str) {
     let mut c = setup.session(server, "127.0.0.1", password).await;
     for i in 0..20 {
         let to = [format!("colleague{}@example.org", i % 3)];

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
 
-use crate::common::process::ServerProcess;
+use crate::common::serve::ServeProcess;
 use crate::common::{BULK_POLICY, PASSWORD, read_outbox, run_cli, test_config_text};
 
 fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -149,7 +149,7 @@ fn random_below(n: u64) -> u64 {
 async fn send_as_alice(
     dir: &tempfile::TempDir,
     config: &Path,
-    server: &ServerProcess,
+    server: &ServeProcess,
     count: u64,
 ) -> Arc<Mutex<Ledger>> {
     let (ok, _, err) = tokio::task::block_in_place(|| {
@@ -186,11 +186,11 @@ async fn send_as_alice(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_right_after_250_loses_nothing() {
     let (dir, config) = setup();
-    let server = ServerProcess::start(&config);
+    let server = ServeProcess::start(&config);
     let ledger = send_as_alice(&dir, &config, &server, 1).await;
     server.kill();
     assert!(ledger.lock().unwrap().acked.contains(&1));
-    let server = ServerProcess::start(&config);
+    let server = ServeProcess::start(&config);
     let outbox = dir.path().join("data/outbox");
     for _ in 0..500 {
         if delivered_tokens(&outbox).contains_key(&1) {
@@ -215,7 +215,7 @@ async fn sigkill_at_random_points_during_a_thousand_messages() {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let outbox = dir.path().join("data/outbox");
     for round in 0..=KILLS {
-        let server = ServerProcess::start(&config);
+        let server = ServeProcess::start(&config);
         let senders: Vec<_> = (0..8)
             .map(|_| {
                 tokio::spawn(sender(
@@ -304,7 +304,7 @@ async fn tls_config_after_start(
     config: &Path,
     dir: &tempfile::TempDir,
 ) -> Arc<rustls::ClientConfig> {
-    let server = ServerProcess::start(config);
+    let server = ServeProcess::start(config);
     let (ok, _, err) = tokio::task::block_in_place(|| {
         run_cli(
             &[
@@ -330,7 +330,7 @@ async fn tls_config_after_start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scorers_counts_survive_a_sigkill_a_second_after_sending() {
     let (dir, config) = setup();
-    let server = ServerProcess::start(&config);
+    let server = ServeProcess::start(&config);
     let ledger = send_as_alice(&dir, &config, &server, 5).await;
     assert_eq!(ledger.lock().unwrap().acked.len(), 5);
     // The scorer's state is written with the spool at most once a second,
@@ -343,7 +343,7 @@ async fn the_scorers_counts_survive_a_sigkill_a_second_after_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_right_after_sending_keeps_the_scorers_counts() {
     let (dir, config) = setup();
-    let server = ServerProcess::start(&config);
+    let server = ServeProcess::start(&config);
     let ledger = send_as_alice(&dir, &config, &server, 5).await;
     assert_eq!(ledger.lock().unwrap().acked.len(), 5);
     // Within the second in which the state is not yet written.
@@ -355,7 +355,7 @@ async fn a_graceful_stop_right_after_sending_keeps_the_scorers_counts() {
 /// Starts the server again and reads alice's last-hour message count as
 /// `account show` reports it.
 fn messages_last_hour_after_restart(config: &Path) -> serde_json::Value {
-    let server = ServerProcess::start(config);
+    let server = ServeProcess::start(config);
     let cfg = config.to_str().unwrap();
     let (ok, out, err) = tokio::task::block_in_place(|| {
         run_cli(

@@ -21,4 +21,5 @@ mod relay;
 mod replies;
 mod security;
 mod spool;
+mod store_compat;
 mod submission;

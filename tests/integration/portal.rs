@@ -8,7 +8,9 @@ use mailwarden::accounts::{BlockKind, BlockRequest, Origin, totp};
 use mailwarden::clock::{Clock, ManualClock};
 use mailwarden::config::{Config, ConfigSource};
 
-use crate::common::web::{Resp, Web, account_page, act, enable_2fa_with, key_on, sign_in};
+use crate::common::web::{
+    Resp, Web, account_page, act, enable_2fa_with, key_on, otp_step, sign_in,
+};
 use crate::common::{PASSWORD, TestServer, base32_decode};
 
 const ALICE: &str = "alice@example.com";
@@ -37,13 +39,6 @@ async fn change_password(w: &mut Web) -> Resp {
         ],
     )
     .await
-}
-
-/// The OTP step after the password: its page's CSRF token, then `code`.
-async fn otp_step(w: &mut Web, code: &str) -> Resp {
-    let csrf = w.get("/signin/otp").await.csrf();
-    w.post("/signin/otp", &[("csrf", &csrf), ("otp", code)])
-        .await
 }
 
 /// Enable 2FA, QR Code, Verify, all through the portal; returns the secret

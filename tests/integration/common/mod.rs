@@ -2,7 +2,7 @@
 //! a temporary folder, and a small SMTP client that speaks TCP and TLS.
 
 pub mod client;
-pub mod process;
+pub mod serve;
 pub mod web;
 
 use client::Client;

@@ -224,3 +224,10 @@ pub async fn enable_2fa_with(
     assert!(page.contains("2FA enabled"));
     (secret, page)
 }
+
+/// The OTP step after the password: its page's CSRF token, then `code`.
+pub async fn otp_step(w: &mut Web, code: &str) -> Resp {
+    let csrf = w.get("/signin/otp").await.csrf();
+    w.post("/signin/otp", &[("csrf", &csrf), ("otp", code)])
+        .await
+}
