@@ -6,10 +6,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::Form;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Form, RequestExt};
 use serde::Deserialize;
 
 use super::Portal;
@@ -35,6 +35,56 @@ pub struct Fields {
     repeat: String,
     otp: String,
     name: String,
+}
+
+/// A form POST past the gate (`Portal::gate`): the client, its live
+/// session, and the form.
+pub struct Post {
+    pub ip: IpAddr,
+    pub session: Session,
+    pub form: Fields,
+}
+
+/// A form POST past the gate from a signed-in session
+/// (`Portal::signed_in`), with the session's account.
+pub struct SignedIn {
+    pub ip: IpAddr,
+    pub session: Session,
+    pub account: Account,
+    pub form: Fields,
+}
+
+impl FromRequest<Portal> for Post {
+    type Rejection = Response;
+
+    async fn from_request(mut req: Request, p: &Portal) -> Result<Self, Response> {
+        let ConnectInfo(peer) = req
+            .extract_parts::<ConnectInfo<SocketAddr>>()
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = req.headers().clone();
+        let ip = client(p, peer, &headers);
+        let Form(form) = Form::<Fields>::from_request(req, p)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let session = p.gate(&headers, &form.csrf)?;
+        Ok(Self { ip, session, form })
+    }
+}
+
+impl FromRequest<Portal> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, p: &Portal) -> Result<Self, Response> {
+        let Post { ip, session, form } = Post::from_request(req, p).await?;
+        let (session, account) = p.signed_in(session).await?;
+        Ok(Self {
+            ip,
+            session,
+            account,
+            form,
+        })
+    }
 }
 
 // The early returns are finished responses; they are built once per
@@ -153,15 +203,6 @@ impl Portal {
             }
             Err(e) => Err(self.internal(e)),
         }
-    }
-
-    async fn gate_account(
-        &self,
-        headers: &HeaderMap,
-        csrf: &str,
-    ) -> Result<(Session, Account), Response> {
-        let session = self.gate(headers, csrf)?;
-        self.signed_in(session).await
     }
 
     fn internal(&self, e: AccountError) -> Response {
@@ -432,15 +473,12 @@ pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Respon
 /// same path: one store read, one argon2id verify, the same notice.
 pub async fn signin(
     State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    Post {
+        ip,
+        session,
+        form: f,
+    }: Post,
 ) -> Response {
-    let ip = client(&p, peer, &headers);
-    let session = match p.gate(&headers, &f.csrf) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     if let Auth::SignedIn { .. } = session.auth {
         return p.see_other("/my-account");
     }
@@ -536,15 +574,12 @@ pub async fn signin(
 /// POST /signin/otp: the code from the authenticator app.
 pub async fn otp(
     State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
+    Post {
+        ip,
+        session,
+        form: f,
+    }: Post,
 ) -> Response {
-    let ip = client(&p, peer, &headers);
-    let session = match p.gate(&headers, &f.csrf) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Auth::OtpPending {
         address,
         since,
@@ -592,56 +627,36 @@ pub async fn otp(
 }
 
 /// POST /signout (also "Cancel" on the OTP step).
-pub async fn signout(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
-    let session = match p.gate(&headers, &f.csrf) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub async fn signout(State(p): State<Portal>, Post { session, .. }: Post) -> Response {
     p.inner.sessions.remove(&session.id);
     p.to_signin(Notice::success("You have signed out"))
 }
 
 // ---- My account actions --------------------------------------------------
 
-macro_rules! account_or_return {
-    ($p:expr, $headers:expr, $f:expr) => {
-        match $p.gate_account(&$headers, &$f.csrf).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        }
-    };
-}
-
 /// POST /my-account/password.
-pub async fn change_password(
-    State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "password";
-    let ip = client(&p, peer, &headers);
-    let (session, a) = account_or_return!(p, headers, f);
-    if f.new != f.repeat {
+    if post.form.new != post.form.repeat {
         p.notice(
-            &session,
+            &post.session,
             Notice::error("The new passwords do not match")
                 .detail("Type the same new password in both fields.")
                 .at(AT),
         );
         return p.back_to(AT);
     }
-    if let Err(e) = check_password_rule(&a.address, &f.new) {
-        p.account_error(&session, e, AT);
+    if let Err(e) = check_password_rule(&post.account.address, &post.form.new) {
+        p.account_error(&post.session, e, AT);
         return p.back_to(AT);
     }
-    if p.inner.signin.check(ip, &a.address).is_err() {
+    if p.inner
+        .signin
+        .check(post.ip, &post.account.address)
+        .is_err()
+    {
         p.notice(
-            &session,
+            &post.session,
             Notice::error("Too many wrong passwords")
                 .detail("Please wait 15 minutes, then try again.")
                 .at(AT),
@@ -651,21 +666,21 @@ pub async fn change_password(
     match p
         .inner
         .passwords
-        .verify(&f.current, Some(&a.password_hash))
+        .verify(&post.form.current, Some(&post.account.password_hash))
         .await
     {
         Ok(true) => {}
         Ok(false) => {
-            p.inner.signin.failure(ip, &a.address);
+            p.inner.signin.failure(post.ip, &post.account.address);
             p.notice(
-                &session,
+                &post.session,
                 Notice::error("The current password is not right").at(AT),
             );
             return p.back_to(AT);
         }
         Err(_busy) => {
             p.notice(
-                &session,
+                &post.session,
                 Notice::error("The service is busy")
                     .detail("Please try again in a minute.")
                     .at(AT),
@@ -673,9 +688,9 @@ pub async fn change_password(
             return p.back_to(AT);
         }
     }
-    if f.new == f.current {
+    if post.form.new == post.form.current {
         p.notice(
-            &session,
+            &post.session,
             Notice::error("The new password must be different from your current password").at(AT),
         );
         return p.back_to(AT);
@@ -683,56 +698,56 @@ pub async fn change_password(
     match p
         .inner
         .accounts
-        .set_password(&a.address, &f.new, &Origin::portal(ip))
+        .set_password(
+            &post.account.address,
+            &post.form.new,
+            &Origin::portal(post.ip),
+        )
         .await
     {
         Ok(updated) => {
-            p.inner.sessions.update(&session.id, |s| {
+            p.inner.sessions.update(&post.session.id, |s| {
                 if let Auth::SignedIn { password_hash, .. } = &mut s.auth {
                     *password_hash = updated.password_hash.clone();
                 }
             });
-            let others = p.inner.sessions.sign_out_others(&a.address, &session.id);
+            let others = p
+                .inner
+                .sessions
+                .sign_out_others(&post.account.address, &post.session.id);
             let detail = if others > 0 {
                 "Use it the next time you sign in. Other browsers signed in to this account were signed out."
             } else {
                 "Use it the next time you sign in."
             };
             p.notice(
-                &session,
+                &post.session,
                 Notice::success("Password changed").detail(detail).at(AT),
             );
-            if from_abuse_network(&a, ip) {
-                p.notice(&session, abuse_network_notice(AT));
+            if from_abuse_network(&post.account, post.ip) {
+                p.notice(&post.session, abuse_network_notice(AT));
             }
         }
-        Err(e) => p.account_error(&session, e, AT),
+        Err(e) => p.account_error(&post.session, e, AT),
     }
     p.back_to(AT)
 }
 
 /// POST /my-account/2fa/enable: a new pending secret (also re-enrolment
 /// while a policy block is on).
-pub async fn enable_2fa(
-    State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn enable_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "two-factor";
-    let ip = client(&p, peer, &headers);
-    let (session, a) = account_or_return!(p, headers, f);
-    if a.totp.active.is_some() && !a.policy_blocked() {
-        p.notice(&session, Notice::info("2FA is already on").at(AT));
+    if post.account.totp.active.is_some() && !post.account.policy_blocked() {
+        p.notice(&post.session, Notice::info("2FA is already on").at(AT));
         return p.back_to(AT);
     }
     let result = p
         .inner
         .accounts
-        .totp_enable(&a.address, &Origin::portal(ip))
+        .totp_enable(&post.account.address, &Origin::portal(post.ip))
         .await;
     p.changed(
-        &session,
+        &post.session,
         AT,
         result,
         |s| s.show_qr = false,
@@ -742,24 +757,19 @@ pub async fn enable_2fa(
 }
 
 /// POST /my-account/2fa/qr: show the QR code while enrolment is pending.
-pub async fn show_qr(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn show_qr(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "two-factor";
-    let (session, a) = account_or_return!(p, headers, f);
-    if a.totp.pending.is_none() {
-        let notice = if a.totp.active.is_some() {
+    if post.account.totp.pending.is_none() {
+        let notice = if post.account.totp.active.is_some() {
             Notice::info("2FA is already on")
                 .detail("The QR code is shown only while 2FA is being set up.")
         } else {
             Notice::error("Click Enable 2FA first")
         };
-        p.notice(&session, notice.at(AT));
+        p.notice(&post.session, notice.at(AT));
         return p.back_to(AT);
     }
-    p.inner.sessions.update(&session.id, |s| {
+    p.inner.sessions.update(&post.session.id, |s| {
         s.show_qr = true;
         s.last_section = Some(AT);
     });
@@ -767,58 +777,57 @@ pub async fn show_qr(
 }
 
 /// POST /my-account/2fa/verify: the first code of the pending secret.
-pub async fn verify_2fa(
-    State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn verify_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "two-factor";
-    let ip = client(&p, peer, &headers);
-    let (session, a) = account_or_return!(p, headers, f);
     match p
         .inner
         .accounts
-        .totp_verify(&a.address, &f.otp, &Origin::portal(ip))
+        .totp_verify(
+            &post.account.address,
+            &post.form.otp,
+            &Origin::portal(post.ip),
+        )
         .await
     {
         Ok(_) => {
             let now = p.now();
-            p.inner.sessions.update(&session.id, |s| {
+            p.inner.sessions.update(&post.session.id, |s| {
                 s.show_qr = false;
                 set_otp_at(s, Some(now));
             });
             p.notice(
-                &session,
+                &post.session,
                 Notice::success("2FA enabled").detail(
                     "Signing in here now also asks for a code from your app. Desktop email programs need a device password (below).",
                 ).at(AT),
             );
-            if from_abuse_network(&a, ip) {
-                p.notice(&session, abuse_network_notice(AT));
+            if from_abuse_network(&post.account, post.ip) {
+                p.notice(&post.session, abuse_network_notice(AT));
             }
         }
         Err(AccountError::State(_)) => {
-            p.notice(&session, Notice::error("Click Enable 2FA first").at(AT));
+            p.notice(
+                &post.session,
+                Notice::error("Click Enable 2FA first").at(AT),
+            );
         }
-        Err(e) => p.account_error(&session, e, AT),
+        Err(e) => p.account_error(&post.session, e, AT),
     }
     p.back_to(AT)
 }
 
 /// POST /my-account/2fa/confirm: a code, so this session may create
 /// device passwords for the next 15 minutes.
-pub async fn confirm_otp(
-    State(p): State<Portal>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn confirm_otp(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "devices";
-    let (session, a) = account_or_return!(p, headers, f);
-    let result = p.inner.accounts.totp_check(&a.address, &f.otp).await;
+    let result = p
+        .inner
+        .accounts
+        .totp_check(&post.account.address, &post.form.otp)
+        .await;
     let now = p.now();
     p.changed(
-        &session,
+        &post.session,
         AT,
         result,
         |s| set_otp_at(s, Some(now)),
@@ -828,26 +837,23 @@ pub async fn confirm_otp(
 }
 
 /// POST /my-account/2fa/disable: needs a current code.
-pub async fn disable_2fa(
-    State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn disable_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "two-factor";
-    let ip = client(&p, peer, &headers);
-    let (session, a) = account_or_return!(p, headers, f);
-    if a.totp.active.is_none() {
-        p.notice(&session, Notice::info("2FA is not on").at(AT));
+    if post.account.totp.active.is_none() {
+        p.notice(&post.session, Notice::info("2FA is not on").at(AT));
         return p.back_to(AT);
     }
     let result = p
         .inner
         .accounts
-        .totp_disable(&a.address, Some(&f.otp), &Origin::portal(ip))
+        .totp_disable(
+            &post.account.address,
+            Some(&post.form.otp),
+            &Origin::portal(post.ip),
+        )
         .await;
     p.changed(
-        &session,
+        &post.session,
         AT,
         result,
         |s| {
@@ -863,80 +869,73 @@ pub async fn disable_2fa(
 /// POST /my-account/devices/create: only with 2FA on and an OTP passed in
 /// this web session in the last 15 minutes. The password rides in the
 /// session and is shown once.
-pub async fn create_device(
-    State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn create_device(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "devices";
-    let ip = client(&p, peer, &headers);
-    let (session, a) = account_or_return!(p, headers, f);
-    if a.totp.active.is_none() {
+    if post.account.totp.active.is_none() {
         p.notice(
-            &session,
+            &post.session,
             Notice::error("Device passwords need 2FA")
                 .detail("Enable 2FA first.")
                 .at(AT),
         );
         return p.back_to(AT);
     }
-    let fresh = matches!(session.auth, Auth::SignedIn { otp_at: Some(t), .. }
+    let fresh = matches!(post.session.auth, Auth::SignedIn { otp_at: Some(t), .. }
         if p.now() < t + OTP_FRESH_SECS);
     if !fresh {
         p.notice(
-            &session,
+            &post.session,
             Notice::error("Confirm a code first")
                 .detail("Enter a code from your authenticator app, then create the device password within 15 minutes.")
                 .at(AT),
         );
         return p.back_to(AT);
     }
-    let name = f.name.trim().to_string();
+    let name = post.form.name.trim().to_string();
     match p
         .inner
         .accounts
-        .device_password_add(&a.address, &name, &Origin::portal(ip))
+        .device_password_add(&post.account.address, &name, &Origin::portal(post.ip))
         .await
     {
         Ok(password) => {
-            p.inner.sessions.update(&session.id, |s| {
+            p.inner.sessions.update(&post.session.id, |s| {
                 s.new_device = Some((name, password));
                 s.last_section = Some(AT);
             });
         }
-        Err(e) => p.account_error(&session, e, AT),
+        Err(e) => p.account_error(&post.session, e, AT),
     }
     p.back_to(AT)
 }
 
 /// POST /my-account/devices/revoke.
-pub async fn revoke_device(
-    State(p): State<Portal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<Fields>,
-) -> Response {
+pub async fn revoke_device(State(p): State<Portal>, post: SignedIn) -> Response {
     const AT: &str = "devices";
-    let ip = client(&p, peer, &headers);
-    let (session, a) = account_or_return!(p, headers, f);
     match p
         .inner
         .accounts
-        .device_password_revoke(&a.address, &f.name, &Origin::portal(ip))
+        .device_password_revoke(
+            &post.account.address,
+            &post.form.name,
+            &Origin::portal(post.ip),
+        )
         .await
     {
         Ok(_) => p.notice(
-            &session,
+            &post.session,
             Notice::success("Device password revoked")
-                .detail(format!("\u{201c}{}\u{201d} no longer works.", f.name))
+                .detail(format!(
+                    "\u{201c}{}\u{201d} no longer works.",
+                    post.form.name
+                ))
                 .at(AT),
         ),
         Err(AccountError::NotFound(_)) => p.notice(
-            &session,
+            &post.session,
             Notice::error("There is no device password with that name").at(AT),
         ),
-        Err(e) => p.account_error(&session, e, AT),
+        Err(e) => p.account_error(&post.session, e, AT),
     }
     p.back_to(AT)
 }
