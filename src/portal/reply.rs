@@ -75,6 +75,16 @@ impl Portal {
         self.see_other_with("/", &s)
     }
 
+    /// This session back to the start of sign-in (any half-done sign-in
+    /// dropped) with `notice`, and a 303 to sign-in.
+    pub(super) fn restart_signin(&self, session: &Session, notice: Notice) -> Response {
+        self.inner.sessions.update(&session.id, |s| {
+            s.auth = Auth::Anonymous;
+            s.notices.push(notice);
+        });
+        self.see_other("/")
+    }
+
     pub(super) fn internal(&self, e: AccountError) -> Response {
         tracing::error!(event = "portal.error", error = %e);
         self.page(

@@ -18,14 +18,11 @@ pub async fn otp_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
     match &session.auth {
         Auth::OtpPending { since, .. } => {
             if p.now() >= since + OTP_STEP_TIME.as_secs() {
-                p.inner.sessions.update(&session.id, |s| {
-                    s.auth = Auth::Anonymous;
-                    s.notices.push(
-                        Notice::error("The sign-in took too long")
-                            .detail("Please enter your email and password again."),
-                    );
-                });
-                return p.see_other("/");
+                return p.restart_signin(
+                    &session,
+                    Notice::error("The sign-in took too long")
+                        .detail("Please enter your email and password again."),
+                );
             }
         }
         Auth::SignedIn { .. } => return p.see_other("/my-account"),

@@ -60,14 +60,11 @@ pub async fn signin(
     let shared_lockout = p.inner.accounts.lockouts().check(ip, &key).is_err();
     if p.inner.signin.check(ip, &key).is_err() || shared_lockout {
         p.signin_event("portal.signin_failure", &key, ip, "locked_out");
-        p.inner.sessions.update(&session.id, |s| {
-            s.auth = Auth::Anonymous;
-            s.notices.push(
-                Notice::error("Too many failed sign-ins")
-                    .detail("Please wait 15 minutes, then try again."),
-            );
-        });
-        return p.see_other("/");
+        return p.restart_signin(
+            &session,
+            Notice::error("Too many failed sign-ins")
+                .detail("Please wait 15 minutes, then try again."),
+        );
     }
     let account = match &normalized {
         Some(a) => match p.inner.accounts.get(a).await {
@@ -105,14 +102,12 @@ pub async fn signin(
         let started = p.inner.accounts.lockouts().failure(ip, &key, &f.password);
         p.inner.accounts.report_lockouts(&key, started);
         p.signin_event("portal.signin_failure", &key, ip, "bad_credentials");
-        p.inner.sessions.update(&session.id, |s| {
-            s.auth = Auth::Anonymous;
-            s.notices
-                .push(Notice::error("The email or password is not right").detail(
+        return p.restart_signin(
+            &session,
+            Notice::error("The email or password is not right").detail(
                 "Check both and try again. Use your account password here, not a device password.",
-            ));
-        });
-        return p.see_other("/");
+            ),
+        );
     };
     p.inner.signin.success(&key);
     p.inner.accounts.lockouts().success(ip, &key);
