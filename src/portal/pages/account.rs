@@ -62,7 +62,7 @@ pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Respon
 }
 
 /// POST /signout (also "Cancel" on the OTP step).
-pub async fn signout(State(p): State<Portal>, Post { session, .. }: Post) -> Response {
-    p.inner.sessions.remove(&session.id);
+pub async fn signout(State(p): State<Portal>, post: Post) -> Response {
+    p.inner.sessions.remove(&post.session.id);
     p.to_signin(Notice::success("You have signed out"))
 }

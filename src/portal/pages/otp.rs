@@ -39,41 +39,34 @@ pub async fn otp_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
 }
 
 /// POST /signin/otp: the code from the authenticator app.
-pub async fn otp(
-    State(p): State<Portal>,
-    Post {
-        ip,
-        session,
-        form: f,
-    }: Post,
-) -> Response {
+pub async fn otp(State(p): State<Portal>, post: Post) -> Response {
     let Auth::OtpPending {
         address,
         since,
         password_hash,
-    } = session.auth.clone()
+    } = post.session.auth.clone()
     else {
         return p.see_other("/");
     };
     if p.now() >= since + OTP_STEP_TIME.as_secs() {
         return p.see_other("/signin/otp");
     }
-    match p.inner.accounts.totp_check(&address, &f.otp).await {
+    match p.inner.accounts.totp_check(&address, &post.form.otp).await {
         Ok(()) => {
             let current = p.inner.accounts.get(&address).await;
             if !matches!(&current, Ok(a) if !a.disabled && a.password_hash == password_hash) {
-                p.inner.sessions.remove(&session.id);
+                p.inner.sessions.remove(&post.session.id);
                 return p.to_signin(Notice::error("Please sign in again"));
             }
             let s = p.inner.sessions.rotate(
-                &session.id,
+                &post.session.id,
                 Auth::SignedIn {
                     address: address.clone(),
                     otp_at: Some(p.now()),
                     password_hash,
                 },
             );
-            p.signin_event("portal.signin", &address, ip, "otp");
+            p.signin_event("portal.signin", &address, post.ip, "otp");
             p.see_other_with("/my-account", &s)
         }
         Err(e @ (AccountError::BadCode | AccountError::OtpLocked(_))) => {
@@ -82,12 +75,12 @@ pub async fn otp(
             } else {
                 "otp_locked"
             };
-            p.signin_event("portal.signin_failure", &address, ip, reason);
-            p.account_error(&session, e, "otp");
+            p.signin_event("portal.signin_failure", &address, post.ip, reason);
+            p.account_error(&post.session, e, "otp");
             p.see_other("/signin/otp")
         }
         Err(e) => {
-            p.account_error(&session, e, "otp");
+            p.account_error(&post.session, e, "otp");
             p.see_other("/signin/otp")
         }
     }

@@ -39,29 +39,28 @@ pub async fn signin_page(State(p): State<Portal>, headers: HeaderMap) -> Respons
 
 /// POST /signin: email and password. Unknown and known addresses take the
 /// same path: one store read, one argon2id verify, the same notice.
-pub async fn signin(
-    State(p): State<Portal>,
-    Post {
-        ip,
-        session,
-        form: f,
-    }: Post,
-) -> Response {
-    if let Auth::SignedIn { .. } = session.auth {
+pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
+    if let Auth::SignedIn { .. } = post.session.auth {
         return p.see_other("/my-account");
     }
-    let normalized = address::normalize(&f.email).ok();
+    let normalized = address::normalize(&post.form.email).ok();
     // What the failure counts and events use: the address as normalised,
     // or (not an address) what was typed, bounded.
-    let key = normalized
-        .clone()
-        .unwrap_or_else(|| f.email.trim().to_lowercase().chars().take(254).collect());
+    let key = normalized.clone().unwrap_or_else(|| {
+        post.form
+            .email
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(254)
+            .collect()
+    });
     // The portal's own window, and the lockouts SMTP AUTH shares.
-    let shared_lockout = p.inner.accounts.lockouts().check(ip, &key).is_err();
-    if p.inner.signin.check(ip, &key).is_err() || shared_lockout {
-        p.signin_event("portal.signin_failure", &key, ip, "locked_out");
+    let shared_lockout = p.inner.accounts.lockouts().check(post.ip, &key).is_err();
+    if p.inner.signin.check(post.ip, &key).is_err() || shared_lockout {
+        p.signin_event("portal.signin_failure", &key, post.ip, "locked_out");
         return p.restart_signin(
-            &session,
+            &post.session,
             Notice::error("Too many failed sign-ins")
                 .detail("Please wait 15 minutes, then try again."),
         );
@@ -82,8 +81,8 @@ pub async fn signin(
         .inner
         .passwords
         .verify_from(
-            ip,
-            &f.password,
+            post.ip,
+            &post.form.password,
             usable.as_ref().map(|a| a.password_hash.as_str()),
         )
         .await;
@@ -91,29 +90,33 @@ pub async fn signin(
         Ok(ok) => ok,
         Err(_busy) => {
             p.notice(
-                &session,
+                &post.session,
                 Notice::error("The service is busy").detail("Please try again in a minute."),
             );
             return p.see_other("/");
         }
     };
     let Some(account) = usable.filter(|_| ok) else {
-        p.inner.signin.failure(ip, &key);
-        let started = p.inner.accounts.lockouts().failure(ip, &key, &f.password);
+        p.inner.signin.failure(post.ip, &key);
+        let started = p
+            .inner
+            .accounts
+            .lockouts()
+            .failure(post.ip, &key, &post.form.password);
         p.inner.accounts.report_lockouts(&key, started);
-        p.signin_event("portal.signin_failure", &key, ip, "bad_credentials");
+        p.signin_event("portal.signin_failure", &key, post.ip, "bad_credentials");
         return p.restart_signin(
-            &session,
+            &post.session,
             Notice::error("The email or password is not right").detail(
                 "Check both and try again. Use your account password here, not a device password.",
             ),
         );
     };
     p.inner.signin.success(&key);
-    p.inner.accounts.lockouts().success(ip, &key);
+    p.inner.accounts.lockouts().success(post.ip, &key);
     if account.totp.active.is_some() {
         let s = p.inner.sessions.rotate(
-            &session.id,
+            &post.session.id,
             Auth::OtpPending {
                 address: account.address.clone(),
                 since: p.now(),
@@ -123,13 +126,13 @@ pub async fn signin(
         return p.see_other_with("/signin/otp", &s);
     }
     let s = p.inner.sessions.rotate(
-        &session.id,
+        &post.session.id,
         Auth::SignedIn {
             address: account.address.clone(),
             otp_at: None,
             password_hash: account.password_hash.clone(),
         },
     );
-    p.signin_event("portal.signin", &account.address, ip, "password");
+    p.signin_event("portal.signin", &account.address, post.ip, "password");
     p.see_other_with("/my-account", &s)
 }
