@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::Portal;
 use super::session::{Auth, Notice, Session};
-use crate::accounts::{Account, AccountError};
+use crate::accounts::{Account, AccountError, Origin};
 
 /// Every form's fields; each form sends the ones it has.
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +46,14 @@ pub struct SignedIn {
     pub session: Session,
     pub account: Account,
     pub form: Fields,
+}
+
+impl SignedIn {
+    /// What its changes go through `Accounts` with: the portal, and this
+    /// client (the unblock rule ignores a block's abuse networks).
+    pub fn origin(&self) -> Origin {
+        Origin::portal(self.ip)
+    }
 }
 
 impl FromRequest<Portal> for Post {

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::{OTP_FRESH_SECS, set_otp_at};
-use crate::accounts::{AccountError, Origin};
+use crate::accounts::AccountError;
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
 use crate::portal::session::{Auth, Notice};
@@ -59,7 +59,7 @@ pub async fn create_device(State(p): State<Portal>, post: SignedIn) -> Response 
     match p
         .inner
         .accounts
-        .device_password_add(&post.account.address, &name, &Origin::portal(post.ip))
+        .device_password_add(&post.account.address, &name, &post.origin())
         .await
     {
         Ok(password) => {
@@ -79,11 +79,7 @@ pub async fn revoke_device(State(p): State<Portal>, post: SignedIn) -> Response 
     match p
         .inner
         .accounts
-        .device_password_revoke(
-            &post.account.address,
-            &post.form.name,
-            &Origin::portal(post.ip),
-        )
+        .device_password_revoke(&post.account.address, &post.form.name, &post.origin())
         .await
     {
         Ok(_) => p.notice(

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::{abuse_network_notice, from_abuse_network};
-use crate::accounts::{Origin, check_password_rule};
+use crate::accounts::check_password_rule;
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
 use crate::portal::session::{Auth, Notice};
@@ -73,11 +73,7 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
     match p
         .inner
         .accounts
-        .set_password(
-            &post.account.address,
-            &post.form.new,
-            &Origin::portal(post.ip),
-        )
+        .set_password(&post.account.address, &post.form.new, &post.origin())
         .await
     {
         Ok(updated) => {

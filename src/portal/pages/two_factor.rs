@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::{abuse_network_notice, from_abuse_network, set_otp_at};
-use crate::accounts::{AccountError, Origin};
+use crate::accounts::AccountError;
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
 use crate::portal::session::Notice;
@@ -21,7 +21,7 @@ pub async fn enable_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
     let result = p
         .inner
         .accounts
-        .totp_enable(&post.account.address, &Origin::portal(post.ip))
+        .totp_enable(&post.account.address, &post.origin())
         .await;
     p.changed(
         &post.session,
@@ -59,11 +59,7 @@ pub async fn verify_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
     match p
         .inner
         .accounts
-        .totp_verify(
-            &post.account.address,
-            &post.form.otp,
-            &Origin::portal(post.ip),
-        )
+        .totp_verify(&post.account.address, &post.form.otp, &post.origin())
         .await
     {
         Ok(_) => {
@@ -103,11 +99,7 @@ pub async fn disable_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
     let result = p
         .inner
         .accounts
-        .totp_disable(
-            &post.account.address,
-            Some(&post.form.otp),
-            &Origin::portal(post.ip),
-        )
+        .totp_disable(&post.account.address, Some(&post.form.otp), &post.origin())
         .await;
     p.changed(
         &post.session,
