@@ -37,6 +37,7 @@ use crate::accounts::{Accounts, Passwords};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Events;
+use pages::{account, devices, otp, password, signin, two_factor};
 use session::SessionStore;
 use signin_guard::SigninGuard;
 
@@ -223,43 +224,28 @@ impl Portal {
         let prefix = self.inner.settings.prefix.clone();
         let at = |path: &str| format!("{prefix}{path}");
         let mut app = Router::new()
-            .route(&at("/"), get(pages::signin::signin_page))
-            .route(&at("/signin"), post(pages::signin::signin))
-            .route(
-                &at("/signin/otp"),
-                get(pages::otp::otp_page).post(pages::otp::otp),
-            )
-            .route(&at("/my-account"), get(pages::account::account_page))
-            .route(
-                &at("/my-account/password"),
-                post(pages::password::change_password),
-            )
-            .route(
-                &at("/my-account/2fa/enable"),
-                post(pages::two_factor::enable_2fa),
-            )
-            .route(&at("/my-account/2fa/qr"), post(pages::two_factor::show_qr))
-            .route(
-                &at("/my-account/2fa/verify"),
-                post(pages::two_factor::verify_2fa),
-            )
-            .route(
-                &at("/my-account/2fa/confirm"),
-                post(pages::devices::confirm_otp),
-            )
+            .route(&at("/"), get(signin::signin_page))
+            .route(&at("/signin"), post(signin::signin))
+            .route(&at("/signin/otp"), get(otp::otp_page).post(otp::otp))
+            .route(&at("/my-account"), get(account::account_page))
+            .route(&at("/my-account/password"), post(password::change_password))
+            .route(&at("/my-account/2fa/enable"), post(two_factor::enable_2fa))
+            .route(&at("/my-account/2fa/qr"), post(two_factor::show_qr))
+            .route(&at("/my-account/2fa/verify"), post(two_factor::verify_2fa))
+            .route(&at("/my-account/2fa/confirm"), post(devices::confirm_otp))
             .route(
                 &at("/my-account/2fa/disable"),
-                post(pages::two_factor::disable_2fa),
+                post(two_factor::disable_2fa),
             )
             .route(
                 &at("/my-account/devices/create"),
-                post(pages::devices::create_device),
+                post(devices::create_device),
             )
             .route(
                 &at("/my-account/devices/revoke"),
-                post(pages::devices::revoke_device),
+                post(devices::revoke_device),
             )
-            .route(&at("/signout"), post(pages::account::signout))
+            .route(&at("/signout"), post(account::signout))
             .route(&at("/style.css"), get(pages::stylesheet));
         if !prefix.is_empty() {
             app = app
