@@ -2,8 +2,10 @@
 //! (a live session whose CSRF token the form carries) and `SignedIn` (that,
 //! and the session's account). A request they refuse gets the gate's
 //! answer and never reaches the handler: cross-site or a wrong or missing
-//! token 403, no live session 303 to sign-in, not signed in 303 to the
-//! step it is at. The token rides in the form, so they read the body too.
+//! token 403, no live session 303 to sign-in; for `SignedIn` also 303 to
+//! the sign-in step a session is at, or (account gone, disabled or its
+//! password changed) the end of the session and 303 to sign-in. The token
+//! rides in the form, so they read the body too, before any check.
 
 use std::net::{IpAddr, SocketAddr};
 
