@@ -5,14 +5,18 @@
 //!
 //! - `session`: in-memory web sessions (random ids, CSRF token, expiry).
 //! - `signin_guard`: sign-in failures per client and per account.
-//! - `handlers`: the routes; `html`: the pages; `style.css`: the look.
+//! - `pages`: the routes, a file a page; `extract`: the checks every form
+//!   POST starts with; `reply`: how the routes answer.
+//! - `html`: the pages' HTML; `style.css`: the look.
 //!
 //! Every change goes through `Accounts` with `Origin::portal(client_ip)`,
 //! so the unblock rule can ignore changes from a block's abuse networks.
 
-mod handlers;
+mod extract;
 pub mod html;
 pub mod limiter;
+mod pages;
+mod reply;
 pub mod session;
 pub mod signin_guard;
 
@@ -29,6 +33,7 @@ use axum::routing::{get, post};
 use crate::accounts::{Accounts, Passwords};
 use crate::clock::Clock;
 use crate::events::Events;
+use pages::{account, devices, otp, password, signin, two_factor};
 use session::SessionStore;
 use signin_guard::SigninGuard;
 
@@ -135,35 +140,35 @@ impl Portal {
         let prefix = self.inner.settings.prefix.clone();
         let at = |path: &str| format!("{prefix}{path}");
         let mut app = Router::new()
-            .route(&at("/"), get(handlers::signin_page))
-            .route(&at("/signin"), post(handlers::signin))
+            .route(&at("/"), get(signin::signin_page))
+            .route(&at("/signin"), post(signin::signin))
+            .route(&at("/signin/otp"), get(otp::otp_page).post(otp::otp))
+            .route(&at("/my-account"), get(account::account_page))
+            .route(&at("/my-account/password"), post(password::change_password))
+            .route(&at("/my-account/2fa/enable"), post(two_factor::enable_2fa))
+            .route(&at("/my-account/2fa/qr"), post(two_factor::show_qr))
+            .route(&at("/my-account/2fa/verify"), post(two_factor::verify_2fa))
+            .route(&at("/my-account/2fa/confirm"), post(devices::confirm_otp))
             .route(
-                &at("/signin/otp"),
-                get(handlers::otp_page).post(handlers::otp),
+                &at("/my-account/2fa/disable"),
+                post(two_factor::disable_2fa),
             )
-            .route(&at("/my-account"), get(handlers::account_page))
-            .route(&at("/my-account/password"), post(handlers::change_password))
-            .route(&at("/my-account/2fa/enable"), post(handlers::enable_2fa))
-            .route(&at("/my-account/2fa/qr"), post(handlers::show_qr))
-            .route(&at("/my-account/2fa/verify"), post(handlers::verify_2fa))
-            .route(&at("/my-account/2fa/confirm"), post(handlers::confirm_otp))
-            .route(&at("/my-account/2fa/disable"), post(handlers::disable_2fa))
             .route(
                 &at("/my-account/devices/create"),
-                post(handlers::create_device),
+                post(devices::create_device),
             )
             .route(
                 &at("/my-account/devices/revoke"),
-                post(handlers::revoke_device),
+                post(devices::revoke_device),
             )
-            .route(&at("/signout"), post(handlers::signout))
-            .route(&at("/style.css"), get(handlers::stylesheet));
+            .route(&at("/signout"), post(account::signout))
+            .route(&at("/style.css"), get(pages::stylesheet));
         if !prefix.is_empty() {
             app = app
-                .route("/", get(handlers::to_home))
-                .route(&prefix, get(handlers::to_home));
+                .route("/", get(pages::to_home))
+                .route(&prefix, get(pages::to_home));
         }
-        app.fallback(handlers::not_found)
+        app.fallback(pages::not_found)
             .layer(DefaultBodyLimit::max(16 * 1024))
             .layer(middleware::map_response(security_headers))
             .with_state(self)

@@ -1,0 +1,68 @@
+//! The My account page, and signing out.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::OTP_FRESH_SECS;
+use crate::portal::Portal;
+use crate::portal::extract::Post;
+use crate::portal::html::{self, AccountView};
+use crate::portal::session::{Auth, Notice};
+
+/// GET /my-account.
+pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
+    let Some(session) = p.current(&headers) else {
+        return p.see_other("/");
+    };
+    let (session, account) = match p.signed_in(session).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut notices = Vec::new();
+    let mut new_device = None;
+    p.inner.sessions.update(&session.id, |s| {
+        match (&account.block, s.seen_block) {
+            (None, Some(_)) => {
+                let mut n = Notice::success("Your account has been unblocked")
+                    .detail("You can send email again. Desktop email programs need a device password (see Device passwords).");
+                n.at = s.last_section;
+                s.notices.push(n);
+                s.seen_block = None;
+            }
+            (Some(b), _) => s.seen_block = Some(b.seq),
+            (None, None) => {}
+        }
+        notices = std::mem::take(&mut s.notices);
+        new_device = s.new_device.take();
+        s.last_section = None;
+    });
+    let enrolment = if session.show_qr && account.totp.pending.is_some() {
+        match p.inner.accounts.totp_pending(&account.address).await {
+            Ok(e) => e,
+            Err(e) => return p.internal(e),
+        }
+    } else {
+        None
+    };
+    let otp_fresh = matches!(session.auth, Auth::SignedIn { otp_at: Some(t), .. }
+        if p.now() < t + OTP_FRESH_SECS);
+    let view = AccountView {
+        account: &account,
+        notices: &notices,
+        new_device: new_device.as_ref(),
+        enrolment: enrolment.as_ref(),
+        otp_fresh,
+        support_contact: p.inner.support_contact.as_deref(),
+    };
+    p.page(
+        StatusCode::OK,
+        html::account_page(&p.ctx(&session.csrf), &view),
+    )
+}
+
+/// POST /signout (also "Cancel" on the OTP step).
+pub async fn signout(State(p): State<Portal>, post: Post) -> Response {
+    p.inner.sessions.remove(&post.session.id);
+    p.to_signin(Notice::success("You have signed out"))
+}

@@ -1,0 +1,105 @@
+//! My account, Password: changing it.
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::{abuse_network_notice, from_abuse_network};
+use crate::accounts::check_password_rule;
+use crate::portal::Portal;
+use crate::portal::extract::SignedIn;
+use crate::portal::session::{Auth, Notice};
+
+/// POST /my-account/password.
+pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Response {
+    const AT: &str = "password";
+    if post.form.new != post.form.repeat {
+        p.notice(
+            &post.session,
+            Notice::error("The new passwords do not match")
+                .detail("Type the same new password in both fields.")
+                .at(AT),
+        );
+        return p.back_to(AT);
+    }
+    if let Err(e) = check_password_rule(&post.account.address, &post.form.new) {
+        p.account_error(&post.session, e, AT);
+        return p.back_to(AT);
+    }
+    if p.inner
+        .signin
+        .check(post.ip, &post.account.address)
+        .is_err()
+    {
+        p.notice(
+            &post.session,
+            Notice::error("Too many wrong passwords")
+                .detail("Please wait 15 minutes, then try again.")
+                .at(AT),
+        );
+        return p.back_to(AT);
+    }
+    match p
+        .inner
+        .passwords
+        .verify(&post.form.current, Some(&post.account.password_hash))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            p.inner.signin.failure(post.ip, &post.account.address);
+            p.notice(
+                &post.session,
+                Notice::error("The current password is not right").at(AT),
+            );
+            return p.back_to(AT);
+        }
+        Err(_busy) => {
+            p.notice(
+                &post.session,
+                Notice::error("The service is busy")
+                    .detail("Please try again in a minute.")
+                    .at(AT),
+            );
+            return p.back_to(AT);
+        }
+    }
+    if post.form.new == post.form.current {
+        p.notice(
+            &post.session,
+            Notice::error("The new password must be different from your current password").at(AT),
+        );
+        return p.back_to(AT);
+    }
+    match p
+        .inner
+        .accounts
+        .set_password(&post.account.address, &post.form.new, &post.origin())
+        .await
+    {
+        Ok(updated) => {
+            p.inner.sessions.update(&post.session.id, |s| {
+                if let Auth::SignedIn { password_hash, .. } = &mut s.auth {
+                    *password_hash = updated.password_hash.clone();
+                }
+            });
+            let others = p
+                .inner
+                .sessions
+                .sign_out_others(&post.account.address, &post.session.id);
+            let detail = if others > 0 {
+                "Use it the next time you sign in. Other browsers signed in to this account were signed out."
+            } else {
+                "Use it the next time you sign in."
+            };
+            p.notice(
+                &post.session,
+                Notice::success("Password changed").detail(detail).at(AT),
+            );
+            if from_abuse_network(&post.account, post.ip) {
+                p.notice(&post.session, abuse_network_notice(AT));
+            }
+        }
+        Err(e) => p.account_error(&post.session, e, AT),
+    }
+    p.back_to(AT)
+}
