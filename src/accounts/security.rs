@@ -14,6 +14,7 @@ use super::{
     Account, AccountError, Accounts, Block, BlockKind, DevicePassword, Origin, TotpSecret,
     check_password_rule, device, normalize, password, totp,
 };
+use crate::config::PolicyConfig;
 use crate::events::{Event, EventKind};
 use crate::spool::{QueueState, QueueWrite};
 
@@ -625,10 +626,10 @@ impl Accounts {
         value: Option<f64>,
         origin: &Origin,
     ) -> Result<Account, AccountError> {
-        if !crate::policy::scorer::OVERRIDE_KEYS.contains(&key) {
+        if !PolicyConfig::OVERRIDE_KEYS.contains(&key) {
             return Err(AccountError::State(format!(
                 "unknown policy key {key:?}; one of: {}",
-                crate::policy::scorer::OVERRIDE_KEYS.join(", ")
+                PolicyConfig::OVERRIDE_KEYS.join(", ")
             )));
         }
         let address = normalize(address)?;

@@ -141,3 +141,42 @@ impl Default for PolicyConfig {
         }
     }
 }
+
+impl PolicyConfig {
+    /// The keys `account policy set` accepts: limits a trusted bulk sender
+    /// may need raised.
+    pub const OVERRIDE_KEYS: &[&str] = &[
+        "block_score",
+        "max_messages_per_minute",
+        "max_messages_per_hour",
+        "max_messages_per_day",
+        "max_recipients_per_minute",
+        "max_recipients_per_hour",
+        "max_recipients_per_day",
+        "fast_messages_per_hour",
+        "bulk_messages",
+    ];
+
+    /// Applies one per-account override (a key of `OVERRIDE_KEYS`).
+    pub fn apply_override(&mut self, key: &str, value: f64) {
+        let n = value.max(0.0).min(u32::MAX as f64) as u32;
+        match key {
+            "block_score" => self.block_score = value,
+            "max_messages_per_minute" => self.max_messages_per_minute = n,
+            "max_messages_per_hour" => {
+                self.max_messages_per_hour = n;
+                self.new_account_max_messages_per_hour = n;
+            }
+            "max_messages_per_day" => self.max_messages_per_day = n,
+            "max_recipients_per_minute" => self.max_recipients_per_minute = n,
+            "max_recipients_per_hour" => {
+                self.max_recipients_per_hour = n;
+                self.new_account_max_recipients_per_hour = n;
+            }
+            "max_recipients_per_day" => self.max_recipients_per_day = n,
+            "fast_messages_per_hour" => self.fast_messages_per_hour = n,
+            "bulk_messages" => self.bulk_messages = n as usize,
+            _ => {}
+        }
+    }
+}

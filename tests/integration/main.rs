@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod headers;
+mod layering;
 mod limits;
 mod lockout;
 mod logs;

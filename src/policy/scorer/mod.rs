@@ -75,42 +75,6 @@ impl Breakdown {
 /// Messages up to this size are analysed on the session's own thread.
 const INLINE_ANALYSIS: usize = 64 * 1024;
 
-/// The keys `account policy set` accepts: limits a trusted bulk sender
-/// may need raised.
-pub const OVERRIDE_KEYS: &[&str] = &[
-    "block_score",
-    "max_messages_per_minute",
-    "max_messages_per_hour",
-    "max_messages_per_day",
-    "max_recipients_per_minute",
-    "max_recipients_per_hour",
-    "max_recipients_per_day",
-    "fast_messages_per_hour",
-    "bulk_messages",
-];
-
-fn apply_override(c: &mut PolicyConfig, key: &str, value: f64) {
-    let n = value.max(0.0).min(u32::MAX as f64) as u32;
-    match key {
-        "block_score" => c.block_score = value,
-        "max_messages_per_minute" => c.max_messages_per_minute = n,
-        "max_messages_per_hour" => {
-            c.max_messages_per_hour = n;
-            c.new_account_max_messages_per_hour = n;
-        }
-        "max_messages_per_day" => c.max_messages_per_day = n,
-        "max_recipients_per_minute" => c.max_recipients_per_minute = n,
-        "max_recipients_per_hour" => {
-            c.max_recipients_per_hour = n;
-            c.new_account_max_recipients_per_hour = n;
-        }
-        "max_recipients_per_day" => c.max_recipients_per_day = n,
-        "fast_messages_per_hour" => c.fast_messages_per_hour = n,
-        "bulk_messages" => c.bulk_messages = n as usize,
-        _ => {}
-    }
-}
-
 /// The reason category a user sees: plain words, never thresholds.
 pub fn category(signal: &str) -> &'static str {
     match signal {
@@ -240,7 +204,7 @@ impl Scorer {
         }
         let mut c = (*base).clone();
         for (key, value) in &account.policy_overrides {
-            apply_override(&mut c, key, *value);
+            c.apply_override(key, *value);
         }
         Arc::new(c)
     }
