@@ -115,7 +115,6 @@ impl App {
         });
         let scorer = Scorer::new(
             ledger.clone(),
-            store.clone(),
             accounts.clone(),
             events.clone(),
             spool.clone(),

@@ -6,6 +6,7 @@
 //! Events never carry passwords, OTPs, AUTH blobs or message bodies: the
 //! struct has no field that could hold one.
 
+use crate::locks::Recover;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -369,17 +370,17 @@ pub struct RecordingEvents {
 
 impl RecordingEvents {
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut self.events.lock().unwrap())
+        std::mem::take(&mut self.events.lock_or_recover())
     }
 
     pub fn snapshot(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
+        self.events.lock_or_recover().clone()
     }
 }
 
 impl Events for RecordingEvents {
     fn emit(&self, event: Event) {
         TracingEvents.emit(event.clone());
-        self.events.lock().unwrap().push(event);
+        self.events.lock_or_recover().push(event);
     }
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod events;
+pub mod locks;
 pub mod policy;
 pub mod portal;
 pub mod secrets;

@@ -16,6 +16,7 @@ use crate::accounts::Authenticator;
 use crate::app::{App, Open};
 use crate::config::{Config, ConfigSource, DeliveryMode};
 use crate::events::Events;
+use crate::locks::RecoverRw;
 use crate::policy::Policy;
 use crate::policy::scorer::Ledger;
 use crate::secrets::ServerKey;
@@ -425,11 +426,7 @@ impl Running {
             ConfigSource::EmbeddedDefault => self.config.clone(),
         };
         let tls = tls::server_config(&config)?;
-        *self
-            .smtp
-            .tls
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = TlsAcceptor::from(tls);
+        *self.smtp.tls.write_or_recover() = TlsAcceptor::from(tls);
         self.ledger.set_config(config.policy.clone());
         Ok(())
     }

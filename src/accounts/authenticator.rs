@@ -75,7 +75,7 @@ impl Authenticator for Accounts {
         }
         let authzid_ok = req.authzid.is_empty() || normalize(req.authzid).ok() == login;
         let account = match &login {
-            Some(login) => self.find(login).await.ok().flatten(),
+            Some(login) => self.record(login).await.ok().flatten(),
             None => None,
         };
         let usable = account.as_ref().filter(|a| !a.disabled && authzid_ok);
@@ -142,8 +142,8 @@ impl Authenticator for Accounts {
         }
         match (account, verified) {
             (Some(a), true) => AuthOutcome::Success(Identity {
-                account: a.address,
-                aliases: a.aliases,
+                account: a.address.clone(),
+                aliases: a.aliases.clone(),
                 device: None,
             }),
             (None, _) => AuthOutcome::Failure {

@@ -19,6 +19,7 @@ use ipnet::IpNet;
 
 use crate::clock::Clock;
 use crate::config::LockoutConfig;
+use crate::locks::Recover;
 
 /// Which counter refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +157,7 @@ impl Lockouts {
     pub fn check(&self, ip: IpAddr, login: &str) -> Result<(), Scope> {
         let c = &self.config;
         let (now, network) = (self.clock.unix(), client_network(ip));
-        let mut state = self.state.lock().expect("lockout state");
+        let mut state = self.state.lock_or_recover();
         if let Some(w) = state.networks.get_mut(&network) {
             w.prune(now, secs(c.ip_window));
             if w.len() >= c.ip_max_distinct_failures {
@@ -180,7 +181,7 @@ impl Lockouts {
     pub fn failure(&self, ip: IpAddr, login: &str, secret: &str) -> Vec<Started> {
         let c = &self.config;
         let (now, network, hash) = (self.clock.unix(), client_network(ip), self.hash(secret));
-        let mut state = self.state.lock().expect("lockout state");
+        let mut state = self.state.lock_or_recover();
         self.maybe_prune(&mut state, now);
         let mut started = Vec::new();
         let w = state.networks.entry(network).or_default();
@@ -210,7 +211,7 @@ impl Lockouts {
     /// A successful login: this network is now known for this account.
     pub fn success(&self, ip: IpAddr, account: &str) {
         let now = self.clock.unix();
-        let mut state = self.state.lock().expect("lockout state");
+        let mut state = self.state.lock_or_recover();
         state
             .trusted
             .insert((account.to_string(), client_network(ip)), now);
@@ -220,7 +221,7 @@ impl Lockouts {
     /// seconds left.
     pub fn otp_check(&self, account: &str) -> Result<(), u64> {
         let now = self.clock.unix();
-        let state = self.state.lock().expect("lockout state");
+        let state = self.state.lock_or_recover();
         match state.otp.get(account) {
             Some(o) if o.locked_until > now => Err(o.locked_until - now),
             _ => Ok(()),
@@ -229,7 +230,7 @@ impl Lockouts {
 
     /// A right code: the count of wrong ones starts again.
     pub fn otp_success(&self, account: &str) {
-        let mut state = self.state.lock().expect("lockout state");
+        let mut state = self.state.lock_or_recover();
         if let Some(o) = state.otp.get_mut(account) {
             o.failures.clear();
         }
@@ -239,7 +240,7 @@ impl Lockouts {
     pub fn otp_failure(&self, account: &str, ip: Option<IpAddr>) -> Option<Started> {
         let c = &self.config;
         let now = self.clock.unix();
-        let mut state = self.state.lock().expect("lockout state");
+        let mut state = self.state.lock_or_recover();
         let o = state.otp.entry(account.to_string()).or_default();
         while o
             .failures

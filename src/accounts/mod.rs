@@ -3,6 +3,7 @@
 //! blocks and the unblock rule) are in `security.rs`.
 
 mod authenticator;
+mod cache;
 pub mod device;
 pub mod lockout;
 mod notify;
@@ -136,12 +137,15 @@ pub struct AccountsParts {
 #[derive(Clone)]
 pub struct Accounts {
     parts: Arc<AccountsParts>,
+    /// Records as last written: reads on the SMTP path stay off the store.
+    cache: Arc<cache::AccountCache>,
 }
 
 impl Accounts {
     pub fn new(parts: AccountsParts) -> Self {
         Self {
             parts: Arc::new(parts),
+            cache: Arc::default(),
         }
     }
 
@@ -219,6 +223,7 @@ impl Accounts {
                 None => AccountError::AddressTaken(address),
             });
         }
+        self.cache.wrote(&address, Some(Arc::new(account.clone())));
         self.emit(
             Event::new(EventKind::AccountCreated)
                 .account(&address)
@@ -259,7 +264,9 @@ impl Accounts {
     pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
         let address = normalize(address)?;
         let key = address.clone();
-        if !self.blocking(move |s| s.account_delete(&key)).await? {
+        let deleted = self.blocking(move |s| s.account_delete(&key)).await?;
+        self.cache.wrote(&address, None);
+        if !deleted {
             return Err(AccountError::NotFound(address));
         }
         self.emit(Event::new(EventKind::AccountDeleted).account(&address));
@@ -278,15 +285,25 @@ impl Accounts {
     }
 
     /// By normalised address; `None` if there is no such account.
-    ///
-    /// Read in place: a point read from redb's cache takes microseconds,
-    /// less than a trip through the blocking pool and back. Writes, which
-    /// wait for fsync, stay on the blocking pool.
     pub(crate) async fn find(&self, address: &str) -> Result<Option<Account>, AccountError> {
-        self.parts
-            .store
-            .account_get(address)
-            .map_err(AccountError::Store)
+        Ok(self.record(address).await?.map(|a| (*a).clone()))
+    }
+
+    /// The account as last written, shared: from memory when this process
+    /// has read or written it before, otherwise from the store on the
+    /// blocking pool (never on a tokio worker). `None`: no such account.
+    pub async fn record(&self, address: &str) -> Result<Option<Arc<Account>>, AccountError> {
+        let (cached, seen) = self.cache.get(address);
+        if let Some(record) = cached {
+            return Ok(record);
+        }
+        let key = address.to_string();
+        let record = self
+            .blocking(move |s| s.account_get(&key))
+            .await?
+            .map(Arc::new);
+        self.cache.fill(address, record.clone(), seen);
+        Ok(record)
     }
 
     /// Changes one account in one store transaction and returns it.
@@ -322,7 +339,11 @@ impl Accounts {
             .await?;
         match result {
             None => Err(AccountError::NotFound(address.to_string())),
-            Some(r) => r,
+            Some(Ok((account, out))) => {
+                self.cache.wrote(address, Some(Arc::new(account.clone())));
+                Ok((account, out))
+            }
+            Some(Err(e)) => Err(e),
         }
     }
 }
@@ -374,6 +395,7 @@ impl Accounts {
             })
             .await?;
         let account = alias_outcome(change, &address, &alias)?;
+        self.cache.wrote(&address, Some(Arc::new(account.clone())));
         self.emit(Event::new(event).account(&address).reason(origin.via));
         Ok(account)
     }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::locks::Recover;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use tokio::sync::Semaphore;
@@ -75,7 +76,7 @@ impl Passwords {
             self.verify(password, phc).await
         };
         // Forget the network once nobody else waits on it.
-        let mut map = self.per_client.lock().expect("per-client map");
+        let mut map = self.per_client.lock_or_recover();
         if Arc::strong_count(&turn) == 2 {
             map.remove(&network);
         }

@@ -42,6 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::relay::{Attempt, Client, Connection, Io, diagnose, transaction};
 use super::transport::{Diagnostic, Outcome, Outgoing, Transport};
 use crate::config::Config;
+use crate::locks::Recover;
 
 /// At most this many addresses are tried for one domain in one attempt.
 const MAX_ADDRESSES: usize = 10;
@@ -197,7 +198,7 @@ impl Transport for MxTransport {
             .collect();
         for host in hosts {
             let old: Vec<Connection> = {
-                let mut idle = host.idle.lock().unwrap();
+                let mut idle = host.idle.lock_or_recover();
                 let (old, keep) = std::mem::take(&mut *idle)
                     .into_iter()
                     .partition(|(_, since)| since.elapsed() >= Duration::from_secs(5));
@@ -388,7 +389,7 @@ impl MxTransport {
             };
         loop {
             let kept = {
-                let mut idle = host.idle.lock().unwrap();
+                let mut idle = host.idle.lock_or_recover();
                 idle.retain(|(_, since)| since.elapsed() < MAX_IDLE);
                 idle.pop().map(|(c, _)| c)
             };
@@ -403,7 +404,7 @@ impl MxTransport {
             match transaction(&mut connection, message).await {
                 Attempt::Done { mut outcomes, keep } => {
                     if keep {
-                        let mut idle = host.idle.lock().unwrap();
+                        let mut idle = host.idle.lock_or_recover();
                         if idle.len() < s.per_host {
                             idle.push((connection, Instant::now()));
                         }

@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::transport::{Diagnostic, Outcome, Outgoing, Transport, has_8bit, header_section};
 use crate::config::{Config, RelayTls};
+use crate::locks::Recover;
 
 /// How to reach the relay; built once from the config.
 pub struct RelaySettings {
@@ -180,7 +181,7 @@ impl RelayTransport {
     }
 
     fn paused(&self) -> Option<Diagnostic> {
-        match &*self.paused.lock().unwrap() {
+        match &*self.paused.lock_or_recover() {
             Some((until, why)) if Instant::now() < *until => Some(why.clone()),
             _ => None,
         }
@@ -222,7 +223,7 @@ impl RelayTransport {
         };
         match tokio::time::timeout(s.timeout, opened).await {
             Ok(Ok(c)) => {
-                *self.paused.lock().unwrap() = None;
+                *self.paused.lock_or_recover() = None;
                 Ok(c)
             }
             Ok(Err(e)) => Err(diagnose(&e, "the relay")),
@@ -277,7 +278,7 @@ impl RelayTransport {
                             relay = %self.target(),
                             error = %why.line()
                         );
-                        *self.paused.lock().unwrap() =
+                        *self.paused.lock_or_recover() =
                             Some((Instant::now() + self.settings.pause, why.clone()));
                         return vec![Outcome::Deferred(why); n];
                     }

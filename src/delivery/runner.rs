@@ -27,6 +27,7 @@ use super::dsn::{self, Action, Report};
 use super::transport::{Diagnostic, Outcome, Outgoing, Transport};
 use crate::clock::Clock;
 use crate::events::{Event, EventKind, Events};
+use crate::locks::Recover;
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
 
 /// How retries and reports work (the `[delivery]` keys).
@@ -115,7 +116,7 @@ async fn dispatch(
         let now = spool.now();
         let more = due.len() == DUE_PER_PASS;
         for id in due {
-            if !in_flight.lock().unwrap().insert(id) {
+            if !in_flight.lock_or_recover().insert(id) {
                 continue;
             }
             tokio::select! {
@@ -176,12 +177,12 @@ async fn worker(
         let attempted = match runner.attempt(&mut *transport, id).await {
             Ok(Some(attempted)) => attempted,
             Ok(None) => {
-                in_flight.lock().unwrap().remove(&id);
+                in_flight.lock_or_recover().remove(&id);
                 continue;
             }
             Err(e) => {
                 tracing::error!(event = "delivery.error", message_id = %id, error = %e);
-                in_flight.lock().unwrap().remove(&id);
+                in_flight.lock_or_recover().remove(&id);
                 // The spool is failing: do not spin on it.
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -195,7 +196,7 @@ async fn worker(
             if !runner.record(attempted).await {
                 failing.store(true, Ordering::Relaxed);
             }
-            in_flight.lock().unwrap().remove(&id);
+            in_flight.lock_or_recover().remove(&id);
             drop(permit);
         });
     }

@@ -2,6 +2,7 @@
 //! for `lock`. In memory, on the portal's `Clock`. The OTP guard and the
 //! sign-in guard are both built on it.
 
+use crate::locks::Recover;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,14 +36,14 @@ impl FailureWindow {
 
     /// Seconds left while `key` is locked at `now`.
     pub fn locked_for(&self, key: &str, now: u64) -> Option<u64> {
-        let entries = self.entries.lock().expect("limiter lock");
+        let entries = self.entries.lock_or_recover();
         let until = entries.get(key)?.locked_until;
         (until > now).then(|| until - now)
     }
 
     /// Records a failure; `true` when it locks the key.
     pub fn fail(&self, key: &str, now: u64) -> bool {
-        let mut entries = self.entries.lock().expect("limiter lock");
+        let mut entries = self.entries.lock_or_recover();
         if entries.len() >= PRUNE_AT {
             let window = self.window;
             entries.retain(|_, e| {
@@ -68,7 +69,7 @@ impl FailureWindow {
 
     /// Forgets `key`'s failures (after a success).
     pub fn clear(&self, key: &str) {
-        self.entries.lock().expect("limiter lock").remove(key);
+        self.entries.lock_or_recover().remove(key);
     }
 }
 

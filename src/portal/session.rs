@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
 use crate::clock::Clock;
+use crate::locks::Recover;
 
 pub const MAX_SESSIONS: usize = 50_000;
 /// A signed-in session ends after this long, used or not.
@@ -153,7 +154,7 @@ impl SessionStore {
     /// The live session with this id, marked as used now.
     pub fn get(&self, id: &str) -> Option<Session> {
         let now = self.clock.unix();
-        let mut map = self.sessions.lock().expect("session lock");
+        let mut map = self.sessions.lock_or_recover();
         let live = map.get(id).is_some_and(|s| !self.expired(s, now));
         if !live {
             map.remove(id);
@@ -179,7 +180,7 @@ impl SessionStore {
             seen_block: None,
             last_section: None,
         };
-        let mut map = self.sessions.lock().expect("session lock");
+        let mut map = self.sessions.lock_or_recover();
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| !self.expired(s, now));
         }
@@ -218,7 +219,7 @@ impl SessionStore {
 
     /// Changes a live session; returns it as changed.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut Session)) -> Option<Session> {
-        let mut map = self.sessions.lock().expect("session lock");
+        let mut map = self.sessions.lock_or_recover();
         let s = map.get_mut(id)?;
         f(s);
         Some(s.clone())
@@ -229,12 +230,12 @@ impl SessionStore {
     }
 
     pub fn remove(&self, id: &str) {
-        self.sessions.lock().expect("session lock").remove(id);
+        self.sessions.lock_or_recover().remove(id);
     }
 
     /// Signs out every session of `address` except `keep`.
     pub fn sign_out_others(&self, address: &str, keep: &str) -> usize {
-        let mut map = self.sessions.lock().expect("session lock");
+        let mut map = self.sessions.lock_or_recover();
         let before = map.len();
         map.retain(|id, s| {
             id == keep
@@ -249,7 +250,7 @@ impl SessionStore {
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.lock().expect("session lock").len()
+        self.sessions.lock_or_recover().len()
     }
 
     pub fn is_empty(&self) -> bool {

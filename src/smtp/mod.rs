@@ -21,6 +21,7 @@ use crate::accounts::Authenticator;
 use crate::clock::Clock;
 use crate::config::SmtpConfig;
 use crate::events::Events;
+use crate::locks::RecoverRw;
 use crate::policy::Policy;
 use crate::spool::Spool;
 
@@ -28,7 +29,7 @@ use crate::spool::Spool;
 impl SmtpShared {
     /// The certificate in force right now.
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.tls.read().expect("tls acceptor").clone()
+        self.tls.read_or_recover().clone()
     }
 }
 

@@ -15,7 +15,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["store"]),
     (
         "leaves",
-        &["config", "clock", "address", "events", "telemetry", "tls"],
+        &[
+            "config",
+            "clock",
+            "address",
+            "events",
+            "telemetry",
+            "tls",
+            "locks",
+        ],
     ),
 ];
 

@@ -19,6 +19,7 @@ use crate::accounts::{LiftRows, OnLift};
 use crate::clock::Clock;
 use crate::config::PolicyConfig;
 use crate::events::{Event, EventKind, Events};
+use crate::locks::{Recover, RecoverRw};
 use crate::spool::{CommitHook, QueueWrite};
 use crate::store::{Store, StoreError};
 
@@ -62,10 +63,10 @@ impl Entry {
     }
 }
 
-/// A poisoned lock only means another thread panicked while holding it;
-/// the windows inside are still consistent enough to count with.
+/// The windows inside a lock a panicking thread held are still fit to
+/// count with (`crate::locks`).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock_or_recover()
 }
 
 /// The network a client counts as for the spread signal: its /24 or /64.
@@ -112,18 +113,12 @@ impl Ledger {
 
     /// The configuration in force right now.
     pub fn config(&self) -> Arc<PolicyConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.config.read_or_recover().clone()
     }
 
     /// A new `[policy]` (SIGHUP); accounts' windows and scores are kept.
     pub fn set_config(&self, config: PolicyConfig) {
-        *self
-            .config
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+        *self.config.write_or_recover() = Arc::new(config);
     }
 
     pub(super) fn now(&self) -> u64 {

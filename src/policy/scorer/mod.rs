@@ -35,7 +35,6 @@ use crate::accounts::{Account, Accounts, BlockKind, BlockRequest, Origin};
 use crate::config::{PolicyConfig, PolicyMode};
 use crate::events::{Event, EventKind, Events};
 use crate::spool::{Envelope, QueueEntry, QueueState, QueueWrite, Recipient, Spool};
-use crate::store::Store;
 
 /// The points one message earned, by signal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -110,7 +109,6 @@ pub struct PolicyView {
 
 pub struct Scorer {
     ledger: Arc<Ledger>,
-    store: Store,
     /// Blocks go through the accounts (record, held mail, notices).
     accounts: Accounts,
     /// Where decisions are reported.
@@ -122,14 +120,12 @@ pub struct Scorer {
 impl Scorer {
     pub fn new(
         ledger: Arc<Ledger>,
-        store: Store,
         accounts: Accounts,
         events: Arc<dyn Events>,
         spool: Arc<dyn Spool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             ledger,
-            store,
             accounts,
             events,
             spool,
@@ -150,9 +146,10 @@ impl Scorer {
         self.events.emit(event);
     }
 
-    /// A point read from redb's cache, done in place (see Accounts::find).
-    async fn account(&self, address: &str) -> Option<Account> {
-        self.store.account_get(address).ok().flatten()
+    /// The account as last written (from memory, or the store on the
+    /// blocking pool); a read error counts as a missing account.
+    async fn account(&self, address: &str) -> Option<Arc<Account>> {
+        self.accounts.record(address).await.ok().flatten()
     }
 
     /// The block, if the account is blocked (a missing account is as good
@@ -449,7 +446,7 @@ fn view_of(st: &AccountState, now: u64, c: &PolicyConfig) -> PolicyView {
 impl Policy for Scorer {
     async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision {
         let account = self.account(ctx.account).await;
-        if let Some(refusal) = self.gate(ctx.account, account.as_ref()) {
+        if let Some(refusal) = self.gate(ctx.account, account.as_deref()) {
             return refusal;
         }
         let account = account.expect("gate refuses a missing account");
@@ -491,13 +488,13 @@ impl Policy for Scorer {
         // Blocked mid-transaction: the next RCPT says so. Never a per-RCPT
         // rate limit (partial acceptance makes clients resend to everyone).
         let account = self.account(ctx.account).await;
-        self.gate(ctx.account, account.as_ref())
+        self.gate(ctx.account, account.as_deref())
             .unwrap_or(Decision::Accept)
     }
 
     async fn on_message(&self, ctx: &MessageContext<'_>) -> Decision {
         let account = self.account(ctx.account).await;
-        if let Some(refusal) = self.gate(ctx.account, account.as_ref()) {
+        if let Some(refusal) = self.gate(ctx.account, account.as_deref()) {
             return refusal;
         }
         let account = account.expect("gate refuses a missing account");

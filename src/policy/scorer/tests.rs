@@ -7,6 +7,7 @@ use super::content::Content;
 use super::state::{AccountState, DAY, HOUR};
 use super::*;
 use crate::clock::ManualClock;
+use crate::store::Store;
 
 const NOW: u64 = 1_800_000_000;
 const HOME: &str = "192.0.2.0/24";
