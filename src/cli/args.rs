@@ -1,0 +1,301 @@
+//! The command line as clap reads it, and the account commands as admin
+//! API requests.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use super::read_new_password;
+use crate::admin::ops::Request;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailwarden",
+    version,
+    about = "SMTP submission server with outbound-abuse blocking"
+)]
+pub struct Cli {
+    /// Config file (TOML). Without it, the embedded development defaults.
+    #[arg(long, global = true, value_name = "FILE", env = "MAILWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every listener and worker.
+    Serve {
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Certificate tools.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Manage accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Inspect and manage the delivery queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// The outbound policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Write a consistent snapshot of the store (works while serving).
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the store with a backup (the server must be stopped).
+    Restore { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Replay a population of honest and hijacked accounts over simulated
+    /// days against the scorer with this configuration's [policy].
+    Simulate {
+        #[arg(long, default_value_t = 7)]
+        days: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print a summary.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Write a self-signed development certificate (fullchain.pem, privkey.pem).
+    Generate {
+        #[arg(long, value_name = "DIR", default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account (prompts twice for the password on a terminal).
+    Add {
+        email: String,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password.
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every account.
+    List,
+    /// Show one account.
+    Show { email: String },
+    /// Delete an account.
+    Delete { email: String },
+    /// Refuse every AUTH for an account until it is enabled again.
+    Disable { email: String },
+    /// Undo `disable`.
+    Enable { email: String },
+    /// Block sending. Without --self-service only `unblock` lifts it.
+    Block {
+        email: String,
+        /// A category in plain words; the user sees it.
+        #[arg(long)]
+        reason: String,
+        /// A block the user lifts by changing the password and enabling 2FA.
+        #[arg(long)]
+        self_service: bool,
+        /// Networks whose portal changes must not count (with --self-service).
+        #[arg(long = "abuse-network", value_name = "CIDR")]
+        abuse_networks: Vec<String>,
+    },
+    /// Lift any block.
+    Unblock { email: String },
+    /// Recovery: new password, 2FA off, device passwords revoked, operator block.
+    Reset {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Two-factor authentication.
+    Totp {
+        #[command(subcommand)]
+        command: TotpCommand,
+    },
+    /// Per-device passwords for mail programs.
+    DevicePassword {
+        #[command(subcommand)]
+        command: DevicePasswordCommand,
+    },
+    /// Per-account policy limits (for trusted bulk senders).
+    Policy {
+        #[command(subcommand)]
+        command: AccountPolicyCommand,
+    },
+    /// Other addresses the account may send as.
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountPolicyCommand {
+    /// KEY=VALUE (e.g. max_messages_per_hour=2000); VALUE `default` removes it.
+    Set { email: String, setting: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Let the account send as ALIAS (refused if any account or alias has it).
+    Add { email: String, alias: String },
+    /// Stop the account sending as ALIAS.
+    Remove { email: String, alias: String },
+    /// Print the account's aliases, one per line.
+    List { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCommand {
+    /// Start enrolment: prints the otpauth:// URL and the secret.
+    Enable { email: String },
+    /// Finish enrolment with a code from the authenticator app.
+    Verify { email: String, code: String },
+    /// Turn 2FA off (revokes every device password).
+    Disable { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicePasswordCommand {
+    /// Create one; it is printed once and never again.
+    Add {
+        email: String,
+        name: String,
+    },
+    List {
+        email: String,
+    },
+    Revoke {
+        email: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages (or held ones).
+    List {
+        #[arg(long)]
+        held: bool,
+    },
+    /// Show one message's envelope, state and header.
+    Show { id: String },
+    /// Try to deliver a message now.
+    Retry { id: String },
+    /// Release a held message for delivery.
+    Release { id: String },
+    /// Delete a message from the queue (it is not delivered).
+    Delete { id: String },
+}
+
+pub(super) fn account_request(command: AccountCommand) -> anyhow::Result<Request> {
+    Ok(match command {
+        AccountCommand::Add {
+            email,
+            password_stdin,
+        } => Request::AccountAdd {
+            address: email,
+            password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::Passwd {
+            email,
+            password_stdin,
+        } => Request::AccountPasswd {
+            address: email,
+            password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::List => Request::AccountList,
+        AccountCommand::Show { email } => Request::AccountShow { address: email },
+        AccountCommand::Delete { email } => Request::AccountDelete { address: email },
+        AccountCommand::Disable { email } => Request::AccountDisable { address: email },
+        AccountCommand::Enable { email } => Request::AccountEnable { address: email },
+        AccountCommand::Block {
+            email,
+            reason,
+            self_service,
+            abuse_networks,
+        } => Request::AccountBlock {
+            address: email,
+            reason,
+            self_service,
+            abuse_networks,
+        },
+        AccountCommand::Unblock { email } => Request::AccountUnblock { address: email },
+        AccountCommand::Reset {
+            email,
+            password_stdin,
+        } => Request::AccountReset {
+            address: email,
+            password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::Totp { command } => match command {
+            TotpCommand::Enable { email } => Request::TotpEnable { address: email },
+            TotpCommand::Verify { email, code } => Request::TotpVerify {
+                address: email,
+                code,
+            },
+            TotpCommand::Disable { email } => Request::TotpDisable { address: email },
+        },
+        AccountCommand::Policy {
+            command: AccountPolicyCommand::Set { email, setting },
+        } => Request::AccountPolicySet {
+            address: email,
+            setting,
+        },
+        AccountCommand::Alias { command } => match command {
+            AliasCommand::Add { email, alias } => Request::AliasAdd {
+                address: email,
+                alias,
+            },
+            AliasCommand::Remove { email, alias } => Request::AliasRemove {
+                address: email,
+                alias,
+            },
+            AliasCommand::List { email } => Request::AliasList { address: email },
+        },
+        AccountCommand::DevicePassword { command } => match command {
+            DevicePasswordCommand::Add { email, name } => Request::DevicePasswordAdd {
+                address: email,
+                name,
+            },
+            DevicePasswordCommand::List { email } => Request::DevicePasswordList { address: email },
+            DevicePasswordCommand::Revoke { email, name } => Request::DevicePasswordRevoke {
+                address: email,
+                name,
+            },
+        },
+    })
+}

@@ -1,0 +1,224 @@
+//! How a result reads for a person.
+
+use crate::admin::ops::Request;
+
+type Describe = Box<dyn Fn(&serde_json::Value) -> String>;
+
+/// How a successful result reads for a person.
+pub(super) fn describe(request: &Request) -> Describe {
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    match request {
+        Request::AccountAdd { .. } => Box::new(move |v| format!("created {}", s(v, "address"))),
+        Request::AccountPasswd { .. } => {
+            Box::new(move |v| format!("password changed for {}", s(v, "address")))
+        }
+        Request::AccountDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "address"))),
+        Request::AccountDisable { .. } => {
+            Box::new(move |v| format!("disabled {}", s(v, "address")))
+        }
+        Request::AccountEnable { .. } => Box::new(move |v| format!("enabled {}", s(v, "address"))),
+        Request::AccountList => Box::new(|v| {
+            let lines: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let disabled = if a["disabled"].as_bool() == Some(true) {
+                        " (disabled)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{disabled}", a["address"].as_str().unwrap_or_default())
+                })
+                .collect();
+            if lines.is_empty() {
+                "no accounts".into()
+            } else {
+                lines.join("\n")
+            }
+        }),
+        Request::QueueList { held } => {
+            let empty = if *held {
+                "no held messages"
+            } else {
+                "the queue is empty"
+            };
+            Box::new(move |v| {
+                let lines: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| {
+                        let rcpts: Vec<&str> = m["recipients"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|r| r.as_str())
+                            .collect();
+                        let mut text = format!(
+                            "{}  {}  {} bytes  <{}> -> {}",
+                            s(m, "id"),
+                            s(m, "state"),
+                            m["size"],
+                            s(m, "from"),
+                            rcpts.join(", ")
+                        );
+                        for d in m["deliveries"].as_array().into_iter().flatten() {
+                            text.push_str(&delivery_line(d));
+                        }
+                        text
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    empty.into()
+                } else {
+                    lines.join("\n")
+                }
+            })
+        }
+        Request::QueueRetry { .. } => {
+            Box::new(move |v| format!("{} will be retried now", s(v, "id")))
+        }
+        Request::QueueRelease { .. } => Box::new(move |v| format!("released {}", s(v, "id"))),
+        Request::QueueDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "id"))),
+        Request::Backup { .. } => Box::new(|v| {
+            format!(
+                "backup written to {} ({} accounts, {} queued messages)",
+                v["path"].as_str().unwrap_or_default(),
+                v["accounts"],
+                v["queued"]
+            )
+        }),
+        Request::AccountBlock { .. } => Box::new(move |v| {
+            format!(
+                "blocked {} ({}: {})",
+                s(v, "address"),
+                v["block"]["kind"].as_str().unwrap_or_default(),
+                v["block"]["reason"].as_str().unwrap_or_default()
+            )
+        }),
+        Request::AccountPolicySet { .. } => Box::new(move |v| {
+            format!(
+                "policy overrides for {}: {}",
+                s(v, "address"),
+                v["policy_overrides"]
+            )
+        }),
+        Request::AliasAdd { .. } => {
+            Box::new(move |v| format!("{} may now send as {}", s(v, "address"), s(v, "alias")))
+        }
+        Request::AliasRemove { .. } => {
+            Box::new(move |v| format!("{} no longer sends as {}", s(v, "address"), s(v, "alias")))
+        }
+        Request::AliasList { .. } => Box::new(|v| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        Request::AccountUnblock { .. } => {
+            Box::new(move |v| format!("unblocked {}", s(v, "address")))
+        }
+        Request::AccountReset { .. } => Box::new(move |v| {
+            format!(
+                "reset {}: new password, 2FA off, device passwords revoked, blocked until `account unblock`",
+                s(v, "address")
+            )
+        }),
+        Request::TotpEnable { .. } => Box::new(move |v| {
+            format!(
+                "{}\nsecret: {}\nfinish with: mailwarden account totp verify {} CODE",
+                s(v, "otpauth_url"),
+                s(v, "secret"),
+                s(v, "address")
+            )
+        }),
+        Request::TotpVerify { .. } => Box::new(move |v| {
+            let lifted = if v["blocked"] == false {
+                ""
+            } else {
+                " (the account is still blocked)"
+            };
+            format!("2FA enabled for {}{lifted}", s(v, "address"))
+        }),
+        Request::TotpDisable { .. } => Box::new(move |v| {
+            format!(
+                "2FA disabled for {}; device passwords revoked",
+                s(v, "address")
+            )
+        }),
+        Request::DevicePasswordAdd { .. } => Box::new(move |v| {
+            format!(
+                "{}\n(device password {:?} for {}: it is shown only this once)",
+                s(v, "password"),
+                s(v, "name"),
+                s(v, "address")
+            )
+        }),
+        Request::DevicePasswordList { .. } => Box::new(|v| {
+            let lines: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let used = d["last_used"]
+                        .as_u64()
+                        .map_or("never used".to_string(), |t| {
+                            format!(
+                                "last used {t} from {}",
+                                d["last_ip"].as_str().unwrap_or("?")
+                            )
+                        });
+                    let suspended = if d["suspended"] == true {
+                        " (suspended)"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{}  created {}  {used}{suspended}",
+                        d["name"].as_str().unwrap_or_default(),
+                        d["created"]
+                    )
+                })
+                .collect();
+            if lines.is_empty() {
+                "no device passwords".into()
+            } else {
+                lines.join("\n")
+            }
+        }),
+        Request::DevicePasswordRevoke { .. } => {
+            Box::new(move |v| format!("revoked {:?} for {}", s(v, "name"), s(v, "address")))
+        }
+        Request::AccountShow { .. } | Request::QueueShow { .. } => {
+            Box::new(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+        }
+    }
+}
+
+/// `    bob@example.org  pending  2 attempts  next try 2026-11-28T08:00:00Z  last reply: 451 ...`
+fn delivery_line(d: &serde_json::Value) -> String {
+    let time = |v: &serde_json::Value| {
+        v.as_u64().map(|t| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+            )
+            .to_string()
+        })
+    };
+    let mut line = format!(
+        "\n    {}  {}  {} attempts",
+        d["address"].as_str().unwrap_or_default(),
+        d["status"].as_str().unwrap_or_default(),
+        d["attempts"].as_u64().unwrap_or(0)
+    );
+    if let Some(next) = time(&d["next_attempt"]) {
+        line.push_str(&format!("  next try {next}"));
+    }
+    if let Some(reply) = d["last_reply"].as_str() {
+        line.push_str(&format!("  last reply: {reply}"));
+    }
+    line
+}
