@@ -2,36 +2,25 @@
 //! the whole address lowercased, the domain as an IDNA A-label, a UTF-8 local
 //! part in NFC.
 
-use std::fmt;
-
 use unicode_normalization::UnicodeNormalization;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
+    #[error("the address is empty")]
     Empty,
+    #[error("the address has no '@'")]
     MissingAt,
+    #[error("the part before '@' is empty")]
     EmptyLocalPart,
+    #[error("the domain is empty")]
     EmptyDomain,
+    #[error("the domain is not a valid domain name")]
     BadDomain,
+    #[error("the address is longer than 254 octets")]
     TooLong,
+    #[error("the address contains spaces or control characters")]
     ForbiddenCharacter,
 }
-
-impl fmt::Display for AddressError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Empty => "the address is empty",
-            Self::MissingAt => "the address has no '@'",
-            Self::EmptyLocalPart => "the part before '@' is empty",
-            Self::EmptyDomain => "the domain is empty",
-            Self::BadDomain => "the domain is not a valid domain name",
-            Self::TooLong => "the address is longer than 254 octets",
-            Self::ForbiddenCharacter => "the address contains spaces or control characters",
-        })
-    }
-}
-
-impl std::error::Error for AddressError {}
 
 /// Normalises `user@domain` (no angle brackets).
 pub fn normalize(address: &str) -> Result<String, AddressError> {

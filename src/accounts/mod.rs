@@ -28,57 +28,42 @@ use crate::secrets::ServerKey;
 use crate::spool::Spool;
 use crate::store::{AliasChange, Store, StoreError};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    Address(AddressError),
+    #[error("invalid address: {0}")]
+    Address(#[from] AddressError),
+    #[error("{0} already exists")]
     Exists(String),
+    #[error("no account {0}")]
     NotFound(String),
     /// An alias or new account would overlap this existing address.
+    #[error("{0} is already an account address or an alias")]
     AddressTaken(String),
-    NoAlias {
-        account: String,
-        alias: String,
-    },
+    #[error("account {account} has no alias {alias}")]
+    NoAlias { account: String, alias: String },
+    #[error("password refused: {0}")]
     Password(&'static str),
     /// A wrong or reused one-time code.
+    #[error("the code is wrong or was already used")]
     BadCode,
     /// Too many wrong codes lately: the OTP step is locked for this many
     /// more seconds.
+    #[error("too many wrong codes: try again in {} minutes", .0.div_ceil(60).max(1))]
     OtpLocked(u64),
     /// The request does not fit the account's state (e.g. no pending 2FA).
+    #[error("{0}")]
     State(String),
-    Store(StoreError),
-    Internal(String),
-}
-
-impl std::fmt::Display for AccountError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Address(e) => write!(f, "invalid address: {e}"),
-            Self::Exists(a) => write!(f, "{a} already exists"),
-            Self::NotFound(a) => write!(f, "no account {a}"),
-            Self::AddressTaken(a) => write!(f, "{a} is already an account address or an alias"),
-            Self::NoAlias { account, alias } => write!(f, "account {account} has no alias {alias}"),
-            Self::Password(why) => write!(f, "password refused: {why}"),
-            Self::BadCode => write!(f, "the code is wrong or was already used"),
-            Self::OtpLocked(left) => write!(
-                f,
-                "too many wrong codes: try again in {} minutes",
-                left.div_ceil(60).max(1)
-            ),
-            Self::State(why) => write!(f, "{why}"),
-            Self::Store(e) => write!(f, "{e}"),
-            Self::Internal(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for AccountError {}
-
-impl From<StoreError> for AccountError {
-    fn from(e: StoreError) -> Self {
-        Self::Store(e)
-    }
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// argon2 could not hash (no memory, a full queue): the cause is kept.
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
+    /// A stored 2FA secret does not open with this server's key.
+    #[error("a 2FA secret does not open with the server key")]
+    SecretUnreadable,
+    /// A blocking task did not finish (it panicked or was cancelled).
+    #[error("an account operation did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The password rule shared by the CLI and the portal: 12 to 1024
@@ -189,10 +174,7 @@ impl Accounts {
         f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, AccountError> {
         let store = self.parts.store.clone();
-        tokio::task::spawn_blocking(move || f(store))
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?
-            .map_err(AccountError::Store)
+        Ok(tokio::task::spawn_blocking(move || f(store)).await??)
     }
 
     pub(crate) async fn hash_password(&self, password: &str) -> Result<String, AccountError> {
@@ -200,7 +182,7 @@ impl Accounts {
             .passwords
             .hash(password)
             .await
-            .map_err(|e| AccountError::Internal(e.to_string()))
+            .map_err(AccountError::from)
     }
 
     pub async fn add(

@@ -29,10 +29,10 @@ pub struct Passwords {
 
 impl Passwords {
     /// `queue` is how many verifications may wait or run at once.
-    pub fn new(queue: usize) -> anyhow::Result<Self> {
+    pub fn new(queue: usize) -> Result<Self, HashError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        getrandom::fill(&mut random).map_err(HashError::Random)?;
         let dummy_hash = hash_blocking(&format!("{random:?}"))?;
         Ok(Self {
             running: Semaphore::new(cores),
@@ -66,8 +66,7 @@ impl Passwords {
         let network = super::lockout::client_network(client);
         let turn = self
             .per_client
-            .lock()
-            .expect("per-client map")
+            .lock_or_recover()
             .entry(network)
             .or_default()
             .clone();
@@ -83,18 +82,31 @@ impl Passwords {
         result
     }
 
-    pub async fn hash(&self, password: &str) -> anyhow::Result<String> {
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let _running = self.running.acquire().await?;
         let password = password.to_string();
         tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
     }
 }
 
-pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("cannot hash the password")]
+    Argon2(#[source] argon2::password_hash::Error),
+    #[error("no randomness for the password hasher")]
+    Random(#[source] getrandom::Error),
+    #[error("the password hasher is shut down")]
+    Closed(#[from] tokio::sync::AcquireError),
+    #[error("the password hasher did not finish")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+pub fn hash_blocking(password: &str) -> Result<String, HashError> {
     Argon2::default()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("cannot hash password: {e}"))
+        .map_err(HashError::Argon2)
 }
 
 pub fn verify_blocking(password: &str, phc: &str) -> bool {

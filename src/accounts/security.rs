@@ -175,9 +175,7 @@ impl Accounts {
             .parts
             .key
             .open(&account.address, &pending.sealed)
-            .ok_or_else(|| {
-                AccountError::Internal("a 2FA secret does not open with the server key".into())
-            })?;
+            .ok_or_else(|| AccountError::SecretUnreadable)?;
         let issuer = &self.parts.totp_issuer;
         Ok(Some(TotpEnrolment {
             otpauth_url: totp::otpauth_url(&secret, issuer, &account.address),
@@ -207,9 +205,9 @@ impl Accounts {
                     a.totp.pending.clone().ok_or_else(|| {
                         AccountError::State("2FA enrolment was not started".into())
                     })?;
-                let secret = key.open(&a.address, &pending.sealed).ok_or_else(|| {
-                    AccountError::Internal("a 2FA secret does not open with the server key".into())
-                })?;
+                let secret = key
+                    .open(&a.address, &pending.sealed)
+                    .ok_or_else(|| AccountError::SecretUnreadable)?;
                 let step = totp::check(&secret, &code, now, a.totp.last_step)
                     .ok_or(AccountError::BadCode)?;
                 a.totp.last_step = step;
@@ -265,9 +263,9 @@ impl Accounts {
                 .active
                 .clone()
                 .ok_or_else(|| AccountError::State("2FA is not enabled".into()))?;
-            let secret = key.open(&a.address, &active.sealed).ok_or_else(|| {
-                AccountError::Internal("a 2FA secret does not open with the server key".into())
-            })?;
+            let secret = key
+                .open(&a.address, &active.sealed)
+                .ok_or_else(|| AccountError::SecretUnreadable)?;
             a.totp.last_step =
                 totp::check(&secret, &code, now, a.totp.last_step).ok_or(AccountError::BadCode)?;
             Ok(())

@@ -189,7 +189,10 @@ impl From<AccountError> for OpError {
             AccountError::Exists(_) | AccountError::AddressTaken(_) => OpErrorKind::Conflict,
             AccountError::NoAlias { .. } => OpErrorKind::NotFound,
             AccountError::NotFound(_) => OpErrorKind::NotFound,
-            AccountError::Store(_) | AccountError::Internal(_) => OpErrorKind::Internal,
+            AccountError::Store(_)
+            | AccountError::Hash(_)
+            | AccountError::Task(_)
+            | AccountError::SecretUnreadable => OpErrorKind::Internal,
         };
         Self::new(kind, e.to_string())
     }

@@ -153,7 +153,10 @@ impl Portal {
                     if minutes == 1 { "" } else { "s" }
                 ))
             }
-            e @ (AccountError::Store(_) | AccountError::Internal(_)) => {
+            e @ (AccountError::Store(_)
+            | AccountError::Hash(_)
+            | AccountError::Task(_)
+            | AccountError::SecretUnreadable) => {
                 tracing::error!(event = "portal.error", error = %e);
                 Notice::error("Something went wrong on our side")
                     .detail("Please try again in a minute.")

@@ -16,7 +16,6 @@ mod queue;
 pub use accounts::AlsoWrite;
 pub use aliases::AliasChange;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,31 +40,24 @@ pub(crate) const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("al
 
 pub const STORE_FILE: &str = "mailwarden.redb";
 
-/// Why a store operation failed, in the terms the SMTP replies need.
-#[derive(Debug, Clone)]
+/// Why a store operation failed, in the terms the SMTP replies need. It is
+/// `Clone` (one failed group commit answers every writer in it), so the
+/// library's error is kept as its text.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The disk is full: `452 4.3.1`.
+    #[error("store: no space left on device ({0})")]
     NoSpace(String),
     /// Another process holds the store open.
+    #[error("store {} is in use by another process", .0.display())]
     Locked(PathBuf),
     /// The store does not exist and was not to be created.
+    #[error("no store at {}", .0.display())]
     Missing(PathBuf),
     /// Anything else: `451 4.3.0`.
+    #[error("store: {0}")]
     Failed(String),
 }
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoSpace(e) => write!(f, "store: no space left on device ({e})"),
-            Self::Locked(p) => write!(f, "store {} is in use by another process", p.display()),
-            Self::Missing(p) => write!(f, "no store at {}", p.display()),
-            Self::Failed(e) => write!(f, "store: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 fn is_no_space(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
