@@ -1,5 +1,6 @@
 //! The `Events` seam: every feature reports what happened as an `Event` of
-//! one `EventKind` (DESIGN.md, "Logs and metrics"). Subscribers (the scorer,
+//! one `EventKind` (docs/architecture.md, "Events"; the log fields in
+//! docs/operator-guide.md, "Logs"). Subscribers (the scorer,
 //! metrics, operator notices) match on the kind; the log renders the kind's
 //! stable name, in one place (`TracingEvents`). Tests plug in a recorder.
 //!

@@ -1,5 +1,6 @@
 //! mailwarden: an SMTP submission server with built-in outbound-abuse
-//! blocking. See DESIGN.md in the docs for the data flow and contracts.
+//! blocking. docs/architecture.md describes the data flow, the layers and
+//! where each rule lives; `app` assembles the application.
 
 pub mod accounts;
 pub mod address;

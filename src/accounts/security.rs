@@ -1,6 +1,6 @@
 //! Credentials and blocks: password changes, TOTP 2FA, device passwords,
-//! blocks, and the unblock rule (DESIGN.md, "Accounts, blocks and the
-//! unblock rule").
+//! blocks, and the unblock rule (docs/security.md, "Blocks"; docs/policy.md,
+//! "After a block").
 //!
 //! The rule: a policy block lifts when, after it (by history sequence
 //! number, never by wall clock), the password was changed to one that

@@ -2,7 +2,8 @@
 //! paths resolved against the config file's folder.
 //!
 //! A key left out of a file takes the embedded default's value, except the two
-//! things a production file must state (DESIGN.md): `delivery.mode` and the
+//! things a production file must state (docs/operator-guide.md, "Configure"):
+//! `delivery.mode` and the
 //! certificate (`tls.cert` + `tls.key`, or `tls.self_signed = true`).
 
 mod accounts;

@@ -1,4 +1,4 @@
-//! The "My account" web portal (DESIGN.md, "Web portal"): a blocked user
+//! The "My account" web portal (docs/operator-guide.md, "The web portal"): a blocked user
 //! signs in, changes the password, enables 2FA and creates device
 //! passwords, exactly as the help page says. axum, server-rendered HTML, no
 //! JavaScript.

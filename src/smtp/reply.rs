@@ -1,5 +1,6 @@
-//! Every SMTP reply the server sends, with the exact text of DESIGN.md's
-//! table. Clients show these to people, so they live in one place.
+//! Every SMTP reply the server sends, with its exact text (the project's
+//! founding design fixed it; tests/integration/replies.rs asserts each line).
+//! Clients show these to people, so they live in one place.
 
 use crate::accounts::BlockKind;
 use crate::policy::Blocked;

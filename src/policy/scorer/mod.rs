@@ -6,7 +6,7 @@
 //! logins from many networks; many link domains; a display name carrying
 //! another address; bounces; a login after many wrong passwords; unusual
 //! speed). Points decay with a half-life; an account whose score reaches
-//! `block_score` is blocked with the 554 of DESIGN.md. Caps on volume only
+//! `block_score` is blocked with the 554 of `smtp::reply`. Caps on volume only
 //! ever defer (451, for the whole message). docs/policy.md explains each
 //! signal and default.
 //!
