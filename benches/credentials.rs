@@ -1,5 +1,6 @@
 //! What one AUTH costs: a device-password check (HMAC under the server key)
-//! beside one argon2id verify. Run: `cargo bench --bench credentials`.
+//! beside one argon2id verify. Run:
+//! `cargo bench --features testing --bench credentials`.
 
 use std::hint::black_box;
 use std::time::Instant;

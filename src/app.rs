@@ -22,6 +22,7 @@ use crate::policy::scorer::{Ledger, Scorer};
 use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
 use crate::store::Store;
+#[cfg(feature = "testing")]
 use crate::store::fault::FaultSwitch;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
 
@@ -36,15 +37,19 @@ pub enum Open {
 }
 
 /// Wraps the real spool (tests inject storage failures with it).
+#[cfg(feature = "testing")]
 pub type SpoolWrapper = Box<dyn FnOnce(Arc<dyn Spool>) -> Arc<dyn Spool> + Send>;
 
 /// Optional replacements for the defaults, for tests and the simulator.
+/// The storage knobs exist only with the `testing` feature.
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
     /// Open the store on a disk whose fsyncs this switch can make fail.
+    #[cfg(feature = "testing")]
     pub store_faults: Option<Arc<FaultSwitch>>,
     /// Wraps the spool (e.g. a failing one).
+    #[cfg(feature = "testing")]
     pub spool: Option<SpoolWrapper>,
 }
 
@@ -78,13 +83,25 @@ impl App {
         sink: Arc<dyn Events>,
         overrides: Overrides,
     ) -> anyhow::Result<Self> {
-        let store = open_store(config, how, overrides.store_faults)?;
+        let store = open_store(
+            config,
+            how,
+            #[cfg(feature = "testing")]
+            overrides.store_faults,
+        )?;
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let key = Arc::new(load_key(config, how, &store)?);
         let metrics = Metrics::new();
         let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store)
             .context("cannot read the scorer's saved state")?;
-        let spool = spool(&store, &clock, &metrics, &ledger, overrides.spool);
+        let spool = spool(
+            &store,
+            &clock,
+            &metrics,
+            &ledger,
+            #[cfg(feature = "testing")]
+            overrides.spool,
+        );
         let tasks = TaskTracker::new();
         let notices = OperatorNotices::new(
             spool.clone(),
@@ -156,13 +173,16 @@ impl App {
 fn open_store(
     config: &Config,
     how: Open,
-    faults: Option<Arc<FaultSwitch>>,
+    #[cfg(feature = "testing")] faults: Option<Arc<FaultSwitch>>,
 ) -> anyhow::Result<Store> {
     let dir = &config.server.data_dir;
-    let opened = match (how, faults) {
-        (Open::CreateIfMissing, Some(switch)) => Store::open_or_create_faulty(dir, switch),
-        (Open::CreateIfMissing, None) => Store::open_or_create(dir),
-        (Open::Existing, _) => Store::open_existing(dir),
+    let opened = match how {
+        #[cfg(feature = "testing")]
+        Open::CreateIfMissing if let Some(switch) = faults => {
+            Store::open_or_create_faulty(dir, switch)
+        }
+        Open::CreateIfMissing => Store::open_or_create(dir),
+        Open::Existing => Store::open_existing(dir),
     };
     // The cause stays a `StoreError`: the CLI words `Locked` and `Missing`.
     opened.map_err(anyhow::Error::new)
@@ -181,7 +201,7 @@ fn spool(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     ledger: &Arc<Ledger>,
-    wrap: Option<SpoolWrapper>,
+    #[cfg(feature = "testing")] wrap: Option<SpoolWrapper>,
 ) -> Arc<dyn Spool> {
     // The ledger's changed rows ride along with the spool's group commits.
     let hook: Arc<dyn CommitHook> = ledger.clone();
@@ -191,8 +211,9 @@ fn spool(
         metrics.clone(),
         Some(hook),
     ));
-    match wrap {
-        Some(wrap) => wrap(spool),
-        None => spool,
+    #[cfg(feature = "testing")]
+    if let Some(wrap) = wrap {
+        return wrap(spool);
     }
+    spool
 }

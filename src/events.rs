@@ -7,9 +7,10 @@
 //! Events never carry passwords, OTPs, AUTH blobs or message bodies: the
 //! struct has no field that could hold one.
 
+#[cfg(feature = "testing")]
 use crate::locks::Recover;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// What happened. `name()` is the stable `event` field of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -364,11 +365,13 @@ impl Events for Fanout {
 }
 
 /// Keeps every event in memory (tests) and also forwards to tracing.
+#[cfg(feature = "testing")]
 #[derive(Debug, Default)]
 pub struct RecordingEvents {
-    events: Mutex<Vec<Event>>,
+    events: std::sync::Mutex<Vec<Event>>,
 }
 
+#[cfg(feature = "testing")]
 impl RecordingEvents {
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut self.events.lock_or_recover())
@@ -379,6 +382,7 @@ impl RecordingEvents {
     }
 }
 
+#[cfg(feature = "testing")]
 impl Events for RecordingEvents {
     fn emit(&self, event: Event) {
         TracingEvents.emit(event.clone());

@@ -40,6 +40,7 @@ impl ServerKey {
     }
 
     /// A random key that is never written anywhere (benchmarks, tests).
+    #[cfg(feature = "testing")]
     pub fn ephemeral() -> Self {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("randomness");

@@ -25,7 +25,9 @@ use crate::spool::Spool;
 use crate::store::Store;
 use crate::{admin, delivery, portal, tls};
 
-pub use crate::app::{Overrides, SpoolWrapper};
+pub use crate::app::Overrides;
+#[cfg(feature = "testing")]
+pub use crate::app::SpoolWrapper;
 
 pub struct Running {
     pub submission: Vec<SocketAddr>,

@@ -453,6 +453,8 @@ pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
     config.server.data_dir = dir.clone();
     config.server.secret_key_file = None;
     config.policy = policy;
+    // Without the `testing` feature the clock is the only override.
+    #[cfg_attr(not(feature = "testing"), allow(clippy::needless_update))]
     let overrides = Overrides {
         clock: Some(clock.clone()),
         ..Overrides::default()

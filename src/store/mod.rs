@@ -10,6 +10,7 @@ pub mod record;
 
 pub use backup::BackupSummary;
 mod aliases;
+#[cfg(feature = "testing")]
 pub mod fault;
 mod queue;
 
@@ -117,6 +118,7 @@ impl Store {
     }
 
     /// Like `open_or_create`, on a disk whose fsyncs `switch` can make fail.
+    #[cfg(feature = "testing")]
     pub fn open_or_create_faulty(
         data_dir: &Path,
         switch: Arc<fault::FaultSwitch>,

@@ -3,7 +3,7 @@
 //! median. Not part of the normal run:
 //!
 //! ```sh
-//! cargo test --release --test integration relay::rate -- --ignored --nocapture
+//! cargo test --release --features testing --test integration relay::rate -- --ignored --nocapture
 //! ```
 //!
 //! `RELAY_RATE_MESSAGES` (2000), `RELAY_RATE_RUNS` (5), `RELAY_RATE_CONNECTIONS` (2),
