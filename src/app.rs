@@ -120,7 +120,6 @@ impl App {
         let accounts = Accounts::new(AccountsParts {
             store: store.clone(),
             passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
-            portal_passwords: portal_passwords.clone(),
             lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
             clock: clock.clone(),
             events: events.clone(),

@@ -104,8 +104,6 @@ pub struct AccountsParts {
     pub store: Store,
     /// argon2 budget for SMTP AUTH.
     pub passwords: Arc<Passwords>,
-    /// A separate argon2 budget for portal sign-in.
-    pub portal_passwords: Arc<Passwords>,
     pub lockouts: Arc<lockout::Lockouts>,
     pub clock: Arc<dyn Clock>,
     pub events: Arc<dyn Events>,
@@ -134,18 +132,9 @@ impl Accounts {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.parts.store
-    }
-
     /// The brute-force counters shared by SMTP AUTH and the portal.
     pub fn lockouts(&self) -> &lockout::Lockouts {
         &self.parts.lockouts
-    }
-
-    /// The portal's own argon2 budget.
-    pub fn portal_passwords(&self) -> &Passwords {
-        &self.parts.portal_passwords
     }
 
     /// Emits `auth.lockout` for each lockout a failure started.

@@ -203,13 +203,6 @@ impl Store {
         Ok(out)
     }
 
-    pub fn policy_state(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        use redb::ReadableDatabase;
-        let tx = self.db().begin_read()?;
-        let table = tx.open_table(POLICY)?;
-        Ok(table.get(account)?.map(|v| v.value().to_vec()))
-    }
-
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         tx.open_table(META)?.insert(key, value)?;

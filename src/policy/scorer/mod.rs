@@ -132,11 +132,6 @@ impl Scorer {
         })
     }
 
-    /// The per-account windows this scorer decides with.
-    pub fn ledger(&self) -> &Arc<Ledger> {
-        &self.ledger
-    }
-
     /// The configuration in force right now.
     pub fn config(&self) -> Arc<PolicyConfig> {
         self.ledger.config()
