@@ -101,23 +101,9 @@ impl Setup {
     }
 }
 
-/// MAIL, RCPTs, DATA; the first refusal or the final reply.
+/// MAIL, RCPTs, DATA as Alice; the first refusal or the final reply.
 async fn send(c: &mut Client, rcpts: &[String], body: &str) -> String {
-    let r = c.cmd(&format!("MAIL FROM:<{ALICE}>")).await;
-    if r.code != 250 {
-        return r.line();
-    }
-    for rcpt in rcpts {
-        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-        if r.code != 250 {
-            c.cmd("RSET").await;
-            return r.line();
-        }
-    }
-    assert_eq!(c.cmd("DATA").await.code, 354);
-    c.send_raw(format!("From: <{ALICE}>\r\nSubject: hello\r\n\r\n{body}\r\n.\r\n").as_bytes())
-        .await;
-    c.reply().await.line()
+    c.try_send(ALICE, rcpts, "hello", body).await
 }
 
 /// Twenty ordinary messages from the owner's network, each to one of a

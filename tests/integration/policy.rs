@@ -15,24 +15,9 @@ async fn session(server: &TestServer) -> Client {
     c
 }
 
-/// MAIL, RCPTs and DATA; returns the last reply line (the first refusal).
+/// MAIL, RCPTs and DATA as Alice; the first refusal or the final reply.
 async fn send(c: &mut Client, rcpts: &[String], body: &str) -> String {
-    let r = c.cmd(&format!("MAIL FROM:<{ALICE}>")).await;
-    if r.code != 250 {
-        return r.line();
-    }
-    for rcpt in rcpts {
-        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-        if r.code != 250 {
-            // Blocked mid-transaction (a parallel session tipped it).
-            c.cmd("RSET").await;
-            return r.line();
-        }
-    }
-    assert_eq!(c.cmd("DATA").await.code, 354);
-    c.send_raw(format!("From: <{ALICE}>\r\nSubject: offer\r\n\r\n{body}\r\n.\r\n").as_bytes())
-        .await;
-    c.reply().await.line()
+    c.try_send(ALICE, rcpts, "offer", body).await
 }
 
 #[tokio::test]

@@ -224,6 +224,33 @@ impl Client {
         self.reply().await
     }
 
+    /// MAIL, RCPTs and DATA with a short message from `from`; the first
+    /// refusal (after RSET when a RCPT was refused mid-transaction, as a
+    /// parallel session may block the account) or the final reply, as a line.
+    pub async fn try_send(
+        &mut self,
+        from: &str,
+        rcpts: &[String],
+        subject: &str,
+        body: &str,
+    ) -> String {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        if r.code != 250 {
+            return r.line();
+        }
+        for rcpt in rcpts {
+            let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            if r.code != 250 {
+                self.cmd("RSET").await;
+                return r.line();
+            }
+        }
+        assert_eq!(self.cmd("DATA").await.code, 354);
+        let message = format!("From: <{from}>\r\nSubject: {subject}\r\n\r\n{body}\r\n.\r\n");
+        self.send_raw(message.as_bytes()).await;
+        self.reply().await.line()
+    }
+
     /// MAIL and RCPT as `from` to `to`, each answered 250.
     pub async fn envelope(&mut self, from: &str, to: &[&str]) {
         let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;

@@ -73,15 +73,32 @@ impl ServeProcess {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits (up to 20 s) until `done` holds for the log so far.
+    /// Waits (up to 30 s) until `done` holds for the log so far.
     pub async fn wait_log(&self, what: &str, done: impl Fn(&[Value]) -> bool) {
-        for _ in 0..1000 {
+        for _ in 0..1500 {
             if done(&self.log.lock().unwrap()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("{what}: not in the log within 20s: {:#?}", self.log());
+        panic!("{what}: not in the log within 30s: {:#?}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits (up to 30 s) until the process is gone (something else kills it).
+    pub async fn wait_exit(mut self) {
+        let mut child = self.child.take().unwrap();
+        for _ in 0..1500 {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        panic!("the server did not exit within 30s");
     }
 
     pub fn submissions(&self) -> SocketAddr {

@@ -3,102 +3,35 @@
 //! us: nothing is lost, a recipient recorded as delivered is never sent
 //! again, and the only duplicate is the documented window.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{Sink, SinkOptions, relay_toml};
 use crate::common::client::Client;
+use crate::common::serve::ServeProcess;
 use crate::common::{ALICE, PASSWORD, queued_id, run_cli, test_config_text_mode};
 
-/// `mailwarden serve` as a child process, its JSON log collected.
-struct ServerProcess {
-    child: Child,
-    submissions: SocketAddr,
-    log: Arc<Mutex<Vec<Value>>>,
+/// The real binary, its pid written where the sink (which kills it) reads it.
+fn start(config: &Path, pidfile: &Path) -> ServeProcess {
+    let server = ServeProcess::start(config);
+    std::fs::write(pidfile, server.pid().to_string()).unwrap();
+    server
 }
 
-impl ServerProcess {
-    /// Starts the server and writes its pid where the sink reads it.
-    fn start(config: &Path, pidfile: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-            .args(["--config", config.to_str().unwrap()])
-            .args(["serve", "--log-format", "json"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mailwarden serve");
-        std::fs::write(pidfile, child.id().to_string()).unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (mut submissions, mut admin) = (None, false);
-        while submissions.is_none() || !admin {
-            let line = lines.next().expect("a server log line").unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["event"] == "listener.ready" {
-                match v["kind"].as_str() {
-                    Some("Submissions") => submissions = v["addr"].as_str().unwrap().parse().ok(),
-                    Some("Admin") => admin = true,
-                    _ => {}
-                }
-            }
-        }
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Self {
-            child,
-            submissions: submissions.unwrap(),
-            log,
-        }
-    }
-
-    /// Waits for a log event about message `id`.
-    async fn wait_event(&self, event: &str, id: &str) {
-        for _ in 0..1500 {
-            if self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
+/// Waits for a log event about message `id`.
+async fn wait_event(server: &ServeProcess, event: &str, id: &str) {
+    server
+        .wait_log(&format!("{event} for {id}"), |log| {
+            log.iter()
                 .any(|v| v["event"] == event && v["message_id"] == id)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no {event} for {id} within 30s");
-    }
-
-    /// Waits until the process is gone (the sink kills it).
-    async fn wait_killed(mut self) {
-        for _ in 0..1500 {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the server was not killed within 30s");
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
+        })
+        .await;
 }
 
-async fn submit(server: &ServerProcess, cert: &Path, to: &[&str], subject: &str) -> String {
-    let (mut c, greeting) = Client::implicit_tls(server.submissions, cert).await;
+async fn submit(server: &ServeProcess, cert: &Path, to: &[&str], subject: &str) -> String {
+    let (mut c, greeting) = Client::implicit_tls(server.submissions(), cert).await;
     assert_eq!(greeting.code, 220);
     c.ehlo().await;
     assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
@@ -155,7 +88,7 @@ async fn sigkill_during_backoff_and_around_the_relays_250_loses_nothing() {
         .join(mailwarden::tls::SELF_SIGNED_CERT);
 
     // 1. a@ is delivered, b@ deferred; SIGKILL during b@'s backoff.
-    let server = ServerProcess::start(&config, &pidfile);
+    let server = start(&config, &pidfile);
     let (ok, _, err) = tokio::task::block_in_place(|| {
         run_cli(
             &[
@@ -171,7 +104,7 @@ async fn sigkill_during_backoff_and_around_the_relays_250_loses_nothing() {
     });
     assert!(ok, "{err}");
     let first = submit(&server, &cert, &["a@example.org", "b@example.org"], "one").await;
-    server.wait_event("delivery.deferred", &first).await;
+    wait_event(&server, "delivery.deferred", &first).await;
     tokio::task::block_in_place(|| server.kill());
     let got = sink.messages();
     assert_eq!(got.len(), 1);
@@ -179,19 +112,19 @@ async fn sigkill_during_backoff_and_around_the_relays_250_loses_nothing() {
 
     // 2. After the restart b@ is retried; the relay stores it, answers 250
     //    and kills the server at once.
-    let server = ServerProcess::start(&config, &pidfile);
-    server.wait_killed().await;
+    let server = start(&config, &pidfile);
+    server.wait_exit().await;
     assert_eq!(sink.messages().len(), 2);
 
     // 3. c@: the relay stores it and kills the server before its 250 is
     //    sent (the duplicate window: from the relay's 250 to our commit).
-    let server = ServerProcess::start(&config, &pidfile);
+    let server = start(&config, &pidfile);
     let second = submit(&server, &cert, &["c@example.org"], "two").await;
-    server.wait_killed().await;
+    server.wait_exit().await;
 
     // 4. Everything left is delivered.
-    let server = ServerProcess::start(&config, &pidfile);
-    server.wait_event("delivery.success", &second).await;
+    let server = start(&config, &pidfile);
+    wait_event(&server, "delivery.success", &second).await;
     wait_queue_empty(&config_str).await;
     tokio::task::block_in_place(|| server.kill());
 
