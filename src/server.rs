@@ -1,6 +1,7 @@
-//! Wires the pieces together and runs every listener and worker in one
-//! runtime. `start` returns once everything listens, with the bound
-//! addresses (tests bind port 0); `Running::shutdown` stops it on purpose.
+//! `serve`: the application assembled by `app::App`, then every listener
+//! and worker in one runtime. `start` returns once everything listens, with
+//! the bound addresses (tests bind port 0); `Running::shutdown` stops it on
+//! purpose.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
