@@ -122,20 +122,26 @@ impl Portal {
     }
 
     /// A signed-in session and its account, or the way back to sign-in.
-    /// A session ends when the account is gone or disabled, or when the
-    /// password changed since it signed in (elsewhere, or by the operator).
+    /// A session ends when the account is gone or disabled, or when its
+    /// credentials changed since it signed in (a new password, 2FA on or
+    /// off: elsewhere, or by the operator).
     pub(super) async fn signed_in(&self, session: Session) -> Result<(Session, Account), Response> {
-        let (address, hash) = match &session.auth {
+        let (address, hash, credentials) = match &session.auth {
             Auth::SignedIn {
                 address,
                 password_hash,
+                credentials,
                 ..
-            } => (address.clone(), password_hash.clone()),
+            } => (address.clone(), password_hash.clone(), *credentials),
             Auth::OtpPending { .. } => return Err(self.see_other("/signin/otp")),
             Auth::Anonymous => return Err(self.see_other("/")),
         };
         match self.inner.accounts.get(&address).await {
-            Ok(a) if !a.disabled && a.password_hash == hash => Ok((session, a)),
+            Ok(a)
+                if !a.disabled && a.password_hash == hash && a.credentials_seq() == credentials =>
+            {
+                Ok((session, a))
+            }
             Ok(_) | Err(AccountError::NotFound(_)) => {
                 self.inner.sessions.remove(&session.id);
                 Err(self.to_signin(

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::Portal;
 use super::html::{self, Ctx};
 use super::session::{Auth, Notice, Session};
-use crate::accounts::AccountError;
+use crate::accounts::{Account, AccountError};
 use crate::events::{Event, EventKind};
 
 impl Portal {
@@ -128,6 +128,26 @@ impl Portal {
             Err(e) => self.account_error(session, e, at),
         }
         self.back_to(at)
+    }
+
+    /// This session changed the account's credentials: it stays signed in
+    /// (with the new ones) and every other session of the account ends.
+    /// Returns how many others ended.
+    pub(super) fn keep_only(&self, session: &Session, updated: &Account) -> usize {
+        self.inner.sessions.update(&session.id, |s| {
+            if let Auth::SignedIn {
+                password_hash,
+                credentials,
+                ..
+            } = &mut s.auth
+            {
+                *password_hash = updated.password_hash.clone();
+                *credentials = updated.credentials_seq();
+            }
+        });
+        self.inner
+            .sessions
+            .sign_out_others(&updated.address, &session.id)
     }
 
     /// Notices for a refused account change, by error.

@@ -41,6 +41,9 @@ pub enum Auth {
         /// The password hash valid at sign-in: when it changes (another
         /// session or the CLI changed the password), this session ends.
         password_hash: String,
+        /// `Account::credentials_seq` at sign-in: a new password or 2FA
+        /// turned on or off anywhere else ends this session.
+        credentials: u64,
     },
 }
 
@@ -298,6 +301,7 @@ mod tests {
             address: "a@x.example".into(),
             otp_at: None,
             password_hash: "h".into(),
+            credentials: 0,
         };
         let b = store.rotate(&a.id, signed.clone());
         assert_ne!(a.id, b.id);

@@ -1131,3 +1131,24 @@ fn a_portal_off_loopback_needs_an_https_public_url() {
     .to_string();
     assert!(err.contains("trusted_proxies"), "{err}");
 }
+
+#[tokio::test]
+async fn enabling_or_disabling_2fa_signs_out_every_other_session() {
+    let (server, clock) = server_with_clock("").await;
+    let mut other = signed_in(&server, PASSWORD).await;
+    let mut w = signed_in(&server, PASSWORD).await;
+    // A new authenticator here: this browser stays, the other one goes.
+    enable_2fa(&mut w, &clock).await;
+    account_page(&mut w).await;
+    let r = other.get("/my-account").await;
+    assert_eq!((r.status, r.location()), (303, "/"));
+
+    // 2FA turned off by the operator: this session ends too.
+    server
+        .accounts()
+        .totp_disable(ALICE, None, &Origin::ADMIN)
+        .await
+        .unwrap();
+    let r = w.get("/my-account").await;
+    assert_eq!((r.status, r.location()), (303, "/"));
+}

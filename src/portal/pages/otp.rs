@@ -54,17 +54,20 @@ pub async fn otp(State(p): State<Portal>, post: Post) -> Response {
     }
     match p.inner.accounts.totp_check(&address, &post.form.otp).await {
         Ok(()) => {
-            let current = p.inner.accounts.get(&address).await;
-            if !matches!(&current, Ok(a) if !a.disabled && a.password_hash == password_hash) {
-                p.inner.sessions.remove(&post.session.id);
-                return p.to_signin(Notice::error("Please sign in again"));
-            }
+            let current = match p.inner.accounts.get(&address).await {
+                Ok(a) if !a.disabled && a.password_hash == password_hash => a,
+                _ => {
+                    p.inner.sessions.remove(&post.session.id);
+                    return p.to_signin(Notice::error("Please sign in again"));
+                }
+            };
             let s = p.inner.sessions.rotate(
                 &post.session.id,
                 Auth::SignedIn {
                     address: address.clone(),
                     otp_at: Some(p.now()),
                     password_hash,
+                    credentials: current.credentials_seq(),
                 },
             );
             p.signin_event(EventKind::PortalSignin, &address, post.ip, "otp");

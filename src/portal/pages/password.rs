@@ -7,7 +7,7 @@ use super::{abuse_network_notice, from_abuse_network};
 use crate::accounts::check_password_rule;
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
-use crate::portal::session::{Auth, Notice};
+use crate::portal::session::Notice;
 
 /// POST /my-account/password.
 pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Response {
@@ -77,15 +77,7 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
         .await
     {
         Ok(updated) => {
-            p.inner.sessions.update(&post.session.id, |s| {
-                if let Auth::SignedIn { password_hash, .. } = &mut s.auth {
-                    *password_hash = updated.password_hash.clone();
-                }
-            });
-            let others = p
-                .inner
-                .sessions
-                .sign_out_others(&post.account.address, &post.session.id);
+            let others = p.keep_only(&post.session, &updated);
             let detail = if others > 0 {
                 "Use it the next time you sign in. Other browsers signed in to this account were signed out."
             } else {

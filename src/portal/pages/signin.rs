@@ -137,6 +137,7 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
             address: account.address.clone(),
             otp_at: None,
             password_hash: account.password_hash.clone(),
+            credentials: account.credentials_seq(),
         },
     );
     p.signin_event(

@@ -62,8 +62,11 @@ pub async fn verify_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
         .totp_verify(&post.account.address, &post.form.otp, &post.origin())
         .await
     {
-        Ok(_) => {
+        Ok(updated) => {
             let now = p.now();
+            // A new authenticator (and perhaps a lifted block): other
+            // browsers signed in to the account must sign in again.
+            p.keep_only(&post.session, &updated);
             p.inner.sessions.update(&post.session.id, |s| {
                 s.show_qr = false;
                 set_otp_at(s, Some(now));
@@ -101,6 +104,9 @@ pub async fn disable_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
         .accounts
         .totp_disable(&post.account.address, Some(&post.form.otp), &post.origin())
         .await;
+    if let Ok(updated) = &result {
+        p.keep_only(&post.session, updated);
+    }
     p.changed(
         &post.session,
         AT,

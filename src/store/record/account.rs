@@ -107,6 +107,9 @@ pub struct HistoryEntry {
     pub unblock_credit: bool,
 }
 
+/// History changes after which other web sessions must sign in again.
+const CREDENTIAL_CHANGES: &[&str] = &["password_changed", "totp_enabled", "totp_disabled"];
+
 impl Account {
     /// A new account: no aliases, 2FA off, no device passwords, no block,
     /// no history yet.
@@ -137,6 +140,18 @@ impl Account {
             unblock_credit: false,
         });
         self.seq
+    }
+
+    /// The history sequence number of the latest change that ends every
+    /// web session but the one that made it: a new password, 2FA turned on
+    /// (a new authenticator) or off. (A lift by the unblock rule follows
+    /// one of these; a lift by the operator keeps the owner's page open.)
+    pub fn credentials_seq(&self) -> u64 {
+        self.history
+            .iter()
+            .rev()
+            .find(|h| CREDENTIAL_CHANGES.contains(&h.change.as_str()))
+            .map_or(0, |h| h.seq)
     }
 
     pub fn totp_status(&self) -> &'static str {
