@@ -18,7 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::{Events, Fanout};
 use crate::policy::notice::OperatorNotices;
-use crate::policy::scorer::{Ledger, Scorer};
+use crate::policy::scorer::{Ledger, Preload, Scorer};
 use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
 use crate::store::Store;
@@ -92,7 +92,13 @@ impl App {
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let key = Arc::new(load_key(config, how, &store)?);
         let metrics = Metrics::new();
-        let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store)
+        // `serve` reads every saved state now, so the SMTP path never waits
+        // for one; a CLI command reads only the accounts it touches.
+        let preload = match how {
+            Open::CreateIfMissing => Preload::All,
+            Open::Existing => Preload::OnDemand,
+        };
+        let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store, preload)
             .context("cannot read the scorer's saved state")?;
         let spool = spool(
             &store,

@@ -190,6 +190,14 @@ impl Store {
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
 
+    /// One account's scorer state.
+    pub fn policy_state(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db().begin_read()?;
+        let table = tx.open_table(POLICY)?;
+        Ok(table.get(account)?.map(|v| v.value().to_vec()))
+    }
+
     /// Every account's scorer state.
     pub fn policy_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable};

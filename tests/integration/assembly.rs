@@ -232,9 +232,17 @@ async fn an_online_and_an_offline_unblock_leave_the_same_account() {
         without_timestamps(on_the_store.clone()),
         "online:\n{through_the_server:#}\noffline:\n{on_the_store:#}"
     );
-    // After a restart both servers read the same windows back.
+    // After a restart the server reads the same windows back (the mail
+    // released by the unblock may be delivered meanwhile: those counts move).
     let server = offline.serve();
     let restarted = offline.show();
     offline.stop(server);
-    assert_eq!(restarted["policy"], on_the_store["policy"]);
+    let windows = |v: &Value| {
+        let mut policy = v["policy"].clone();
+        let fields = policy.as_object_mut().unwrap();
+        fields.remove("delivered_last_day");
+        fields.remove("bounced_last_day");
+        policy
+    };
+    assert_eq!(windows(&restarted), windows(&on_the_store));
 }

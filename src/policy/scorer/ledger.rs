@@ -77,6 +77,15 @@ pub fn scoring_network(ip: IpAddr) -> IpNet {
         .trunc()
 }
 
+/// When the saved states are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preload {
+    /// All at once (`serve`: no store read on the SMTP path afterwards).
+    All,
+    /// Each account's when first needed (a CLI command touches one or two).
+    OnDemand,
+}
+
 pub struct Ledger {
     /// Replaced on SIGHUP.
     config: RwLock<Arc<PolicyConfig>>,
@@ -84,22 +93,25 @@ pub struct Ledger {
     shared: Vec<IpNet>,
     states: Mutex<HashMap<String, Arc<Entry>>>,
     dirty: Mutex<HashSet<String>>,
+    /// With `Preload::OnDemand`: where an account's saved state is read.
+    on_demand: Option<Store>,
 }
 
 impl Ledger {
-    /// Loads every account's saved state from the store.
+    /// The ledger on `store`'s saved states, read all at once or each when
+    /// first needed.
     pub fn load(
         config: PolicyConfig,
         clock: Arc<dyn Clock>,
         store: &Store,
+        preload: Preload,
     ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
-        for (account, bytes) in store.policy_states()? {
-            match serde_json::from_slice::<AccountState>(&bytes) {
-                Ok(state) => {
-                    states.insert(account, Entry::new(state.upgrade()));
+        if preload == Preload::All {
+            for (account, bytes) in store.policy_states()? {
+                if let Some(state) = decode(&account, &bytes) {
+                    states.insert(account, Entry::new(state));
                 }
-                Err(e) => tracing::warn!(event = "policy.state_unreadable", account, error = %e),
             }
         }
         Ok(Arc::new(Self {
@@ -108,6 +120,7 @@ impl Ledger {
             clock,
             states: Mutex::new(states),
             dirty: Mutex::new(HashSet::new()),
+            on_demand: (preload == Preload::OnDemand).then(|| store.clone()),
         }))
     }
 
@@ -129,12 +142,35 @@ impl Ledger {
         let now = self.clock.unix();
         lock(&self.states)
             .entry(account.to_string())
-            .or_insert_with(|| Entry::new(AccountState::new(now)))
+            .or_insert_with(|| {
+                let saved = self.saved(account);
+                Entry::new(saved.unwrap_or_else(|| AccountState::new(now)))
+            })
             .clone()
     }
 
+    /// The account's saved state, when states are read on demand.
+    fn saved(&self, account: &str) -> Option<AccountState> {
+        let store = self.on_demand.as_ref()?;
+        match store.policy_state(account) {
+            Ok(bytes) => decode(account, &bytes?),
+            Err(e) => {
+                tracing::error!(event = "policy.state_unreadable", account, error = %e);
+                None
+            }
+        }
+    }
+
+    /// Whether the account has a state (in memory, or saved when states
+    /// are read on demand).
     fn follows(&self, account: &str) -> bool {
-        lock(&self.states).contains_key(account)
+        lock(&self.states).contains_key(account) || self.saved_exists(account)
+    }
+
+    fn saved_exists(&self, account: &str) -> bool {
+        self.on_demand
+            .as_ref()
+            .is_some_and(|s| s.policy_state(account).is_ok_and(|b| b.is_some()))
     }
 
     /// Changes an account's state briefly (never across an await).
@@ -227,6 +263,17 @@ impl Ledger {
             st.networks = networks;
             st.clone()
         })
+    }
+}
+
+/// A saved state, or `None` (with a warning) when it does not decode.
+fn decode(account: &str, bytes: &[u8]) -> Option<AccountState> {
+    match serde_json::from_slice::<AccountState>(bytes) {
+        Ok(state) => Some(state.upgrade()),
+        Err(e) => {
+            tracing::warn!(event = "policy.state_unreadable", account, error = %e);
+            None
+        }
     }
 }
 

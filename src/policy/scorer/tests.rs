@@ -18,7 +18,7 @@ fn scorer() -> (Arc<Ledger>, tempfile::TempDir) {
     let store = Store::open_or_create(dir.path()).unwrap();
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(NOW)));
     (
-        Ledger::load(PolicyConfig::default(), clock, &store).unwrap(),
+        Ledger::load(PolicyConfig::default(), clock, &store, Preload::All).unwrap(),
         dir,
     )
 }
