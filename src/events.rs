@@ -7,10 +7,12 @@
 //! Events never carry passwords, OTPs, AUTH blobs or message bodies: the
 //! struct has no field that could hold one.
 
-#[cfg(feature = "testing")]
-use crate::locks::Recover;
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::locks::Recover;
 
 /// What happened. `name()` is the stable `event` field of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,7 +28,10 @@ pub enum EventKind {
     AuthOtpFailure,
     MessageAccepted,
     MessageRejected,
-    /// Every 4xx/5xx reply the SMTP session sends, once each (`code`, `reason` = the command it answered).
+    /// Every 4xx/5xx reply the SMTP session sends, once each: `stage`,
+    /// `code`, `enhanced`, `reason` (a closed set). Logged as
+    /// `smtp.rejected` unless an `auth.failure` or `message.rejected`
+    /// already says it (`covered`).
     Refusal,
     PolicyDecision,
     AccountCreated,
@@ -66,7 +71,7 @@ impl EventKind {
             Self::AuthOtpFailure => "auth.otp_failure",
             Self::MessageAccepted => "message.accepted",
             Self::MessageRejected => "message.rejected",
-            Self::Refusal => "smtp.refusal",
+            Self::Refusal => "smtp.rejected",
             Self::PolicyDecision => "policy.decision",
             Self::AccountCreated => "account.created",
             Self::AccountDeleted => "account.deleted",
@@ -102,14 +107,14 @@ impl EventKind {
                 | Self::PortalSigninFailure
                 | Self::DeliveryFailed
                 | Self::AccountBlocked
+                | Self::Refusal
         )
     }
 
-    /// Published for subscribers but not (yet) written to the log at the
-    /// default level: each refusal is already visible through the event it
-    /// belongs to, and delivery outcomes through `delivery.*`.
+    /// Published for subscribers but written to the log only at debug
+    /// level: delivery outcomes are already visible through `delivery.*`.
     pub const fn is_internal(self) -> bool {
-        matches!(self, Self::Refusal | Self::DeliveryOutcome)
+        matches!(self, Self::DeliveryOutcome)
     }
 }
 
@@ -148,6 +153,13 @@ pub struct Event {
     pub score: Option<f64>,
     /// Observe mode: the decision was logged, not applied.
     pub observed: Option<bool>,
+    /// The SMTP stage a refusal answered: `connect`, `helo`, `auth`,
+    /// `mail`, `rcpt`, `data`, `bdat` or `other` (`Refusal`).
+    pub stage: Option<&'static str>,
+    /// The refusal's enhanced status code, e.g. `5.7.1` (`Refusal`).
+    pub enhanced: Option<String>,
+    /// Another logged event already tells of this refusal (`Refusal`).
+    pub covered: bool,
     /// Recipients the next hop accepted (`DeliveryOutcome`).
     pub delivered: Option<usize>,
     /// Recipients the next hop refused for good (`DeliveryOutcome`).
@@ -175,6 +187,9 @@ impl Event {
             network: None,
             score: None,
             observed: None,
+            stage: None,
+            enhanced: None,
+            covered: false,
             delivered: None,
             bounced: None,
         }
@@ -265,12 +280,143 @@ pub trait Events: Send + Sync + 'static {
     fn emit(&self, event: Event);
 }
 
-/// Writes each event as one tracing event with an `event` field.
+/// Writes each event as one tracing event with an `event` field. Refusals
+/// (`smtp.rejected`) are rate-limited per account (or client /24, /64 before
+/// AUTH) and reason: a client retrying all day cannot flood the log; what
+/// was left out is counted in one `log.suppressed` line per window. Metrics
+/// and the other subscribers still see every event.
 #[derive(Debug, Default)]
-pub struct TracingEvents;
+pub struct TracingEvents {
+    refusals: Mutex<RefusalWindows>,
+}
+
+/// At most this many `smtp.rejected` lines per key and window.
+const REFUSAL_LINES: u32 = 5;
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// Keys kept at most (a scan of many addresses starts over).
+const REFUSAL_KEYS: usize = 10_000;
+
+#[derive(Debug, Default)]
+struct RefusalWindows {
+    windows: HashMap<(String, &'static str), Window>,
+    swept: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    logged: u32,
+    suppressed: u32,
+}
+
+impl TracingEvents {
+    /// Whether this refusal is written, after any `log.suppressed` lines
+    /// for windows that have ended.
+    fn admit_refusal(&self, e: &Event) -> bool {
+        let now = Instant::now();
+        let key = (
+            e.account.clone().unwrap_or_else(|| client_network(e.ip)),
+            e.reason.as_deref().map_or("other", reason_label),
+        );
+        let mut w = self.refusals.lock_or_recover();
+        if w.swept
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            w.swept = Some(now);
+            w.windows.retain(|(who, reason), window| {
+                let over = now.duration_since(window.start) >= REFUSAL_WINDOW;
+                if over && window.suppressed > 0 {
+                    suppressed(who, reason, window.suppressed);
+                }
+                !over
+            });
+            if w.windows.len() >= REFUSAL_KEYS {
+                w.windows.clear();
+            }
+        }
+        let window = w.windows.entry(key).or_insert(Window {
+            start: now,
+            logged: 0,
+            suppressed: 0,
+        });
+        if window.logged < REFUSAL_LINES {
+            window.logged += 1;
+            true
+        } else {
+            window.suppressed += 1;
+            false
+        }
+    }
+}
+
+fn suppressed(who: &str, reason: &str, count: u32) {
+    tracing::warn!(
+        event = "log.suppressed",
+        about = "smtp.rejected",
+        who,
+        reason,
+        count,
+        window_s = REFUSAL_WINDOW.as_secs()
+    );
+}
+
+/// The reasons `smtp.rejected` carries are a closed set of static names;
+/// the key keeps the static one.
+fn reason_label(reason: &str) -> &'static str {
+    REFUSAL_REASONS
+        .iter()
+        .find(|r| **r == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Every reason a refusal can carry (`smtp::reply::refusal_reason`).
+pub const REFUSAL_REASONS: &[&str] = &[
+    "blocked",
+    "header_from",
+    "sender_not_owned",
+    "rate_limited",
+    "auth_required",
+    "bad_credentials",
+    "encryption_required",
+    "locked_out",
+    "busy",
+    "size",
+    "too_many_recipients",
+    "storage",
+    "timeout",
+    "shutting_down",
+    "too_many_errors",
+    "line_too_long",
+    "needs_smtputf8",
+    "unqualified_address",
+    "no_valid_recipients",
+    "sequence",
+    "not_supported",
+    "syntax",
+    "other",
+];
+
+/// A client's /24 (IPv4) or /64 (IPv6), as text.
+fn client_network(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => "unknown".into(),
+    }
+}
 
 impl Events for TracingEvents {
     fn emit(&self, e: Event) {
+        if e.kind == EventKind::Refusal && !e.covered && !self.admit_refusal(&e) {
+            return;
+        }
         macro_rules! emit_at {
             ($level:expr) => {
                 tracing::event!(
@@ -295,10 +441,13 @@ impl Events for TracingEvents {
                     observed = e.observed,
                     delivered = e.delivered,
                     bounced = e.bounced,
+                    stage = e.stage,
+                    enhanced = e.enhanced.as_deref(),
                 )
             };
         }
-        if e.kind.is_internal() {
+        // A refusal another event already tells of is only for debugging.
+        if e.kind.is_internal() || (e.kind == EventKind::Refusal && e.covered) {
             emit_at!(tracing::Level::DEBUG)
         } else if e.kind.is_failure() {
             emit_at!(tracing::Level::WARN)
@@ -334,6 +483,7 @@ impl Events for Fanout {
 #[derive(Debug, Default)]
 pub struct RecordingEvents {
     events: std::sync::Mutex<Vec<Event>>,
+    log: TracingEvents,
 }
 
 #[cfg(feature = "testing")]
@@ -350,7 +500,7 @@ impl RecordingEvents {
 #[cfg(feature = "testing")]
 impl Events for RecordingEvents {
     fn emit(&self, event: Event) {
-        TracingEvents.emit(event.clone());
+        self.log.emit(event.clone());
         self.events.lock_or_recover().push(event);
     }
 }

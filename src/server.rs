@@ -85,6 +85,9 @@ pub async fn start_with(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
+    // The CLI finds the admin API by this file: it exists before any
+    // listener says it is ready.
+    let token = publish_admin_address(&app, &listeners.admin)?;
     serve_smtp(
         &mut running,
         listeners.submission,
@@ -94,6 +97,7 @@ pub async fn start_with(
     serve_portal(&app, listeners.portal, &tracker, &shutdown)?;
     serve_admin_and_metrics(
         &app,
+        token,
         listeners.admin,
         listeners.metrics,
         &tracker,
@@ -229,19 +233,26 @@ fn serve_portal(
     Ok(())
 }
 
-/// The admin API (and the file the CLI finds it by) and the metrics.
-fn serve_admin_and_metrics(
-    app: &App,
-    admin_listener: TcpListener,
-    metrics_listener: TcpListener,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+/// The admin token (created on the first start) and the file the CLI
+/// finds the admin API by; returns the token.
+fn publish_admin_address(app: &App, admin_listener: &TcpListener) -> anyhow::Result<String> {
     let data_dir = &app.config.server.data_dir;
     let token = admin::ensure_token(data_dir)?;
     let admin_addr = admin_listener.local_addr()?;
     std::fs::write(data_dir.join(admin::ADDR_FILE), admin_addr.to_string())
         .context("cannot write the admin address file")?;
+    Ok(token)
+}
+
+/// The admin API and the metrics.
+fn serve_admin_and_metrics(
+    app: &App,
+    token: String,
+    admin_listener: TcpListener,
+    metrics_listener: TcpListener,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let http = [
         ("Admin", admin_listener, admin::router(token, app.ops())),
         (

@@ -462,7 +462,7 @@ pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
     let app = App::open(
         &config,
         Open::CreateIfMissing,
-        Arc::new(TracingEvents),
+        Arc::new(TracingEvents::default()),
         overrides,
     )?;
     let (store, scorer, ledger) = (app.store.clone(), app.scorer.clone(), app.ledger.clone());

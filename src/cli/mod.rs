@@ -44,7 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(log_format);
             let config = load_config(config_path)?;
             runtime.block_on(async {
-                let running = crate::server::start(config, Arc::new(TracingEvents)).await?;
+                let running =
+                    crate::server::start(config, Arc::new(TracingEvents::default())).await?;
                 running.until_signal().await
             })
         }

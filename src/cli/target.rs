@@ -51,7 +51,7 @@ impl Target {
                 let opened = App::open(
                     config,
                     Open::Existing,
-                    Arc::new(TracingEvents),
+                    Arc::new(TracingEvents::default()),
                     Overrides::default(),
                 );
                 match opened {

@@ -144,6 +144,37 @@ pub fn non_ascii_address(address: &str) -> Reply {
     )
 }
 
+/// Why a refusal was sent, from a closed set (a log field and a metric
+/// label, so it never carries an address or free text).
+pub fn refusal_reason(r: &Reply) -> &'static str {
+    let enhanced = r.text.split_whitespace().next().unwrap_or_default();
+    match (r.code, enhanced) {
+        (554, "5.7.1") => "blocked",
+        (550, "5.7.1") => "header_from",
+        (553, "5.7.1") => "sender_not_owned",
+        (451, "4.7.1") => "rate_limited",
+        (530, _) => "auth_required",
+        (535, _) => "bad_credentials",
+        (538, _) => "encryption_required",
+        (454, _) if r.text == AUTH_LOCKED_OUT.text => "locked_out",
+        (454, _) => "busy",
+        (552, _) => "size",
+        (452, "4.5.3") => "too_many_recipients",
+        (452, _) | (451, "4.3.0") => "storage",
+        (421, "4.4.2") => "timeout",
+        (421, "4.3.2") => "shutting_down",
+        (421, _) => "too_many_errors",
+        (554, "5.6.0") | (500, "5.5.2") | (500, "5.5.6") => "line_too_long",
+        (553, "5.6.7") => "needs_smtputf8",
+        (554, "5.1.7") | (554, "5.1.3") => "unqualified_address",
+        (554, "5.5.1") => "no_valid_recipients",
+        (503, _) => "sequence",
+        (502, _) | (504, _) | (555, _) | (252, _) => "not_supported",
+        (500, _) | (501, _) => "syntax",
+        _ => "other",
+    }
+}
+
 /// The 554 for a blocked account, policy or operator.
 pub fn blocked(block: &Blocked, support_contact: Option<&str>) -> Reply {
     match block.kind {

@@ -27,6 +27,8 @@ pub const QUEUE_OLDEST: &str = "mailwarden_queue_oldest_age_seconds";
 pub const POLICY_DECISIONS: &str = "mailwarden_policy_decisions_total";
 pub const BLOCKS: &str = "mailwarden_account_blocks_total";
 pub const UNBLOCKS: &str = "mailwarden_account_unblocks_total";
+/// Every 4xx/5xx an SMTP session sent, by stage, code and reason.
+pub const SMTP_REJECTS: &str = "mailwarden_smtp_rejects_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -139,6 +141,17 @@ impl Events for MetricsEvents {
                 m.counter(BLOCKS, &[("kind", kind)]).increment(1)
             }
             EventKind::AccountUnblocked => m.counter(UNBLOCKS, &[]).increment(1),
+            // Bounded labels: a fixed set of stages and reasons, and codes.
+            EventKind::Refusal => m
+                .counter(
+                    SMTP_REJECTS,
+                    &[
+                        ("stage", event.stage.unwrap_or("other").to_string()),
+                        ("code", event.code.unwrap_or(0).to_string()),
+                        ("reason", event.reason.clone().unwrap_or_default()),
+                    ],
+                )
+                .increment(1),
             EventKind::AuthLockout => {
                 let scope = event.scope.unwrap_or("unknown").to_string();
                 m.counter(AUTH_LOCKOUTS, &[("scope", scope)]).increment(1)

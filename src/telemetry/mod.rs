@@ -15,13 +15,18 @@ pub enum LogFormat {
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never into files or the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.with_target(false).try_init(),
+        // No `target` of tracing's own: events carry a `target` field (the
+        // delivery target, a device name) that a second key would shadow.
         LogFormat::Json => builder
             .json()
+            .with_target(false)
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)

@@ -128,6 +128,9 @@ async fn json_logs_carry_every_event_and_no_secret() {
     reader.join().unwrap();
 
     let lines = lines.lock().unwrap().clone();
+    for line in &lines {
+        assert_one_key_per_field(line);
+    }
     let events: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| {
@@ -193,6 +196,32 @@ async fn json_logs_carry_every_event_and_no_secret() {
         !log.contains(token.trim()),
         "the log contains the admin token"
     );
+}
+
+/// A JSON object whose keys are all different (a parser that keeps the
+/// last of two equal keys would lose the first value).
+fn assert_one_key_per_field(line: &str) {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {key}")));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    serde_json::Deserializer::from_str(line)
+        .deserialize_map(Keys)
+        .unwrap_or_else(|e| panic!("{e}: {line}"));
 }
 
 fn sigterm(pid: u32) {
@@ -380,4 +409,76 @@ async fn sigterm_during_data_finishes_that_message_then_says_421() {
     sigterm(child.id());
     let _ = child.wait();
     assert!(found, "message {id} was lost");
+}
+
+/// A blocked account's mail program retrying all day: every refusal is
+/// counted, the log gets a few lines and a count of the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_counted_and_the_log_is_rate_limited() {
+    use crate::common::serve::ServeProcess;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    std::fs::write(&config, test_config_text("")).unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    let cfg = config.to_str().unwrap();
+    let cli = |args: &[&str], stdin: &str| {
+        let mut full = vec!["--config", cfg];
+        full.extend_from_slice(args);
+        let (ok, _, err) = tokio::task::block_in_place(|| run_cli(&full, stdin));
+        assert!(ok, "{args:?}: {err}");
+    };
+    cli(
+        &["account", "add", "alice@example.com", "--password-stdin"],
+        PASSWORD,
+    );
+    cli(
+        &[
+            "account",
+            "block",
+            "alice@example.com",
+            "--reason",
+            "test",
+            "--self-service",
+        ],
+        "",
+    );
+    let cert = dir
+        .path()
+        .join("data")
+        .join(mailwarden::tls::SELF_SIGNED_CERT);
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &cert).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain("alice@example.com", PASSWORD).await.code, 235);
+    for _ in 0..50 {
+        assert_eq!(c.cmd("MAIL FROM:<alice@example.com>").await.code, 554);
+        assert_eq!(c.cmd("RSET").await.code, 250);
+    }
+    let (_, metrics) = crate::common::http_get(server.addr("Metrics"), "/metrics").await;
+    let counted = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("mailwarden_smtp_rejects_total{")
+                && l.contains("stage=\"mail\"")
+                && l.contains("code=\"554\"")
+                && l.contains("reason=\"blocked\"")
+        })
+        .unwrap_or_else(|| panic!("no reject counter in:\n{metrics}"));
+    assert!(counted.ends_with(" 50"), "{counted}");
+    let lines: Vec<serde_json::Value> = server
+        .log()
+        .into_iter()
+        .filter(|v| v["event"] == "smtp.rejected")
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    for line in &lines {
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["stage"], "mail");
+        assert_eq!(line["code"], 554);
+        assert_eq!(line["enhanced"], "5.7.1");
+        assert_eq!(line["reason"], "blocked");
+        assert_eq!(line["account"], "alice@example.com");
+        assert!(line["session"].is_u64() && line["ip"].is_string(), "{line}");
+    }
+    let status = tokio::task::block_in_place(|| server.stop());
+    assert!(status.success());
 }

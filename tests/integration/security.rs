@@ -510,21 +510,36 @@ async fn every_refusal_is_one_event() {
     }
     assert_eq!(c.cmd("BOGUS").await.code, 500);
     assert_eq!(c.cmd("NOOP").await.code, 250);
-    let refusals: Vec<(Option<u16>, Option<String>, Option<String>)> = server
+    let refusals: Vec<_> = server
         .events
         .snapshot()
         .into_iter()
         .filter(|e| e.kind == mailwarden::events::EventKind::Refusal)
-        .map(|e| (e.code, e.reason, e.account))
+        .map(|e| (e.stage, e.code, e.enhanced, e.reason, e.account))
         .collect();
     let alice = Some(ALICE.to_string());
+    let blocked = |stage| {
+        (
+            Some(stage),
+            Some(554),
+            Some("5.7.1".to_string()),
+            Some("blocked".to_string()),
+            alice.clone(),
+        )
+    };
     assert_eq!(
         refusals,
         [
-            (Some(554), Some("5.7.1".into()), alice.clone()),
-            (Some(554), Some("5.7.1".into()), alice.clone()),
-            (Some(554), Some("5.7.1".into()), alice.clone()),
-            (Some(500), Some("5.5.1".into()), alice),
+            blocked("mail"),
+            blocked("rcpt"),
+            blocked("data"),
+            (
+                Some("other"),
+                Some(500),
+                Some("5.5.1".into()),
+                Some("syntax".into()),
+                alice.clone()
+            ),
         ]
     );
 }

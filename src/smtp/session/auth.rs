@@ -72,6 +72,7 @@ impl Session {
                 .reason(reason)
                 .code(r.code),
         );
+        self.covered();
         if !counts {
             return self.answer(conn, r);
         }

@@ -140,6 +140,7 @@ impl Session {
                     .code(r.code)
                     .recipients(tx.recipients.len()),
             );
+            this.covered();
             r
         };
         let body = match body {

@@ -67,6 +67,12 @@ pub struct Session {
     auth_failures: u32,
     pub messages: u32,
     started: Instant,
+    /// The stage the next refusal answers (`connect`, `helo`, `auth`,
+    /// `mail`, `rcpt`, `data`, `bdat`, `other`).
+    stage: &'static str,
+    /// The next refusal is already told by an `auth.failure` or a
+    /// `message.rejected` event.
+    covered: std::cell::Cell<bool>,
 }
 
 impl Session {
@@ -83,7 +89,14 @@ impl Session {
             auth_failures: 0,
             messages: 0,
             started: Instant::now(),
+            stage: "connect",
+            covered: std::cell::Cell::new(false),
         }
+    }
+
+    /// The reply about to be queued is already told by another event.
+    fn covered(&self) {
+        self.covered.set(true);
     }
 
     pub fn id(&self) -> u64 {
@@ -182,13 +195,17 @@ impl Session {
     /// Queues a reply. Every refusal (4xx, 5xx) is also one `Refusal` event
     /// with its code and enhanced status: the one place replies leave.
     fn reply<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Connection<S>, r: &Reply) {
+        let covered = self.covered.replace(false);
         if r.code >= 400 {
             let status = r.text.split_whitespace().next().unwrap_or_default();
-            self.shared.events.emit(
-                self.event(EventKind::Refusal)
-                    .code(r.code)
-                    .reason(status.to_string()),
-            );
+            let mut event = self
+                .event(EventKind::Refusal)
+                .code(r.code)
+                .reason(reply::refusal_reason(r));
+            event.stage = Some(self.stage);
+            event.enhanced = Some(status.to_string());
+            event.covered = covered;
+            self.shared.events.emit(event);
         }
         conn.queue(r);
     }
@@ -217,7 +234,19 @@ impl Session {
     ) -> Flow {
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request.into_owned(),
-            Err(e) => return self.answer(conn, parse_error_reply(&e, line)),
+            Err(e) => {
+                self.stage = "other";
+                return self.answer(conn, parse_error_reply(&e, line));
+            }
+        };
+        self.stage = match &request {
+            Request::Ehlo { .. } | Request::Helo { .. } => "helo",
+            Request::Auth { .. } => "auth",
+            Request::Mail { .. } => "mail",
+            Request::Rcpt { .. } => "rcpt",
+            Request::Data => "data",
+            Request::Bdat { .. } => "bdat",
+            _ => "other",
         };
         let r = match request {
             Request::Ehlo { host } => self.ehlo(conn, host, true),
