@@ -53,7 +53,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check,
         } => {
             let config = load_config(config_path)?;
-            let (dkim, warnings) = dkim_check(&config)?;
+            // The certificate and key a start would load: they must read,
+            // parse and belong together (a self-signed pair is made at
+            // `serve`, not here).
+            if config.tls.cert.is_some() {
+                crate::tls::server_config(&config)?;
+            }
+            let (dkim, mut warnings) = dkim_check(&config)?;
+            warnings.extend(data_dir_warnings(&config));
             let summary = serde_json::json!({
                 "ok": true,
                 "hostname": config.server.hostname,
@@ -212,6 +219,22 @@ async fn restore(config: &Config, file: &std::path::Path, json: bool) -> anyhow:
         );
     }
     Ok(())
+}
+
+/// A data folder that others may read, or that this user cannot use.
+fn data_dir_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = &config.server.data_dir;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => vec![format!(
+            "data folder {} is mode {:o}: others can read the store and queued mail (chmod 700)",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        )],
+        Ok(_) => Vec::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => vec![format!("data folder {}: {e}", dir.display())],
+    }
 }
 
 /// From standard input (first line) or, on a terminal, prompted twice.

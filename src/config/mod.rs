@@ -95,7 +95,8 @@ impl Config {
 
     /// Parses TOML text as if it were a file in `base`.
     pub fn from_toml(text: &str, base: PathBuf, source: ConfigSource) -> anyhow::Result<Self> {
-        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", located(&e, text)))?;
         if cfg.delivery.mode.is_none() {
             bail!("`delivery.mode` must be set (\"outbox\", \"relay\" or \"mx\")");
         }
@@ -360,4 +361,35 @@ mod example_file {
         .unwrap();
         assert_eq!(cfg.server.data_dir, PathBuf::from("/var/lib/mailwarden"));
     }
+}
+
+/// A TOML error with where it is: `line 9, `smtp.max_connections`: invalid
+/// type: string "100", expected usize`. The key is read from the line the
+/// error points at and the table above it.
+fn located(e: &toml::de::Error, text: &str) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let this_line = text[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .lines()
+        .next()
+        .unwrap_or_default();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = this_line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let name = match (table, key) {
+        (Some(t), Some(k)) => format!(", `{t}.{k}`"),
+        (None, Some(k)) => format!(", `{k}`"),
+        _ => String::new(),
+    };
+    format!("line {line}{name}: {}", e.message())
 }

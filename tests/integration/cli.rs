@@ -930,3 +930,50 @@ fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
     assert!(err.contains("private key"), "{err}");
     drop(busy);
 }
+
+#[test]
+fn config_errors_name_the_key_and_line_and_check_opens_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let check = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        run_cli(&["config", "check", "--config", path.to_str().unwrap()], "")
+    };
+    let text = crate::common::test_config_text("[smtp]\nmax_connections = \"100\"\n");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("max_connections"))
+        .unwrap()
+        + 1;
+    let (ok, _, stderr) = check(&text);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "line {line}, `smtp.max_connections`: invalid type: string \"100\", expected usize"
+        )),
+        "{stderr}"
+    );
+
+    // A certificate that is missing, or a key that does not match it.
+    let pem = |name: &str| dir.path().join(name).display().to_string();
+    let with_cert = |cert: &str, key: &str| {
+        crate::common::test_config_text("").replace(
+            "self_signed = true",
+            &format!("cert = \"{cert}\"\nkey = \"{key}\""),
+        )
+    };
+    let (ok, _, stderr) = check(&with_cert(&pem("none.pem"), &pem("none.key")));
+    assert!(!ok);
+    assert!(stderr.contains("cannot read certificate"), "{stderr}");
+    assert!(stderr.contains("none.pem"), "{stderr}");
+    for out in ["a", "b"] {
+        let (ok, _, err) = run_cli(&["cert", "generate", "--out", &pem(out)], "");
+        assert!(ok, "{err}");
+    }
+    let (ok, _, stderr) = check(&with_cert(&pem("a/fullchain.pem"), &pem("b/privkey.pem")));
+    assert!(!ok);
+    assert!(stderr.contains("do not form a usable pair"), "{stderr}");
+    let (ok, stdout, stderr) = check(&with_cert(&pem("a/fullchain.pem"), &pem("a/privkey.pem")));
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "configuration is valid");
+}
