@@ -480,9 +480,15 @@ impl Ops {
             )),
             Request::TotpEnable { address } => {
                 let enrolment = accounts.totp_enable(&address, admin).await?;
-                Ok(
-                    json!({"address": address, "otpauth_url": enrolment.otpauth_url, "secret": enrolment.key}),
-                )
+                // `secret` as authenticator libraries take it (base32, no
+                // spaces); `secret_display` in groups of four for people.
+                let secret: String = enrolment.key.split_whitespace().collect();
+                Ok(json!({
+                    "address": address,
+                    "otpauth_url": enrolment.otpauth_url,
+                    "secret": secret,
+                    "secret_display": enrolment.key,
+                }))
             }
             Request::TotpVerify { address, code } => {
                 let account = accounts.totp_verify(&address, &code, admin).await?;

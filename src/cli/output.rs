@@ -131,7 +131,7 @@ pub(super) fn describe(request: &Request) -> Describe {
             format!(
                 "{}\nsecret: {}\nfinish with: mailwarden account totp verify {} CODE",
                 s(v, "otpauth_url"),
-                s(v, "secret"),
+                s(v, "secret_display"),
                 s(v, "address")
             )
         }),

@@ -513,11 +513,18 @@ async fn security_commands(config: &str) {
         "{url}"
     );
     assert!(url.contains("issuer=mailwarden"), "{url}");
-    let secret: String = enrol["secret"]
+    // As authenticator libraries (pyotp) take it: base32, no spaces.
+    let secret = enrol["secret"].as_str().unwrap().to_string();
+    assert!(
+        !secret.is_empty() && secret.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{secret}"
+    );
+    let grouped: String = enrol["secret_display"]
         .as_str()
         .unwrap()
         .split_whitespace()
         .collect();
+    assert_eq!(grouped, secret);
     let code = mailwarden::accounts::totp::code_at(
         &crate::common::base32_decode(&secret),
         mailwarden::clock::Clock::unix(&mailwarden::clock::SystemClock),
