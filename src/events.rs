@@ -160,6 +160,9 @@ pub struct Event {
     pub enhanced: Option<String>,
     /// Another logged event already tells of this refusal (`Refusal`).
     pub covered: bool,
+    /// How long it took, to the microsecond (metrics; the log has
+    /// `duration_ms`).
+    pub elapsed: Option<Duration>,
     /// Recipients the next hop accepted (`DeliveryOutcome`).
     pub delivered: Option<usize>,
     /// Recipients the next hop refused for good (`DeliveryOutcome`).
@@ -190,6 +193,7 @@ impl Event {
             stage: None,
             enhanced: None,
             covered: false,
+            elapsed: None,
             delivered: None,
             bounced: None,
         }
@@ -272,6 +276,13 @@ impl Event {
     }
     pub fn duration_ms(mut self, ms: u64) -> Self {
         self.duration_ms = Some(ms);
+        self
+    }
+
+    /// `duration_ms` for the log and the exact duration for metrics.
+    pub fn took(mut self, elapsed: Duration) -> Self {
+        self.duration_ms = Some(elapsed.as_millis() as u64);
+        self.elapsed = Some(elapsed);
         self
     }
 }

@@ -193,7 +193,7 @@ async fn handle(
     }
     let mut end = crate::events::Event::new(crate::events::EventKind::SessionEnd)
         .session(id, session.ip())
-        .duration_ms(session.elapsed_ms())
+        .took(session.elapsed())
         .messages(session.messages as u64);
     if let Some(account) = session.account() {
         end = end.account(account);

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::events::{Event, EventKind, Events};
 
@@ -19,8 +21,82 @@ pub const DELIVERIES: &str = "mailwarden_deliveries_total";
 pub const AUTH_LOCKOUTS: &str = "mailwarden_auth_lockouts_total";
 pub const CONNECTIONS_CURRENT: &str = "mailwarden_connections_current";
 pub const CONNECTIONS_REFUSED: &str = "mailwarden_connections_refused_total";
+/// Renamed: kept one release as a summary fed in whole milliseconds;
+/// `SESSION_DURATION` is the histogram with sub-millisecond resolution.
 pub const SESSION_SECONDS: &str = "mailwarden_session_duration_seconds";
+/// Renamed: see `ACCEPT_DURATION`.
 pub const ACCEPT_SECONDS: &str = "mailwarden_data_to_queued_seconds";
+/// How long a session lasted, as a histogram in seconds.
+pub const SESSION_DURATION: &str = "mailwarden_smtp_session_duration_seconds";
+/// From the end of DATA to the 250 (spool commit included), as a histogram.
+pub const ACCEPT_DURATION: &str = "mailwarden_message_accept_duration_seconds";
+
+/// Histogram buckets in seconds: 100 µs to 5 minutes.
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Every family with its `# HELP` text.
+const HELP: &[(&str, &str)] = &[
+    (
+        SPOOL_FSYNCS,
+        "Spool commits written to disk (one fsync each).",
+    ),
+    (SPOOL_COMMITTED_WRITES, "Writes carried by spool commits."),
+    (
+        MESSAGES_ACCEPTED,
+        "Messages accepted (250 after the commit).",
+    ),
+    (
+        MESSAGES_REJECTED,
+        "Messages refused at the end of DATA, by reply class.",
+    ),
+    (SESSIONS, "SMTP sessions started."),
+    (AUTH, "AUTH attempts, by mechanism and outcome."),
+    (
+        DELIVERIES,
+        "Delivery results per message attempt, by outcome.",
+    ),
+    (AUTH_LOCKOUTS, "Brute-force lockouts started, by scope."),
+    (CONNECTIONS_CURRENT, "SMTP connections open now."),
+    (
+        CONNECTIONS_REFUSED,
+        "Connections refused over the connection limits.",
+    ),
+    (
+        SESSION_SECONDS,
+        "Renamed to mailwarden_smtp_session_duration_seconds (whole milliseconds).",
+    ),
+    (
+        ACCEPT_SECONDS,
+        "Renamed to mailwarden_message_accept_duration_seconds (whole milliseconds).",
+    ),
+    (
+        SESSION_DURATION,
+        "How long SMTP sessions lasted, in seconds.",
+    ),
+    (
+        ACCEPT_DURATION,
+        "From the end of DATA to the 250, commit included, in seconds.",
+    ),
+    (QUEUE_DEPTH, "Messages queued for delivery."),
+    (QUEUE_HELD, "Messages held (blocked accounts, evidence)."),
+    (
+        QUEUE_OLDEST,
+        "Age of the oldest queued message, in seconds.",
+    ),
+    (
+        POLICY_DECISIONS,
+        "Scorer decisions, by decision and observe mode.",
+    ),
+    (BLOCKS, "Accounts blocked, by kind."),
+    (UNBLOCKS, "Blocks lifted."),
+    (
+        SMTP_REJECTS,
+        "Every 4xx/5xx reply an SMTP session sent, by stage, code and reason.",
+    ),
+];
 pub const QUEUE_DEPTH: &str = "mailwarden_queue_messages";
 pub const QUEUE_HELD: &str = "mailwarden_queue_held_messages";
 pub const QUEUE_OLDEST: &str = "mailwarden_queue_oldest_age_seconds";
@@ -41,7 +117,14 @@ const METADATA: Metadata<'static> = Metadata::new("mailwarden", metrics::Level::
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(SESSION_DURATION.into()), BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ACCEPT_DURATION.into()), BUCKETS))
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        for (name, help) in HELP {
+            recorder.describe_counter(KeyName::from(*name), None, SharedString::from(*help));
+        }
         let handle = recorder.handle();
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_name(name), &METADATA);
@@ -103,6 +186,9 @@ impl Events for MetricsEvents {
                 if let Some(ms) = event.duration_ms {
                     m.histogram(ACCEPT_SECONDS).record(ms as f64 / 1000.0);
                 }
+                if let Some(took) = event.elapsed {
+                    m.histogram(ACCEPT_DURATION).record(took.as_secs_f64());
+                }
             }
             EventKind::MessageRejected => {
                 let class = event
@@ -119,6 +205,9 @@ impl Events for MetricsEvents {
                 m.gauge(CONNECTIONS_CURRENT).decrement(1.0);
                 if let Some(ms) = event.duration_ms {
                     m.histogram(SESSION_SECONDS).record(ms as f64 / 1000.0);
+                }
+                if let Some(took) = event.elapsed {
+                    m.histogram(SESSION_DURATION).record(took.as_secs_f64());
                 }
             }
             EventKind::SessionRefused => m.counter(CONNECTIONS_REFUSED, &[]).increment(1),

@@ -881,6 +881,30 @@ async fn metrics_parse_as_prometheus_text_and_move() {
     );
     // No account names in labels.
     assert!(!after.iter().any(|(n, _)| n.contains("alice")));
+    // Latency histograms in seconds, with buckets below a millisecond.
+    for family in [
+        "mailwarden_message_accept_duration_seconds",
+        "mailwarden_smtp_session_duration_seconds",
+    ] {
+        assert_eq!(sample(&after, &format!("{family}_count")), 1.0, "{family}");
+        let sum = sample(&after, &format!("{family}_sum"));
+        assert!(sum > 0.0 && sum < 10.0, "{family}_sum {sum}");
+        assert!(
+            after
+                .iter()
+                .any(|(n, _)| n == &format!("{family}_bucket{{le=\"0.0001\"}}")),
+            "{family} has no sub-millisecond bucket"
+        );
+    }
+    // Every family says what it is.
+    let text = crate::common::http_get(addr, "/metrics").await.1;
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let family = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "no # HELP for {family}"
+        );
+    }
 }
 
 #[test]

@@ -207,7 +207,7 @@ impl Session {
                 self.messages += 1;
                 self.shared.events.emit(
                     self.event(EventKind::MessageAccepted)
-                        .duration_ms(started.elapsed().as_millis() as u64)
+                        .took(started.elapsed())
                         .message_id(id.to_string())
                         .size(size)
                         .recipients(recipients.len()),

@@ -111,8 +111,8 @@ impl Session {
         self.identity.as_ref().map(|i| i.account.as_str())
     }
 
-    pub fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     fn event(&self, kind: EventKind) -> Event {
