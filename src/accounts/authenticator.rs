@@ -138,7 +138,7 @@ impl Authenticator for Accounts {
             self.lockouts().success(req.ip, &counter_key);
         } else {
             let started = self.lockouts().failure(req.ip, &counter_key, req.secret);
-            self.report_lockouts(&counter_key, started);
+            self.report_lockouts(&counter_key, Some(req.ip), started);
         }
         match (account, verified) {
             (Some(a), true) => AuthOutcome::Success(Identity {

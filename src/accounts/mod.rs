@@ -11,6 +11,7 @@ pub mod password;
 mod security;
 pub mod totp;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use authenticator::{AuthOutcome, AuthRequest, Authenticator, Identity};
@@ -138,7 +139,8 @@ impl Accounts {
     }
 
     /// Emits `auth.lockout` for each lockout a failure started.
-    pub fn report_lockouts(&self, login: &str, started: Vec<lockout::Started>) {
+    /// `ip` is the client whose failure started them.
+    pub fn report_lockouts(&self, login: &str, ip: Option<IpAddr>, started: Vec<lockout::Started>) {
         for s in started {
             let mut event = Event::new(EventKind::AuthLockout)
                 .account(login)
@@ -146,6 +148,7 @@ impl Accounts {
             if let Some(network) = s.network {
                 event = event.network(network.to_string());
             }
+            event.ip = ip;
             self.emit(event);
         }
     }

@@ -223,7 +223,7 @@ impl Accounts {
                 Ok((lift_if_due(a, now), devices))
             })
             .await
-            .map_err(|e| self.code_error(e, &address))?;
+            .map_err(|e| self.code_error(e, &address, origin.ip))?;
         self.lockouts().otp_success(&address);
         self.emit(
             Event::new(EventKind::AccountTotpEnabled)
@@ -253,7 +253,14 @@ impl Accounts {
     }
 
     /// Checks a code against the active secret (sign-in, disabling 2FA).
-    pub async fn totp_check(&self, address: &str, code: &str) -> Result<(), AccountError> {
+    /// A code for the active secret; `ip` is the client that typed it (for
+    /// the failure and lockout events).
+    pub async fn totp_check(
+        &self,
+        address: &str,
+        code: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<(), AccountError> {
         let address = normalize(address)?;
         self.otp_gate(&address)?;
         let (now, key, code) = (self.now(), self.parts.key.clone(), code.to_string());
@@ -272,15 +279,17 @@ impl Accounts {
         })
         .await
         .map(|_| self.lockouts().otp_success(&address))
-        .map_err(|e| self.code_error(e, &address))
+        .map_err(|e| self.code_error(e, &address, ip))
     }
 
     /// Counts a wrong code towards the OTP lockout.
-    fn code_error(&self, e: AccountError, address: &str) -> AccountError {
+    fn code_error(&self, e: AccountError, address: &str, ip: Option<IpAddr>) -> AccountError {
         if matches!(e, AccountError::BadCode) {
-            self.emit(Event::new(EventKind::AuthOtpFailure).account(address));
+            let mut event = Event::new(EventKind::AuthOtpFailure).account(address);
+            event.ip = ip;
+            self.emit(event);
             if let Some(started) = self.lockouts().otp_failure(address, None) {
-                self.report_lockouts(address, vec![started]);
+                self.report_lockouts(address, ip, vec![started]);
             }
         }
         e
@@ -303,7 +312,7 @@ impl Accounts {
     ) -> Result<Account, AccountError> {
         let address = normalize(address)?;
         if let Some(code) = code {
-            self.totp_check(&address, code).await?;
+            self.totp_check(&address, code, origin.ip).await?;
         }
         let (now, origin2) = (self.now(), origin.clone());
         let (account, revoked) = self

@@ -238,6 +238,9 @@ async fn every_post_answers_303_see_other() {
     assert_eq!((r.status, r.location()), (303, "/signin/otp"));
     let r = otp_step(&mut w, "000000").await;
     assert_eq!((r.status, r.location()), (303, "/signin/otp"));
+    // The failure names the client it came from.
+    let failure = server.wait_event("auth.otp_failure").await;
+    assert_eq!(failure.ip, Some("127.0.0.1".parse().unwrap()));
     let code = next_code(&clock, &secret);
     let r = otp_step(&mut w, &code).await;
     assert_eq!((r.status, r.location()), (303, "/my-account"));

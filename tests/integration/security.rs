@@ -396,7 +396,7 @@ async fn a_totp_code_works_once_and_reenrolment_keeps_the_old_secret_until_verif
     );
     // The same code again (same step): refused.
     assert!(matches!(
-        server.accounts().totp_check(ALICE, &code).await,
+        server.accounts().totp_check(ALICE, &code, None).await,
         Err(AccountError::BadCode)
     ));
 
@@ -412,7 +412,7 @@ async fn a_totp_code_works_once_and_reenrolment_keeps_the_old_secret_until_verif
     clock.advance(Duration::from_secs(30));
     server
         .accounts()
-        .totp_check(ALICE, &totp::code_at(&first, now()))
+        .totp_check(ALICE, &totp::code_at(&first, now()), None)
         .await
         .unwrap();
     clock.advance(Duration::from_secs(30));
@@ -425,13 +425,13 @@ async fn a_totp_code_works_once_and_reenrolment_keeps_the_old_secret_until_verif
     assert!(
         server
             .accounts()
-            .totp_check(ALICE, &totp::code_at(&first, now()))
+            .totp_check(ALICE, &totp::code_at(&first, now()), None)
             .await
             .is_err()
     );
     server
         .accounts()
-        .totp_check(ALICE, &totp::code_at(&second, now()))
+        .totp_check(ALICE, &totp::code_at(&second, now()), None)
         .await
         .unwrap();
 }

@@ -17,7 +17,7 @@ pub async fn confirm_otp(State(p): State<Portal>, post: SignedIn) -> Response {
     let result = p
         .inner
         .accounts
-        .totp_check(&post.account.address, &post.form.otp)
+        .totp_check(&post.account.address, &post.form.otp, Some(post.ip))
         .await;
     let now = p.now();
     p.changed(

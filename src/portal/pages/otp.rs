@@ -52,7 +52,12 @@ pub async fn otp(State(p): State<Portal>, post: Post) -> Response {
     if p.now() >= since + OTP_STEP_TIME.as_secs() {
         return p.see_other("/signin/otp");
     }
-    match p.inner.accounts.totp_check(&address, &post.form.otp).await {
+    match p
+        .inner
+        .accounts
+        .totp_check(&address, &post.form.otp, Some(post.ip))
+        .await
+    {
         Ok(()) => {
             let current = match p.inner.accounts.get(&address).await {
                 Ok(a) if !a.disabled && a.password_hash == password_hash => a,

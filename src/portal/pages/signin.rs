@@ -104,7 +104,9 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
             .accounts
             .lockouts()
             .failure(post.ip, &key, &post.form.password);
-        p.inner.accounts.report_lockouts(&key, started);
+        p.inner
+            .accounts
+            .report_lockouts(&key, Some(post.ip), started);
         p.signin_event(
             EventKind::PortalSigninFailure,
             &key,
