@@ -134,6 +134,7 @@ impl App {
             hostname: config.server.hostname.clone(),
             totp_issuer: config.accounts.totp_issuer.clone(),
             on_lift: ledger.clone(),
+            portal_url: config.portal.public_url.clone(),
         });
         let scorer = Scorer::new(
             ledger.clone(),

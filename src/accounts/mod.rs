@@ -115,6 +115,8 @@ pub struct AccountsParts {
     pub totp_issuer: String,
     /// What restarts when a block lifts.
     pub on_lift: Arc<dyn OnLift>,
+    /// "My account" as users open it (`[portal] public_url`), for notices.
+    pub portal_url: Option<String>,
 }
 
 /// Account operations on a store. Cheap to clone.

@@ -488,10 +488,16 @@ impl Accounts {
         );
         let what_to_do = match request.kind {
             BlockKind::Policy => {
-                "To send again, sign in to My account, change your password and enable \
-                                  two-factor authentication (2FA). The block then lifts by itself."
+                let where_ = match &self.parts.portal_url {
+                    Some(url) => format!("sign in to My account at {url}"),
+                    None => "sign in to My account".to_string(),
+                };
+                format!(
+                    "To send again, {where_}, change your password and enable \
+                     two-factor authentication (2FA). The block then lifts by itself."
+                )
             }
-            BlockKind::Operator => "Please contact support.",
+            BlockKind::Operator => "Please contact support.".to_string(),
         };
         self.notify(
             &address,

@@ -543,3 +543,27 @@ async fn every_refusal_is_one_event() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_block_notice_says_where_my_account_is() {
+    for (extra, says) in [
+        (
+            "[portal]\npublic_url = \"https://mail.example.com/account\"\n",
+            "To send again, sign in to My account at https://mail.example.com/account, change your password",
+        ),
+        (
+            "",
+            "To send again, sign in to My account, change your password",
+        ),
+    ] {
+        let (server, _) = server_with_clock(extra).await;
+        block_alice(&server).await;
+        let notice = server.wait_outbox(1).await;
+        let text = String::from_utf8_lossy(&notice[0].1).replace("\r\n", " ");
+        assert!(
+            text.contains("Subject: Your account has been blocked from sending"),
+            "{text}"
+        );
+        assert!(text.contains(says), "{text}");
+    }
+}
