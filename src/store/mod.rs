@@ -152,10 +152,18 @@ impl Store {
         Self::init(db, path)
     }
 
+    /// The error names the store file (a bare "Permission denied" does
+    /// not say where).
     fn open_error(e: redb::DatabaseError, path: &Path) -> StoreError {
         match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
-            other => StoreError::from(redb::Error::from(other)),
+            other => match StoreError::from(redb::Error::from(other)) {
+                StoreError::NoSpace(e) => StoreError::NoSpace(format!("{}: {e}", path.display())),
+                StoreError::Failed(e) => {
+                    StoreError::Failed(format!("cannot open {}: {e}", path.display()))
+                }
+                other => other,
+            },
         }
     }
 

@@ -959,6 +959,17 @@ fn start_up_errors_are_one_clear_line_and_a_non_zero_exit() {
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("private key"), "{err}");
+
+    // A store that cannot be opened: the message names the file.
+    let store = dir.path().join("unopenable").join("mailwarden.redb");
+    std::fs::create_dir_all(&store).unwrap();
+    let (ok, err) = serve(base.replace("data_dir = \"data\"", "data_dir = \"unopenable\""));
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot open {}", store.display())),
+        "{err}"
+    );
     drop(busy);
 }
 
