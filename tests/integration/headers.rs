@@ -69,6 +69,13 @@ async fn disguised_header_from_is_refused() {
             "From: <alice@example.com>, <ceo@example.net>",
             "ceo@example.net",
         ),
+        // A name that is another address, even with the owned mailbox.
+        (
+            "From: \"ceo@example.net\" <alice@example.com>",
+            "ceo@example.net",
+        ),
+        // A group, even of owned addresses only.
+        ("From: Me: alice@example.com;", ""),
         // Sender is checked as well.
         (
             "From: <alice@example.com>\r\nSender: <ceo@example.net>",
@@ -112,9 +119,9 @@ async fn owned_header_from_in_any_form_is_accepted() {
     let cases = [
         "From: Alice <Alice@Example.COM>",
         "From: =?UTF-8?Q?Alice_=C3=A9?= <alice+news@example.com>",
-        "From: \"ceo@example.net\" <alice@example.com>",
+        "From: \"Alice Example\" <alice@example.com>",
         "From: Alice\r\n <alice@example.com>",
-        "From: Me: alice@example.com;",
+        "From: alice@example.com <alice@example.com>",
         "From: <alice@example.com>\r\nSender: <alice+bot@example.com>",
     ];
     for header in cases {
