@@ -271,9 +271,12 @@ fn one_mailbox(
         return Err(NotOwned(shown(found)));
     }
     // What a reader may show beside it: the field as written, with every
-    // encoded word decoded, and mail-parser's name (which holds comments).
+    // encoded word decoded (two ways), and mail-parser's name (which holds
+    // comments).
     let name = single.name.as_deref().unwrap_or("");
-    for text in [value.as_str(), &decode_encoded_words(&value), name] {
+    let greedy = decode_encoded_words(&value, Reading::Greedy);
+    let strict = decode_encoded_words(&value, Reading::Strict);
+    for text in [value.as_str(), &greedy, &strict, name] {
         if let Some(other) = other_address(text, &mailbox) {
             return Err(NotOwned(other));
         }
@@ -458,91 +461,127 @@ fn other_address(text: &str, mailbox: &str) -> Option<String> {
 
 /// `text` with every RFC 2047 encoded word decoded, wherever it stands
 /// (mail-parser only decodes words at a token start; some readers decode
-/// more). Charsets are mail-parser's; an unknown one is read as UTF-8.
-fn decode_encoded_words(text: &str) -> String {
+/// more). Readers differ on where a word ends, so there are two readings:
+/// `Greedy` runs to the first `?=` (spaces and `?` inside, as mail-parser
+/// allows), `Strict` takes RFC 2047's encoded-text (no space, no `?`), so
+/// a word inside a broken one is decoded too. Charsets are mail-parser's;
+/// an unknown one is read as UTF-8. Linear in the length of `text`.
+fn decode_encoded_words(text: &str, reading: Reading) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("=?") {
         out.push_str(&rest[..start]);
         let word = &rest[start + 2..];
-        match decode_word(word) {
-            Some((decoded, used)) => {
+        match decode_word(word, reading) {
+            Word::Decoded(decoded, used) => {
                 out.push_str(&decoded);
                 rest = &word[used..];
             }
-            None => {
+            Word::Not => {
                 out.push_str("=?");
                 rest = word;
             }
+            // No `?=` anywhere after: no later word can end either.
+            Word::Unclosed => break,
         }
     }
     out.push_str(rest);
     out
 }
 
-/// Decodes `charset?enc?data?=` (after the `=?`); returns the text and the
-/// length read.
-fn decode_word(word: &str) -> Option<(String, usize)> {
-    let (charset, rest) = word.split_once('?')?;
-    if charset.len() > 64 {
-        return None;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Greedy,
+    Strict,
+}
+
+enum Word {
+    /// The text and the length read.
+    Decoded(String, usize),
+    Not,
+    Unclosed,
+}
+
+/// Decodes `charset?e?data?=` (what follows a `=?`).
+fn decode_word(word: &str, reading: Reading) -> Word {
+    // `charset` or `charset*language`, at most 64 characters.
+    let Some(q) = word.bytes().take(65).position(|b| b == b'?') else {
+        return Word::Not;
+    };
+    let charset = word[..q].split('*').next().unwrap_or_default();
+    let (encoding, data) = (word.as_bytes().get(q + 1), word.get(q + 3..));
+    let (Some(&encoding), Some(data)) = (encoding, data) else {
+        return Word::Not;
+    };
+    if charset.is_empty()
+        || charset.contains(|c: char| c.is_whitespace() || c == '=')
+        || !b"bBqQ".contains(&encoding)
+        || word.as_bytes()[q + 2] != b'?'
+    {
+        return Word::Not;
     }
-    let charset = charset.split('*').next().unwrap_or(charset);
-    if charset.is_empty() || charset.contains(char::is_whitespace) {
-        return None;
-    }
-    let mut rest_chars = rest.chars();
-    let encoding = rest_chars.next()?;
-    let data_and_end = rest_chars.as_str().strip_prefix('?')?;
-    let end = data_and_end.find("?=")?;
-    let data = &data_and_end[..end];
-    let bytes = match encoding {
-        'b' | 'B' => {
-            let mut clean: Vec<u8> = data
-                .bytes()
-                .filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
-                .collect();
-            if clean.len() % 4 == 1 {
-                clean.pop();
+    let end = match reading {
+        Reading::Greedy => match data.find("?=") {
+            Some(end) => end,
+            None => return Word::Unclosed,
+        },
+        Reading::Strict => {
+            let end = data
+                .find(|c: char| c == '?' || c.is_whitespace())
+                .unwrap_or(data.len());
+            if !data[end..].starts_with("?=") {
+                return Word::Not;
             }
-            let lenient = base64::engine::GeneralPurpose::new(
-                &base64::alphabet::STANDARD,
-                base64::engine::GeneralPurposeConfig::new()
-                    .with_decode_allow_trailing_bits(true)
-                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-            );
-            lenient.decode(&clean).ok()?
+            end
         }
-        'q' | 'Q' => {
-            let mut out = Vec::with_capacity(data.len());
-            let mut bytes = data.bytes();
-            while let Some(b) = bytes.next() {
-                match b {
-                    b'_' => out.push(b' '),
-                    b'=' => {
-                        let hex = [bytes.next().unwrap_or(0), bytes.next().unwrap_or(0)];
-                        match std::str::from_utf8(&hex)
-                            .ok()
-                            .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        {
-                            Some(v) => out.push(v),
-                            None => out.extend(b"=".iter().chain(hex.iter().filter(|b| **b != 0))),
-                        }
+    };
+    let data = &data.as_bytes()[..end];
+    let bytes = if encoding.eq_ignore_ascii_case(&b'b') {
+        // Whatever a lenient reader would make of it: other characters
+        // skipped, padding optional.
+        let mut clean: Vec<u8> = data
+            .iter()
+            .copied()
+            .filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+            .collect();
+        if clean.len() % 4 == 1 {
+            clean.pop();
+        }
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        match lenient.decode(&clean) {
+            Ok(bytes) => bytes,
+            Err(_) => return Word::Not,
+        }
+    } else {
+        let hex = |b: u8| (b as char).to_digit(16);
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        while i < data.len() {
+            match data[i] {
+                b'_' => out.push(b' '),
+                b'=' if i + 2 < data.len() => match (hex(data[i + 1]), hex(data[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
                     }
-                    b => out.push(b),
-                }
+                    _ => out.push(b'='),
+                },
+                b => out.push(b),
             }
-            out
+            i += 1;
         }
-        _ => return None,
+        out
     };
     let text = match charset_decoder(charset.as_bytes()) {
         Some(decode) => decode(&bytes),
         None => String::from_utf8_lossy(&bytes).into_owned(),
     };
-    // `charset?e?data?=`
-    let used = word.len() - rest.len() + encoding.len_utf8() + 1 + end + 2;
-    Some((text, used))
+    Word::Decoded(text, q + 3 + end + 2)
 }
 
 /// An address safe to put inside a one-line reply.
@@ -666,6 +705,8 @@ mod tests {
             "From: =?UTF-8*en?Q?bob=40example.com?= <alice@example.com>",
             "From: =?UTF-7?Q?bob+AEA-example.com?= <alice@example.com>",
             "From: =?UTF-8?Q?bob?= =?UTF-8?Q?=40example.com?= <alice@example.com>",
+            // A broken word around a good one.
+            "From: =?UTF-8?B?!!!! =?UTF-8?B?Ym9iQGV4YW1wbGUuY29t?= <alice@example.com>",
         ] {
             refuses(h, "bob@example.com");
         }
@@ -866,11 +907,33 @@ mod tests {
 
     #[test]
     fn decoding() {
+        let both = |text: &str| {
+            let greedy = decode_encoded_words(text, Reading::Greedy);
+            assert_eq!(greedy, decode_encoded_words(text, Reading::Strict));
+            greedy
+        };
         assert_eq!(
-            decode_encoded_words("=?utf-8?q?a=40b_c?= x=?US-ASCII?B?QA?=y =?bad"),
+            both("=?utf-8?q?a=40b_c?= x=?US-ASCII?B?QA?=y =?bad"),
             "a@b c x@y =?bad"
         );
-        assert_eq!(decode_encoded_words("=?iso-8859-1?q?=FC?="), "ü");
-        assert_eq!(decode_encoded_words("=?x?z?abc?="), "=?x?z?abc?=");
+        assert_eq!(both("=?iso-8859-1?q?=FC?="), "ü");
+        assert_eq!(both("=?iso-8859-1*de?q?=FC?="), "ü");
+        assert_eq!(both("=?x?z?abc?="), "=?x?z?abc?=");
+        assert_eq!(both("=?utf-8?q?a=+1=4?="), "a=+1=4");
+        assert_eq!(both("=?utf-8?q?abc"), "=?utf-8?q?abc");
+        // Where a word ends: mail-parser allows spaces; RFC 2047 does not,
+        // and then the word inside is one.
+        let text = "=?utf-8?q?a b?=";
+        assert_eq!(decode_encoded_words(text, Reading::Greedy), "a b");
+        assert_eq!(decode_encoded_words(text, Reading::Strict), text);
+        let text = "=?utf-8?b?!!!! =?utf-8?b?QA==?=";
+        assert_eq!(
+            decode_encoded_words(text, Reading::Strict),
+            "=?utf-8?b?!!!! @"
+        );
+        // Many openers and no closer: linear, nothing decoded.
+        let text = "=?a?q?b".repeat(100_000);
+        assert!(decode_encoded_words(&text, Reading::Greedy) == text);
+        assert!(decode_encoded_words(&text, Reading::Strict) == text);
     }
 }
