@@ -225,6 +225,24 @@ const VARIANTS: &[(&str, Expect)] = &[
         "From: Bob (=?UTF-8?Q?bob=40example.com?=) <alice@example.com>",
         Refused("bob@example.com"),
     ),
+    // A good encoded word inside a broken one; UTF-7.
+    (
+        "From: =?UTF-8?B?!!!! =?UTF-8?B?Ym9iQGV4YW1wbGUuY29t?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: =?UTF-7?Q?bob+AEA-example.com?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // Spaces around the at-sign, a quoted at-sign.
+    (
+        "From: \"bob @ example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"bob\\@example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
     // Comments.
     (
         "From: (bob@example.com) <alice@example.com>",
@@ -270,6 +288,14 @@ const VARIANTS: &[(&str, Expect)] = &[
     (
         "From: <alice@example.com>\r\n \r\nFrom: <bob@example.com>",
         Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\n: From: <bob@example.com>",
+        Refused(""),
+    ),
+    (
+        "From: <alice@example.com>\r\nno colon\r\n From: <bob@example.com>",
+        Refused(""),
     ),
     // Sender: owned, one field, one mailbox, a clean name.
     (
@@ -354,6 +380,11 @@ const VARIANTS: &[(&str, Expect)] = &[
     ),
     (
         "From: <alice@example.com>\r\nResent-From: Sales <sales@example.com>\r\nResent-Date: Sat, 28 Nov 2026 08:00:00 +0000",
+        Accepted,
+    ),
+    ("From: \"Alice (@alice)\" <alice@example.com>", Accepted),
+    (
+        "From: =?UTF-8?Q?Alice_=3D_Smith?= <alice@example.com>",
         Accepted,
     ),
     // Only the topmost block is the account's; an older one is history.
