@@ -421,6 +421,13 @@ fn is_addr_spec(address: &str) -> bool {
     dot_atom(local) && (dot_atom(domain) || literal)
 }
 
+/// Quote marks and brackets an address in a name may stand in
+/// (`'alice@example.com'` is what some clients put there).
+const QUOTES: &[char] = &[
+    '\'', '`', '[', ']', '{', '}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{ab}',
+    '\u{bb}', '\u{2039}', '\u{203a}',
+];
+
 /// Characters that end an address-like word in shown text.
 fn ends_word(c: char) -> bool {
     c.is_whitespace() || "<>(),;:@".contains(c)
@@ -429,7 +436,9 @@ fn ends_word(c: char) -> bool {
 /// The first address in `text` other than `mailbox`, as shown in the
 /// reply. An at-sign is read after NFKC folding, so U+FF20 FULLWIDTH and
 /// U+FE6B SMALL COMMERCIAL AT (and fullwidth letters around them) count;
-/// quotes and backslashes are dropped first, and whitespace around the
+/// double quotes and backslashes are dropped first, quote marks and
+/// brackets around the address and a full stop after it are not part of
+/// it, and whitespace around the
 /// at-sign is allowed (RFC 5322's obsolete syntax allows it, and a person
 /// reads `bob @ example.com` as an address). An at-sign with no word on
 /// one side (`@alice`, `Alice @`) names nobody and is let through.
@@ -443,9 +452,14 @@ fn other_address(text: &str, mailbox: &str) -> Option<String> {
             .rev()
             .find(|(_, c)| ends_word(*c))
             .map_or(0, |(i, c)| i + c.len_utf8());
-        let local = &before[local_start..];
+        // Quotes and brackets around the address, a full stop after it.
+        let local = before[local_start..].trim_start_matches(QUOTES);
         let after = text[at + 1..].trim_start_matches(char::is_whitespace);
         let domain = &after[..after.find(ends_word).unwrap_or(after.len())];
+        let domain = match domain.starts_with('[') {
+            true => domain,
+            false => domain.trim_end_matches(|c| QUOTES.contains(&c) || c == '.'),
+        };
         if local.is_empty() || domain.is_empty() {
             continue;
         }
@@ -664,6 +678,8 @@ mod tests {
             "From: <alice@example.com> (bob@example.com)",
             "From: \"bob@example.com\"\r\n\t<alice@example.com>",
             "Sender: \"bob@example.com\" <alice@example.com>\r\nFrom: <alice@example.com>",
+            "From: 'bob@example.com' <alice@example.com>",
+            "From: \"Alice [bob@example.com].\" <alice@example.com>",
         ] {
             refuses(h, "bob@example.com");
         }
@@ -671,6 +687,10 @@ mod tests {
         refuses(
             "From: \"sales@example.com\" <alice@example.com>",
             "sales@example.com",
+        );
+        refuses(
+            "From: \"o'bob@example.com\" <alice@example.com>",
+            "o'bob@example.com",
         );
         // An address at-sign with odd words around it is shown as found.
         refuses("From: \"Team @ Acme\" <alice@example.com>", "team@acme");
@@ -728,6 +748,9 @@ mod tests {
             "From: \"Alice@Example.COM\" <alice@example.com>",
             "From: \"Alice (alice@example.com)\" <alice@example.com>",
             "From: alice\u{ff20}example.com <alice@example.com>",
+            "From: 'alice@example.com' <alice@example.com>",
+            "From: \"Alice [alice@example.com].\" <alice@example.com>",
+            "From: \"Alice \u{201c}alice@example.com\u{201d}\" <alice@example.com>",
             // An at-sign with no word on one side names nobody.
             "From: \"Alice (@alice)\" <alice@example.com>",
             "From: Alice @ <alice@example.com>",

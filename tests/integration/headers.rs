@@ -234,6 +234,11 @@ const VARIANTS: &[(&str, Expect)] = &[
         "From: =?UTF-7?Q?bob+AEA-example.com?= <alice@example.com>",
         Refused("bob@example.com"),
     ),
+    // In single quotes, as some clients write a name.
+    (
+        "From: 'bob@example.com' <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
     // Spaces around the at-sign, a quoted at-sign.
     (
         "From: \"bob @ example.com\" <alice@example.com>",
@@ -383,6 +388,7 @@ const VARIANTS: &[(&str, Expect)] = &[
         Accepted,
     ),
     ("From: \"Alice (@alice)\" <alice@example.com>", Accepted),
+    ("From: 'alice@example.com' <alice@example.com>", Accepted),
     (
         "From: =?UTF-8?Q?Alice_=3D_Smith?= <alice@example.com>",
         Accepted,
