@@ -3,8 +3,11 @@
 //! when missing; the Received header of DESIGN.md.
 
 use crate::common::client::Client;
-use crate::common::{ALICE, TestServer, assert_outbox_stays, queued_id, split_received, stored};
+use crate::common::{
+    ALICE, BULK_POLICY, TestServer, assert_outbox_stays, queued_id, split_received, stored,
+};
 use crate::submission::assert_received;
+use mailwarden::accounts::Origin;
 
 fn not_owned(address: &str) -> String {
     format!("550 5.7.1 Header From address <{address}> not owned by authenticated user")
@@ -66,6 +69,13 @@ async fn disguised_header_from_is_refused() {
             "From: <alice@example.com>, <ceo@example.net>",
             "ceo@example.net",
         ),
+        // A name that is another address, even with the owned mailbox.
+        (
+            "From: \"ceo@example.net\" <alice@example.com>",
+            "ceo@example.net",
+        ),
+        // A group, even of owned addresses only.
+        ("From: Me: alice@example.com;", ""),
         // Sender is checked as well.
         (
             "From: <alice@example.com>\r\nSender: <ceo@example.net>",
@@ -109,9 +119,9 @@ async fn owned_header_from_in_any_form_is_accepted() {
     let cases = [
         "From: Alice <Alice@Example.COM>",
         "From: =?UTF-8?Q?Alice_=C3=A9?= <alice+news@example.com>",
-        "From: \"ceo@example.net\" <alice@example.com>",
+        "From: \"Alice Example\" <alice@example.com>",
         "From: Alice\r\n <alice@example.com>",
-        "From: Me: alice@example.com;",
+        "From: alice@example.com <alice@example.com>",
         "From: <alice@example.com>\r\nSender: <alice+bot@example.com>",
     ];
     for header in cases {
@@ -122,6 +132,314 @@ async fn owned_header_from_in_any_form_is_accepted() {
         );
     }
     server.wait_outbox(cases.len()).await;
+}
+
+/// What a header variant should get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The exact 550 with this address in it.
+    Refused(&'static str),
+    Accepted,
+}
+use Expect::{Accepted, Refused};
+
+/// Issue 19, finding 2: header From (and Sender, and the topmost Resent-*
+/// block) whose display name, comments, encoded words, groups or repeated
+/// fields make a mail reader show another address than the one owned.
+/// Sent by alice (alias sales@example.com) through the implicit-TLS
+/// listener; every row is checked, then the totals are compared.
+const VARIANTS: &[(&str, Expect)] = &[
+    // Display names that are, or hold, another address.
+    (
+        "From: bob@example.com <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"bob@example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"BOB@Example.COM\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"Bob <bob@example.com>\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"Bob Smith bob@example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"bob@example.com via Alice\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"alice@example.com, bob@example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"bob@example.com\"\r\n <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: Bob <bob@example.com> <alice@example.com>",
+        Refused(""),
+    ),
+    // Another owned address is still another address.
+    (
+        "From: \"sales@example.com\" <alice@example.com>",
+        Refused("sales@example.com"),
+    ),
+    // Look-alike at-signs: U+FF20 FULLWIDTH and U+FE6B SMALL COMMERCIAL AT.
+    (
+        "From: \"bob\u{ff20}example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: bob\u{fe6b}example.com <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // Encoded words: Q, B, inside quotes, glued to text, in a comment.
+    (
+        "From: =?UTF-8?Q?bob=40example.com?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: =?UTF-8?B?Ym9iQGV4YW1wbGUuY29t?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"=?UTF-8?Q?bob=40example.com?=\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: Bob=?UTF-8?Q?=40example.com?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: =?UTF-8?Q?bob=EF=BC=A0example.com?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: Bob (=?UTF-8?Q?bob=40example.com?=) <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // A good encoded word inside a broken one; UTF-7.
+    (
+        "From: =?UTF-8?B?!!!! =?UTF-8?B?Ym9iQGV4YW1wbGUuY29t?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: =?UTF-7?Q?bob+AEA-example.com?= <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // In single quotes, as some clients write a name.
+    (
+        "From: 'bob@example.com' <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // Spaces around the at-sign, a quoted at-sign.
+    (
+        "From: \"bob @ example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: \"bob\\@example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // Comments.
+    (
+        "From: (bob@example.com) <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: alice@example.com (bob@example.com)",
+        Refused("bob@example.com"),
+    ),
+    // More than one mailbox, even all owned; groups.
+    (
+        "From: <alice@example.com>, <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>, <sales@example.com>",
+        Refused("sales@example.com"),
+    ),
+    ("From: Smith, Alice <alice@example.com>", Refused("")),
+    ("From: Team: alice@example.com;", Refused("")),
+    (
+        "From: Team: alice@example.com, bob@example.com;",
+        Refused("bob@example.com"),
+    ),
+    ("From: Undisclosed recipients:;", Refused("")),
+    // Two From fields, however spelled; lines readers split differently.
+    (
+        "From: <alice@example.com>\r\nFrom: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <bob@example.com>\r\nFrom: <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nFROM : <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nFr om: <bob@example.com>",
+        Refused(""),
+    ),
+    (
+        "From: <alice@example.com>\r\n \r\nFrom: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\n: From: <bob@example.com>",
+        Refused(""),
+    ),
+    (
+        "From: <alice@example.com>\r\nno colon\r\n From: <bob@example.com>",
+        Refused(""),
+    ),
+    // Sender: owned, one field, one mailbox, a clean name.
+    (
+        "From: <alice@example.com>\r\nSender: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "Sender: <alice@example.com>\r\nFrom: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nSender: \"bob@example.com\" <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nSender: <alice@example.com>\r\nSender: <sales@example.com>",
+        Refused("sales@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nSender: <alice@example.com>, <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // The topmost Resent-* block.
+    (
+        "From: <alice@example.com>\r\nResent-From: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "Resent-From: bob@example.com <alice@example.com>\r\nFrom: <alice@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nResent-From: <alice@example.com>\r\nResent-Sender: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nResent-From: <alice@example.com>\r\nResent-From: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    (
+        "From: <alice@example.com>\r\nResent-Date: Sat, 28 Nov 2026 08:00:00 +0000\r\nX-Note: x\r\nResent-From: <bob@example.com>",
+        Refused("bob@example.com"),
+    ),
+    // No usable mailbox at all.
+    ("X-Note: no from", Refused("")),
+    ("From: =?UTF-8?Q?alice=40example.com?=", Refused("")),
+    ("From: Bob <=?UTF-8?Q?bob=40example.com?=>", Refused("")),
+    // Legitimate forms stay accepted.
+    ("From: <alice@example.com>", Accepted),
+    ("From: alice@example.com", Accepted),
+    ("From: Alice <Alice@Example.COM>", Accepted),
+    ("From: \"Alice Smith\" <alice@example.com>", Accepted),
+    ("From: \"Smith, Alice\" <alice@example.com>", Accepted),
+    (
+        "From: \"O'Brien, Alice (at home)\" <alice@example.com>",
+        Accepted,
+    ),
+    ("From: alice@example.com (Alice Smith)", Accepted),
+    (
+        "From: =?UTF-8?Q?Alice_Sm=C3=AFth?= <alice@example.com>",
+        Accepted,
+    ),
+    (
+        "From: =?UTF-8?B?QWxpY2UgU21pdGg=?= <alice@example.com>",
+        Accepted,
+    ),
+    (
+        "From: =?ISO-8859-1?Q?Alice_M=FCller?= <alice@example.com>",
+        Accepted,
+    ),
+    ("From: alice@example.com <alice@example.com>", Accepted),
+    ("From: \"Alice@Example.COM\" <alice@example.com>", Accepted),
+    ("From: Alice\r\n <alice+news@example.com>", Accepted),
+    ("From: Sales <sales@example.com>", Accepted),
+    (
+        "From: <alice@example.com>\r\nSender: <sales@example.com>",
+        Accepted,
+    ),
+    (
+        "From: Sales <sales@example.com>\r\nSender: Alice <alice@example.com>",
+        Accepted,
+    ),
+    (
+        "From: <alice@example.com>\r\nResent-From: Sales <sales@example.com>\r\nResent-Date: Sat, 28 Nov 2026 08:00:00 +0000",
+        Accepted,
+    ),
+    ("From: \"Alice (@alice)\" <alice@example.com>", Accepted),
+    ("From: 'alice@example.com' <alice@example.com>", Accepted),
+    (
+        "From: =?UTF-8?Q?Alice_=3D_Smith?= <alice@example.com>",
+        Accepted,
+    ),
+    // Only the topmost block is the account's; an older one is history.
+    (
+        "From: <alice@example.com>\r\nResent-From: <alice@example.com>\r\nResent-Sender: <sales@example.com>\r\nX-Note: older block below\r\nResent-From: <bob@example.com>\r\nResent-Sender: <bob@example.com>",
+        Accepted,
+    ),
+];
+
+#[tokio::test]
+async fn header_from_variants_through_the_listener() {
+    let server = TestServer::with_alice(BULK_POLICY).await;
+    server
+        .accounts()
+        .alias_add(ALICE, "sales@example.com", &Origin::ADMIN)
+        .await
+        .expect("alias added");
+    let mut c = server.alice().await;
+    let (mut spoofs, mut spoofs_accepted, mut legit, mut legit_refused) = (0, 0, 0, 0);
+    let mut wrong = Vec::new();
+    for &(header, expect) in VARIANTS {
+        let line = submit(&mut c, header).await;
+        let accepted = line.starts_with("250 2.0.0 Ok: queued as ");
+        match expect {
+            Refused(shown) => {
+                spoofs += 1;
+                spoofs_accepted += usize::from(accepted);
+                if line != not_owned(shown) {
+                    wrong.push(format!("{header:?}: {line}"));
+                }
+            }
+            Accepted => {
+                legit += 1;
+                legit_refused += usize::from(!accepted);
+                if !accepted {
+                    wrong.push(format!("{header:?}: {line}"));
+                }
+            }
+        }
+    }
+    println!(
+        "spoofs accepted: {spoofs_accepted} of {spoofs}; legitimate refused: {legit_refused} of {legit}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "spoofs accepted: {spoofs_accepted} of {spoofs}; legitimate refused: {legit_refused} of {legit}\n{}",
+        wrong.join("\n")
+    );
+    server.wait_outbox(legit).await;
 }
 
 #[tokio::test]
