@@ -163,7 +163,7 @@ async fn scorer_per_message(message: &[u8], accounts: usize) {
     let app = App::open(
         &config,
         Open::CreateIfMissing,
-        Arc::new(TracingEvents),
+        Arc::new(TracingEvents::default()),
         Overrides::default(),
     )
     .expect("the application");
