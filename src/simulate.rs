@@ -64,7 +64,7 @@ struct Member {
 }
 
 /// One row of the result table.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Row {
     pub profile: &'static str,
     pub hijack: bool,
@@ -78,6 +78,7 @@ pub struct Row {
     pub never_blocked: usize,
 }
 
+#[derive(serde::Serialize)]
 pub struct Report {
     pub rows: Vec<Row>,
 }

@@ -97,7 +97,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let cert = out.join("fullchain.pem");
             let key = out.join("privkey.pem");
             crate::tls::write_self_signed(&cert, &key, &config.server.hostname)?;
-            println!("wrote {} and {}", cert.display(), key.display());
+            if cli.json {
+                println!("{}", serde_json::json!({"cert": cert, "key": key}));
+            } else {
+                println!("wrote {} and {}", cert.display(), key.display());
+            }
             Ok(())
         }
         Command::Account { command } => {
@@ -121,7 +125,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(config_path)?;
             let report = runtime.block_on(crate::simulate::run(config.policy, days, seed))?;
-            print!("{}", report.table());
+            if cli.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
             Ok(())
         }
         Command::Backup { out } => {
