@@ -63,6 +63,11 @@ pub async fn start_with(
     // Delivery settings first: a bad relay or DKIM key stops the start
     // before anything is opened.
     let delivery = Delivery::from_config(&config)?;
+    // Before anything is created in it: the data folder and its files are
+    // the owner's only (docs/security.md, "Files on disk").
+    let data_dir = &config.server.data_dir;
+    crate::files::check_data_dir(data_dir)
+        .with_context(|| format!("cannot check the data folder {}", data_dir.display()))?;
     let app = App::open(&config, Open::CreateIfMissing, events, overrides)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -240,8 +245,11 @@ fn serve_admin_and_metrics(
     let data_dir = &app.config.server.data_dir;
     let token = admin::ensure_token(data_dir)?;
     let admin_addr = admin_listener.local_addr()?;
-    std::fs::write(data_dir.join(admin::ADDR_FILE), admin_addr.to_string())
-        .context("cannot write the admin address file")?;
+    crate::files::write_private(
+        &data_dir.join(admin::ADDR_FILE),
+        admin_addr.to_string().as_bytes(),
+    )
+    .context("cannot write the admin address file")?;
     let http = [
         ("Admin", admin_listener, admin::router(token, app.ops())),
         (
