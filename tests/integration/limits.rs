@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::client::Client;
 use crate::common::{
-    ALICE, PASSWORD, TestServer, assert_outbox_stays, queued_id, sized_message, stored,
+    ALICE, PASSWORD, TestServer, assert_outbox_stays, queued_id, sized_message, split_received,
+    stored,
 };
 
 const LINE_TOO_LONG: &str = "500 5.5.2 Line too long";
@@ -322,4 +323,41 @@ async fn connections_per_ip_and_in_total() {
         assert!(Instant::now() < deadline, "the place was never given back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn ehlo_names_are_taken_as_given() {
+    let server = TestServer::with_alice("").await;
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    // Only control characters and names over 255 octets are refused.
+    c.send_raw(b"EHLO JOHN\x01PC\r\n").await;
+    assert_eq!(
+        c.reply().await.line(),
+        "501 5.5.4 Syntax error in parameters"
+    );
+    assert_eq!(
+        c.cmd(&format!("EHLO {}", "a".repeat(256))).await.line(),
+        "501 5.5.4 Syntax error in parameters"
+    );
+    assert_eq!(c.cmd(&format!("EHLO {}", "a".repeat(255))).await.code, 250);
+    // Outlook's NetBIOS name.
+    let ehlo = c.cmd("EHLO JOHN_PC").await;
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+    let body = b"From: <alice@example.com>\r\nSubject: netbios\r\n\r\nhi\r\n";
+    let id = queued_id(&c.send_message(ALICE, &["bob@example.org"], body).await);
+    let (received, _) = split_received(&stored(&server, &id).await);
+    assert!(
+        received.starts_with("Received: from JOHN_PC ([127.0.0.1]) by mail.test.example"),
+        "{received}"
+    );
+
+    // What a Received header cannot hold as it is, it quotes.
+    c.cmd("EHLO x;by=evil").await;
+    let id = queued_id(&c.send_message(ALICE, &["bob@example.org"], body).await);
+    let (received, _) = split_received(&stored(&server, &id).await);
+    assert!(
+        received.starts_with("Received: from \"x;by=evil\" ([127.0.0.1])"),
+        "{received}"
+    );
 }

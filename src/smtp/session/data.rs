@@ -1,5 +1,6 @@
 //! DATA and BDAT (RFC 3030): the message, its Received header, the spool.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -233,7 +234,10 @@ impl Session {
         recipients: &[Recipient],
         now: std::time::SystemTime,
     ) -> String {
-        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let helo = self
+            .helo
+            .as_deref()
+            .map_or(Cow::Borrowed("unknown"), super::ehlo::received_name);
         let ip = match self.ip() {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("IPv6:{v6}"),
