@@ -162,6 +162,15 @@ impl Config {
         if smtp.command_timeout.is_zero() || smtp.data_timeout.is_zero() {
             bail!("`smtp.command_timeout` and `smtp.data_timeout` must be longer than 0s");
         }
+        // EHLO, STARTTLS, EHLO again and AUTH.
+        if smtp.unauthenticated_commands < 4 {
+            bail!(
+                "`smtp.unauthenticated_commands` must be at least 4 (EHLO, STARTTLS, EHLO, AUTH)"
+            );
+        }
+        if smtp.unauthenticated_timeout.is_zero() {
+            bail!("`smtp.unauthenticated_timeout` must be longer than 0s");
+        }
         if self.policy.block_score.is_nan() || self.policy.block_score <= 0.0 {
             bail!("`policy.block_score` must be above 0");
         }
@@ -318,6 +327,23 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = parse(&format!("{MINIMAL}[smtp]\nmax_recipient = 5\n")).unwrap_err();
         assert!(format!("{err:#}").contains("max_recipient"), "{err:#}");
+    }
+
+    #[test]
+    fn unauthenticated_limits_have_defaults_and_bounds() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.smtp.unauthenticated_commands, 20);
+        assert_eq!(cfg.smtp.unauthenticated_timeout, Duration::from_secs(60));
+        for (extra, key) in [
+            ("unauthenticated_commands = 3", "unauthenticated_commands"),
+            (
+                "unauthenticated_timeout = \"0s\"",
+                "unauthenticated_timeout",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}[smtp]\n{extra}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub struct SmtpConfig {
     pub data_timeout: Duration,
     pub max_bad_commands: u32,
     pub max_auth_failures: u32,
+    /// Commands a session may send before it has authenticated.
+    pub unauthenticated_commands: u32,
+    /// How long a session may stay connected without authenticating.
+    #[serde(deserialize_with = "de_duration")]
+    pub unauthenticated_timeout: Duration,
 }
 
 impl Default for SmtpConfig {
@@ -33,6 +38,8 @@ impl Default for SmtpConfig {
             data_timeout: Duration::from_secs(10 * 60),
             max_bad_commands: 10,
             max_auth_failures: 3,
+            unauthenticated_commands: 20,
+            unauthenticated_timeout: Duration::from_secs(60),
         }
     }
 }

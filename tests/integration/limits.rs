@@ -326,6 +326,55 @@ async fn connections_per_ip_and_in_total() {
 }
 
 #[tokio::test]
+async fn an_unauthenticated_session_gets_twenty_commands() {
+    let server = TestServer::with_alice("").await;
+    let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+    for _ in 0..20 {
+        assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    }
+    assert_eq!(c.cmd("NOOP").await.line(), "421 4.7.0 Too many errors");
+    assert!(c.is_closed().await);
+
+    // STARTTLS does not start the count again; AUTH ends it.
+    let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+    for _ in 0..8 {
+        c.cmd("NOOP").await;
+    }
+    c.ehlo().await;
+    c.starttls().await;
+    for _ in 0..8 {
+        c.cmd("NOOP").await;
+    }
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+    for _ in 0..30 {
+        assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    }
+}
+
+#[tokio::test]
+async fn an_unauthenticated_session_has_a_deadline() {
+    let server = TestServer::with_alice("[smtp]\nunauthenticated_timeout = \"3s\"\n").await;
+    let started = Instant::now();
+    let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+    // Commands do not move the deadline: it counts from the connection.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    }
+    assert_eq!(c.reply().await.line(), "421 4.4.2 Timeout");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(2900), "{waited:?}");
+    assert!(waited < Duration::from_millis(4500), "{waited:?}");
+    assert!(c.is_closed().await);
+
+    // After AUTH only command_timeout applies.
+    let mut c = server.alice().await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+}
+
+#[tokio::test]
 async fn ehlo_names_are_taken_as_given() {
     let server = TestServer::with_alice("").await;
     let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
