@@ -170,6 +170,7 @@ fn smtp_shared(app: &App, shutdown: &CancellationToken) -> anyhow::Result<Arc<Sm
         events: app.events.clone(),
         clock: app.clock.clone(),
         connections: Default::default(),
+        inflight: smtp::limits::InflightBudget::new(config.smtp.max_inflight_bytes),
         shutdown: shutdown.clone(),
     }))
 }

@@ -325,6 +325,99 @@ async fn connections_per_ip_and_in_total() {
     }
 }
 
+const NO_STORAGE: &str = "452 4.3.1 Insufficient system storage";
+
+/// 100 KB for messages in flight: one 80 KB message fits, two do not.
+const SMALL_BUDGET: &str = "[smtp]\nmax_inflight_bytes = \"100KB\"\nmax_message_size = \"90KB\"\n";
+
+#[tokio::test]
+async fn messages_in_flight_share_one_memory_budget() {
+    let server = TestServer::with_alice(SMALL_BUDGET).await;
+    let mut first = server.alice().await;
+    let mut second = server.alice().await;
+    for c in [&mut first, &mut second] {
+        assert_eq!(
+            c.cmd("MAIL FROM:<alice@example.com> SIZE=80000")
+                .await
+                .line(),
+            "250 2.1.0 Ok"
+        );
+        c.cmd("RCPT TO:<bob@example.org>").await;
+    }
+    assert_eq!(first.cmd("DATA").await.code, 354);
+    // The second message does not fit beside the first: refused before 354.
+    assert_eq!(second.cmd("DATA").await.line(), NO_STORAGE);
+    // Without SIZE a message reserves 256 KiB, or max_message_size when
+    // that is less (here 90 KB): a BDAT does not fit either.
+    let mut third = server.alice().await;
+    third.envelope(ALICE, &["carol@example.org"]).await;
+    assert_eq!(third.bdat(b"x", false).await.line(), NO_STORAGE);
+    assert_eq!(third.bdat(b"y", true).await.line(), NO_STORAGE);
+    assert_eq!(third.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    // A small declared SIZE fits, but a body that outgrows it past what is
+    // left is read to its end and refused.
+    third.cmd("MAIL FROM:<alice@example.com> SIZE=1000").await;
+    third.cmd("RCPT TO:<carol@example.org>").await;
+    assert_eq!(third.data(&sized_message(30_000)).await.line(), NO_STORAGE);
+    assert_eq!(third.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+
+    // The first finishes; its reservation goes back with the commit.
+    first.send_raw(&sized_message(79_000)).await;
+    first.send_raw(b".\r\n").await;
+    let id = queued_id(&first.reply().await);
+    stored(&server, &id).await;
+    // The same transaction tries DATA again, and it fits now.
+    assert_eq!(second.cmd("DATA").await.code, 354);
+    second.send_raw(&sized_message(79_000)).await;
+    second.send_raw(b".\r\n").await;
+    queued_id(&second.reply().await);
+
+    // BDAT without SIZE, alone: fits, chunk after chunk.
+    third.envelope(ALICE, &["carol@example.org"]).await;
+    let message = sized_message(60_000);
+    assert_eq!(
+        third.bdat(&message[..30_000], false).await.line(),
+        "250 2.0.0 30000 octets received"
+    );
+    queued_id(&third.bdat(&message[30_000..], true).await);
+
+    let refused: Vec<_> = server
+        .events
+        .snapshot()
+        .into_iter()
+        .filter(|e| e.name() == "message.rejected")
+        .collect();
+    assert_eq!(refused.len(), 3, "one per refused message: {refused:?}");
+    assert_outbox_stays(&server, 3).await;
+}
+
+#[tokio::test]
+async fn a_session_that_ends_mid_message_gives_its_reservation_back() {
+    let server = TestServer::with_alice(SMALL_BUDGET).await;
+    let mut gone = server.alice().await;
+    gone.envelope(ALICE, &["bob@example.org"]).await;
+    assert_eq!(gone.cmd("DATA").await.code, 354);
+    gone.send_raw(b"From: <alice@example.com>\r\n\r\nhalf a mess")
+        .await;
+    let mut c = server.alice().await;
+    c.envelope(ALICE, &["bob@example.org"]).await;
+    assert_eq!(c.cmd("DATA").await.line(), NO_STORAGE);
+    drop(gone);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmd("DATA").await;
+        if r.code == 354 {
+            break;
+        }
+        assert_eq!(r.line(), NO_STORAGE);
+        assert!(Instant::now() < deadline, "the reservation never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.send_raw(b"From: <alice@example.com>\r\n\r\nwhole\r\n.\r\n")
+        .await;
+    queued_id(&c.reply().await);
+}
+
 #[tokio::test]
 async fn an_unauthenticated_session_gets_twenty_commands() {
     let server = TestServer::with_alice("").await;

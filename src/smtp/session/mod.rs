@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use self::parse::{names_postmaster, parse_error_reply, takes_long_line};
 use super::SmtpShared;
 use super::connection::{Connection, Line};
+use super::limits::Reservation;
 use super::reply::{self, Reply};
 use crate::accounts::Identity;
 use crate::events::{Event, EventKind};
@@ -43,6 +44,8 @@ struct Transaction {
     from: String,
     mail_flags: u64,
     envid: Option<String>,
+    /// MAIL's SIZE=; 0 when not given.
+    declared_size: u64,
     recipients: Vec<Recipient>,
     /// A policy block: it answers every later RCPT, DATA and BDAT.
     blocked: Option<Reply>,
@@ -50,6 +53,9 @@ struct Transaction {
     chunks: Vec<u8>,
     /// A refused BDAT chunk: later chunks are discarded with this reply.
     chunk_error: Option<Reply>,
+    /// The BDAT chunks' share of the in-flight budget, from the first chunk
+    /// until the message is queued or refused (DATA's is its reader's).
+    reservation: Option<Reservation>,
     /// Tells the spool's group commit a message is probably coming.
     _pending: Option<Pending>,
 }
