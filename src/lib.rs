@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod events;
+pub mod files;
 pub mod locks;
 pub mod policy;
 pub mod portal;

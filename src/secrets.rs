@@ -145,11 +145,11 @@ impl ServerKey {
                 let mut bytes = [0u8; 32];
                 getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
+                    crate::files::create_private_dir(dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
                 let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                crate::tls::write_private(path, hex.as_bytes())?;
+                crate::files::write_private(path, hex.as_bytes())?;
                 tracing::info!(event = "secrets.key_created", path = %path.display());
                 Self::from_bytes(bytes)
             }

@@ -63,6 +63,11 @@ pub async fn start_with(
     // Delivery settings first: a bad relay or DKIM key stops the start
     // before anything is opened.
     let delivery = Delivery::from_config(&config)?;
+    // Before anything is created in it: the data folder and its files are
+    // the owner's only (docs/security.md, "Files on disk").
+    let data_dir = &config.server.data_dir;
+    crate::files::check_data_dir(data_dir)
+        .with_context(|| format!("cannot check the data folder {}", data_dir.display()))?;
     let app = App::open(&config, Open::CreateIfMissing, events, overrides)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -169,6 +174,7 @@ fn smtp_shared(app: &App, shutdown: &CancellationToken) -> anyhow::Result<Arc<Sm
         events: app.events.clone(),
         clock: app.clock.clone(),
         connections: Default::default(),
+        inflight: smtp::limits::InflightBudget::new(config.smtp.max_inflight_bytes),
         shutdown: shutdown.clone(),
     }))
 }
@@ -239,8 +245,11 @@ fn publish_admin_address(app: &App, admin_listener: &TcpListener) -> anyhow::Res
     let data_dir = &app.config.server.data_dir;
     let token = admin::ensure_token(data_dir)?;
     let admin_addr = admin_listener.local_addr()?;
-    std::fs::write(data_dir.join(admin::ADDR_FILE), admin_addr.to_string())
-        .context("cannot write the admin address file")?;
+    crate::files::write_private(
+        &data_dir.join(admin::ADDR_FILE),
+        admin_addr.to_string().as_bytes(),
+    )
+    .context("cannot write the admin address file")?;
     Ok(token)
 }
 

@@ -2,7 +2,6 @@
 //! certificate and key, or a self-signed ECDSA P-256 certificate generated
 //! into the data folder on first start.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
+use crate::files;
 
 pub const SELF_SIGNED_CERT: &str = "tls/self-signed-cert.pem";
 pub const SELF_SIGNED_KEY: &str = "tls/self-signed-key.pem";
@@ -69,7 +69,7 @@ pub fn server_config(config: &Config) -> anyhow::Result<Arc<ServerConfig>> {
 }
 
 /// Writes a self-signed ECDSA P-256 certificate for `hostname` (plus
-/// localhost and the loopback addresses); the key file is mode 0600.
+/// localhost and the loopback addresses); both files are mode 0600.
 pub fn write_self_signed(cert_path: &Path, key_path: &Path, hostname: &str) -> anyhow::Result<()> {
     let mut names = vec![hostname.to_string()];
     for extra in ["localhost", "127.0.0.1", "::1"] {
@@ -81,29 +81,13 @@ pub fn write_self_signed(cert_path: &Path, key_path: &Path, hostname: &str) -> a
         .context("cannot generate a self-signed certificate")?;
     for path in [cert_path, key_path] {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            files::create_private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
-    write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, certified.cert.pem())
-        .with_context(|| format!("cannot write {}", cert_path.display()))?;
-    Ok(())
-}
-
-/// Creates (or replaces) a file only its owner can read.
-pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // Both live in the data folder, so both are private (the certificate
+    // is public anyway, but nobody else needs to read it there).
+    files::write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
+    files::write_private(cert_path, certified.cert.pem().as_bytes())?;
     Ok(())
 }

@@ -38,7 +38,7 @@ pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    crate::tls::write_private(&path, token.as_bytes())?;
+    crate::files::write_private(&path, token.as_bytes())?;
     Ok(token)
 }
 

@@ -163,6 +163,21 @@ impl Config {
         if smtp.command_timeout.is_zero() || smtp.data_timeout.is_zero() {
             bail!("`smtp.command_timeout` and `smtp.data_timeout` must be longer than 0s");
         }
+        if smtp.max_inflight_bytes < smtp.max_message_size {
+            bail!(
+                "`smtp.max_inflight_bytes` must be at least `smtp.max_message_size`, \
+                 or a message of the largest size could never be taken"
+            );
+        }
+        // EHLO, STARTTLS, EHLO again and AUTH.
+        if smtp.unauthenticated_commands < 4 {
+            bail!(
+                "`smtp.unauthenticated_commands` must be at least 4 (EHLO, STARTTLS, EHLO, AUTH)"
+            );
+        }
+        if smtp.unauthenticated_timeout.is_zero() {
+            bail!("`smtp.unauthenticated_timeout` must be longer than 0s");
+        }
         if self.policy.block_score.is_nan() || self.policy.block_score <= 0.0 {
             bail!("`policy.block_score` must be above 0");
         }
@@ -319,6 +334,30 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = parse(&format!("{MINIMAL}[smtp]\nmax_recipient = 5\n")).unwrap_err();
         assert!(format!("{err:#}").contains("max_recipient"), "{err:#}");
+    }
+
+    #[test]
+    fn session_budgets_have_defaults_and_bounds() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.smtp.max_inflight_bytes, 1024 * 1024 * 1024);
+        assert_eq!(cfg.smtp.unauthenticated_commands, 20);
+        assert_eq!(cfg.smtp.unauthenticated_timeout, Duration::from_secs(60));
+        let cfg = parse(&format!(
+            "{MINIMAL}[smtp]\nmax_message_size = \"1MiB\"\nmax_inflight_bytes = \"1MiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.smtp.max_inflight_bytes, 1024 * 1024);
+        for (extra, key) in [
+            ("max_inflight_bytes = \"10MiB\"", "max_inflight_bytes"),
+            ("unauthenticated_commands = 3", "unauthenticated_commands"),
+            (
+                "unauthenticated_timeout = \"0s\"",
+                "unauthenticated_timeout",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}[smtp]\n{extra}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{extra}: {err}");
+        }
     }
 
     #[test]

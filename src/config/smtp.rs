@@ -20,6 +20,15 @@ pub struct SmtpConfig {
     pub data_timeout: Duration,
     pub max_bad_commands: u32,
     pub max_auth_failures: u32,
+    /// Message bytes all sessions together may hold in memory: each DATA or
+    /// BDAT reserves its declared SIZE (else 256 KiB) first, more as it grows.
+    #[serde(deserialize_with = "de_size")]
+    pub max_inflight_bytes: u64,
+    /// Commands a session may send before it has authenticated.
+    pub unauthenticated_commands: u32,
+    /// How long a session may stay connected without authenticating.
+    #[serde(deserialize_with = "de_duration")]
+    pub unauthenticated_timeout: Duration,
 }
 
 impl Default for SmtpConfig {
@@ -33,6 +42,9 @@ impl Default for SmtpConfig {
             data_timeout: Duration::from_secs(10 * 60),
             max_bad_commands: 10,
             max_auth_failures: 3,
+            max_inflight_bytes: 1024 * 1024 * 1024,
+            unauthenticated_commands: 20,
+            unauthenticated_timeout: Duration::from_secs(60),
         }
     }
 }

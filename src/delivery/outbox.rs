@@ -1,6 +1,7 @@
 //! The dev outbox: each queued message becomes `<outbox>/<id>.eml` (file and
 //! folder fsync'd) and only then leaves the spool. A crash in between
-//! rewrites the same file on restart: delivery is at least once.
+//! rewrites the same file on restart: delivery is at least once. Files are
+//! 0600 in a 0700 folder.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,17 +91,18 @@ fn emit_success(events: &dyn Events, entry: &QueueEntry, path: &Path) {
     );
 }
 
-/// Write to a temporary name, fsync, rename, fsync the folder.
+/// Write to a temporary name, fsync, rename, fsync the folder. The folder
+/// is 0700 and each message 0600: they are mail (`files`).
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("outbox files live in a folder");
-    std::fs::create_dir_all(dir)?;
+    crate::files::create_private_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("message")
     ));
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = crate::files::create_private(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);

@@ -2,6 +2,11 @@
 //! an end only on a wire `CRLF . CRLF` (no SMTP smuggling). It also enforces
 //! the size limit and RFC 5322's 998-octet line limit without stopping early:
 //! the client's data is always read to its end so the session stays in sync.
+//! With a budget (`with_budget`), a body that grows past its reservation
+//! grows the reservation, or is dropped when the server's memory budget
+//! has no room left.
+
+use super::limits::Reservation;
 
 /// RFC 5322 §2.1.1.
 pub const MAX_LINE_OCTETS: usize = 998;
@@ -24,7 +29,13 @@ enum State {
 pub enum DataError {
     TooBig,
     LineTooLong,
+    /// Past its reservation, and the in-flight budget had no more room.
+    NoRoom,
 }
+
+/// How much a reservation grows by when a body passes it; also what a
+/// message without a declared SIZE reserves first.
+pub const RESERVATION_STEP: u64 = 256 * 1024;
 
 pub struct DataReader {
     state: State,
@@ -33,6 +44,9 @@ pub struct DataReader {
     line_len: usize,
     too_big: bool,
     long_line: bool,
+    /// The memory this body may take; `None`: no budget.
+    budget: Option<Reservation>,
+    no_room: bool,
 }
 
 impl DataReader {
@@ -44,7 +58,16 @@ impl DataReader {
             line_len: 0,
             too_big: false,
             long_line: false,
+            budget: None,
+            no_room: false,
         }
+    }
+
+    /// Counts the body against `reservation`, which the reader keeps (and
+    /// gives back when it is dropped).
+    pub fn with_budget(mut self, reservation: Reservation) -> Self {
+        self.budget = Some(reservation);
+        self
     }
 
     /// Appends the message bytes found in `input` to `out`. Returns how many
@@ -119,8 +142,26 @@ impl DataReader {
                 out.clear();
                 out.shrink_to_fit();
             }
-        } else {
-            out.extend_from_slice(bytes);
+        } else if !self.no_room {
+            if self.room_for(self.size) {
+                out.extend_from_slice(bytes);
+            } else {
+                self.no_room = true;
+                out.clear();
+                out.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Whether the reservation covers `size` bytes, growing it if needed.
+    fn room_for(&mut self, size: u64) -> bool {
+        match &mut self.budget {
+            None => true,
+            Some(r) if size <= r.bytes() => true,
+            Some(r) => {
+                let ahead = size.saturating_add(RESERVATION_STEP).min(self.max_size);
+                r.grow_to(ahead) || r.grow_to(size)
+            }
         }
     }
 
@@ -138,6 +179,8 @@ impl DataReader {
     pub fn finish(&self) -> Result<u64, DataError> {
         if self.too_big {
             Err(DataError::TooBig)
+        } else if self.no_room {
+            Err(DataError::NoRoom)
         } else if self.long_line {
             Err(DataError::LineTooLong)
         } else {
@@ -230,6 +273,29 @@ mod tests {
         let mut r = DataReader::new(1 << 20);
         assert!(r.ingest(&long, &mut out).1);
         assert_eq!(r.finish(), Err(DataError::LineTooLong));
+    }
+
+    #[test]
+    fn a_body_past_its_reservation_grows_it_or_is_dropped() {
+        use crate::smtp::limits::InflightBudget;
+        let budget = InflightBudget::new(RESERVATION_STEP + 100);
+        let mut r = DataReader::new(1 << 20).with_budget(budget.try_reserve(10).unwrap());
+        let mut out = Vec::new();
+        assert!(r.ingest(b"0123456789abc\r\n.\r\n", &mut out).1);
+        assert_eq!(r.finish(), Ok(15));
+        // Grown once, at the 13th octet, by a step ahead.
+        assert_eq!(budget.in_use(), 13 + RESERVATION_STEP);
+        drop(r);
+        assert_eq!(budget.in_use(), 0);
+
+        let _other = budget.try_reserve(RESERVATION_STEP).unwrap();
+        let mut r = DataReader::new(1 << 20).with_budget(budget.try_reserve(10).unwrap());
+        let mut out = Vec::new();
+        let (_, done) = r.ingest(&[b'x'; 200], &mut out);
+        assert!(!done);
+        assert!(r.ingest(b"\r\n.\r\n", &mut out).1, "read to its end");
+        assert_eq!(r.finish(), Err(DataError::NoRoom));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Connection limits, checked when a connection is accepted, before a
-//! session exists: in total, and per client network (one IPv4 address, or
-//! one IPv6 /64, which a single customer usually holds whole).
+//! Limits shared by every session of a server. Connections, checked when
+//! a connection is accepted, before a session exists: in total, and per
+//! client network (one IPv4 address, or one IPv6 /64, which a single
+//! customer usually holds whole). And the memory budget of messages in
+//! flight (`InflightBudget`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What connections are counted under.
@@ -79,6 +82,79 @@ impl Drop for Slot {
     }
 }
 
+/// Bytes of message data all sessions may hold at once
+/// (`smtp.max_inflight_bytes`). DATA and BDAT reserve before they take a
+/// message; the reservation goes back when it is dropped: when the message
+/// was queued or refused, or the session ended.
+#[derive(Clone)]
+pub struct InflightBudget {
+    used: Arc<AtomicU64>,
+    max: u64,
+}
+
+/// Bytes taken from an `InflightBudget`, given back on drop.
+pub struct Reservation {
+    used: Arc<AtomicU64>,
+    max: u64,
+    bytes: u64,
+}
+
+impl InflightBudget {
+    pub fn new(max: u64) -> Self {
+        Self {
+            used: Arc::new(AtomicU64::new(0)),
+            max,
+        }
+    }
+
+    /// Takes `bytes`, or `None` when that would pass the budget.
+    pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+        take(&self.used, self.max, bytes).then(|| Reservation {
+            used: self.used.clone(),
+            max: self.max,
+            bytes,
+        })
+    }
+
+    /// Bytes reserved now.
+    pub fn in_use(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Adds `bytes` to `used` unless the sum would pass `max`.
+fn take(used: &AtomicU64, max: u64, bytes: u64) -> bool {
+    used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        now.checked_add(bytes).filter(|&after| after <= max)
+    })
+    .is_ok()
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Grows the reservation to at least `to` bytes; `false` (and no
+    /// change) when the budget has no room for it.
+    pub fn grow_to(&mut self, to: u64) -> bool {
+        if to <= self.bytes {
+            return true;
+        }
+        if !take(&self.used, self.max, to - self.bytes) {
+            return false;
+        }
+        self.bytes = to;
+        true
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +191,25 @@ mod tests {
         let limits = ConnectionLimits::default();
         let _a = limits.try_acquire(ip("192.0.2.1"), 10, 1).unwrap();
         assert!(limits.try_acquire(ip("::ffff:192.0.2.1"), 10, 1).is_none());
+    }
+
+    #[test]
+    fn inflight_budget_reserves_grows_and_gives_back() {
+        let budget = InflightBudget::new(100);
+        let mut a = budget.try_reserve(60).unwrap();
+        assert!(budget.try_reserve(41).is_none());
+        let b = budget.try_reserve(40).unwrap();
+        assert_eq!(budget.in_use(), 100);
+        assert!(!a.grow_to(61), "no room");
+        assert_eq!(a.bytes(), 60);
+        drop(b);
+        assert!(a.grow_to(90));
+        assert!(a.grow_to(50), "never shrinks");
+        assert_eq!((a.bytes(), budget.in_use()), (90, 90));
+        drop(a);
+        assert_eq!(budget.in_use(), 0);
+        assert!(budget.try_reserve(100).is_some());
+        assert!(budget.try_reserve(u64::MAX).is_none());
     }
 
     #[test]

@@ -163,9 +163,9 @@ async fn handle(
             .session(id, session.ip())
             .tls(implicit),
     );
-    let handshake_limit = shared.limits.command_timeout;
     if implicit {
-        match tokio::time::timeout(handshake_limit, shared.acceptor().accept(tcp)).await {
+        let limit = session.read_limit();
+        match tokio::time::timeout(limit, shared.acceptor().accept(tcp)).await {
             Ok(Ok(tls)) => {
                 run(&mut session, Connection::new(tls), true).await;
             }
@@ -179,7 +179,8 @@ async fn handle(
             let _ = plain.flush().await;
             // Dropping the plaintext buffer discards pipelined bytes (RFC 3207 §5).
             let tcp = plain.into_inner();
-            match tokio::time::timeout(handshake_limit, shared.acceptor().accept(tcp)).await {
+            let limit = session.read_limit();
+            match tokio::time::timeout(limit, shared.acceptor().accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     session.tls_started();
                     run(&mut session, Connection::new(tls), false).await;

@@ -49,6 +49,8 @@ pub struct SmtpShared {
     pub clock: Arc<dyn Clock>,
     /// Open connections, counted against `limits.max_connections*`.
     pub connections: limits::ConnectionLimits,
+    /// Message bytes in flight, against `limits.max_inflight_bytes`.
+    pub inflight: limits::InflightBudget,
     /// Cancelled when the server stops: sessions answer 421 between commands.
     pub shutdown: CancellationToken,
 }

@@ -47,6 +47,17 @@ fn copy_all(from: &Database, to: &Database) -> Result<BackupSummary, StoreError>
     Ok(BackupSummary { accounts, queued })
 }
 
+/// A new, empty redb file at `path`, mode 0600 whatever the umask: a
+/// backup holds everything the store does.
+fn create_private_db(path: &Path) -> Result<Database, StoreError> {
+    let file = crate::files::create_new_private(path).map_err(|e| io_error("create", path, e))?;
+    let backend =
+        redb::backends::FileBackend::new(file).map_err(|e| StoreError::Failed(e.to_string()))?;
+    Database::builder()
+        .create_with_backend(backend)
+        .map_err(|e| StoreError::Failed(e.to_string()))
+}
+
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Failed(format!("cannot {what} {}: {e}", path.display()))
 }
@@ -57,7 +68,7 @@ impl Store {
         let tmp = path.with_extension("partial");
         let _ = std::fs::remove_file(&tmp);
         let summary = {
-            let target = Database::create(&tmp).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let target = create_private_db(&tmp)?;
             copy_all(self.db(), &target)?
         };
         std::fs::rename(&tmp, path).map_err(|e| io_error("write", path, e))?;
@@ -76,7 +87,7 @@ impl Store {
                 path.display()
             ))
         })?;
-        std::fs::create_dir_all(data_dir).map_err(|e| io_error("create", data_dir, e))?;
+        crate::files::create_private_dir(data_dir).map_err(|e| io_error("create", data_dir, e))?;
         let live = Self::path_in(data_dir);
         if live.exists() {
             // Fails with Locked while a server holds it.
@@ -85,7 +96,7 @@ impl Store {
         let tmp = live.with_extension("restoring");
         let _ = std::fs::remove_file(&tmp);
         let summary = {
-            let target = Database::create(&tmp).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let target = create_private_db(&tmp)?;
             copy_all(&backup, &target)?
         };
         std::fs::rename(&tmp, &live).map_err(|e| io_error("replace", &live, e))?;

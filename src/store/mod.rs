@@ -109,12 +109,24 @@ impl Store {
     /// Opens the store in `data_dir`, creating it (and the folder) if needed.
     /// Only `serve` creates a store.
     pub fn open_or_create(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        let path = Self::path_in(data_dir);
+        let file = Self::private_file(data_dir, &path)?;
+        let backend =
+            redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| Self::open_error(e, &path))?;
+        Self::init(db, path)
+    }
+
+    /// The store file, created 0600 in a 0700 folder when missing
+    /// (`files`); an existing one keeps its mode (`serve` checks it).
+    fn private_file(data_dir: &Path, path: &Path) -> Result<std::fs::File, StoreError> {
+        crate::files::create_private_dir(data_dir).map_err(|e| {
             StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
         })?;
-        let path = Self::path_in(data_dir);
-        let db = Database::create(&path).map_err(|e| Self::open_error(e, &path))?;
-        Self::init(db, path)
+        crate::files::open_or_create_private(path)
+            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))
     }
 
     /// Like `open_or_create`, on a disk whose fsyncs `switch` can make fail.
@@ -123,17 +135,8 @@ impl Store {
         data_dir: &Path,
         switch: Arc<fault::FaultSwitch>,
     ) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Failed(format!("cannot create {}: {e}", data_dir.display()))
-        })?;
         let path = Self::path_in(data_dir);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
+        let file = Self::private_file(data_dir, &path)?;
         let inner =
             redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
         let db = Database::builder()

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::client::Client;
 use crate::common::{
-    ALICE, PASSWORD, TestServer, assert_outbox_stays, queued_id, sized_message, stored,
+    ALICE, PASSWORD, TestServer, assert_outbox_stays, queued_id, sized_message, split_received,
+    stored,
 };
 
 const LINE_TOO_LONG: &str = "500 5.5.2 Line too long";
@@ -322,4 +323,183 @@ async fn connections_per_ip_and_in_total() {
         assert!(Instant::now() < deadline, "the place was never given back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+const NO_STORAGE: &str = "452 4.3.1 Insufficient system storage";
+
+/// 100 KB for messages in flight: one 80 KB message fits, two do not.
+const SMALL_BUDGET: &str = "[smtp]\nmax_inflight_bytes = \"100KB\"\nmax_message_size = \"90KB\"\n";
+
+#[tokio::test]
+async fn messages_in_flight_share_one_memory_budget() {
+    let server = TestServer::with_alice(SMALL_BUDGET).await;
+    let mut first = server.alice().await;
+    let mut second = server.alice().await;
+    for c in [&mut first, &mut second] {
+        assert_eq!(
+            c.cmd("MAIL FROM:<alice@example.com> SIZE=80000")
+                .await
+                .line(),
+            "250 2.1.0 Ok"
+        );
+        c.cmd("RCPT TO:<bob@example.org>").await;
+    }
+    assert_eq!(first.cmd("DATA").await.code, 354);
+    // The second message does not fit beside the first: refused before 354.
+    assert_eq!(second.cmd("DATA").await.line(), NO_STORAGE);
+    // Without SIZE a message reserves 256 KiB, or max_message_size when
+    // that is less (here 90 KB): a BDAT does not fit either.
+    let mut third = server.alice().await;
+    third.envelope(ALICE, &["carol@example.org"]).await;
+    assert_eq!(third.bdat(b"x", false).await.line(), NO_STORAGE);
+    assert_eq!(third.bdat(b"y", true).await.line(), NO_STORAGE);
+    assert_eq!(third.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    // A small declared SIZE fits, but a body that outgrows it past what is
+    // left is read to its end and refused.
+    third.cmd("MAIL FROM:<alice@example.com> SIZE=1000").await;
+    third.cmd("RCPT TO:<carol@example.org>").await;
+    assert_eq!(third.data(&sized_message(30_000)).await.line(), NO_STORAGE);
+    assert_eq!(third.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+
+    // The first finishes; its reservation goes back with the commit.
+    first.send_raw(&sized_message(79_000)).await;
+    first.send_raw(b".\r\n").await;
+    let id = queued_id(&first.reply().await);
+    stored(&server, &id).await;
+    // The same transaction tries DATA again, and it fits now.
+    assert_eq!(second.cmd("DATA").await.code, 354);
+    second.send_raw(&sized_message(79_000)).await;
+    second.send_raw(b".\r\n").await;
+    queued_id(&second.reply().await);
+
+    // BDAT without SIZE, alone: fits, chunk after chunk.
+    third.envelope(ALICE, &["carol@example.org"]).await;
+    let message = sized_message(60_000);
+    assert_eq!(
+        third.bdat(&message[..30_000], false).await.line(),
+        "250 2.0.0 30000 octets received"
+    );
+    queued_id(&third.bdat(&message[30_000..], true).await);
+
+    let refused: Vec<_> = server
+        .events
+        .snapshot()
+        .into_iter()
+        .filter(|e| e.name() == "message.rejected")
+        .collect();
+    assert_eq!(refused.len(), 3, "one per refused message: {refused:?}");
+    assert_outbox_stays(&server, 3).await;
+}
+
+#[tokio::test]
+async fn a_session_that_ends_mid_message_gives_its_reservation_back() {
+    let server = TestServer::with_alice(SMALL_BUDGET).await;
+    let mut gone = server.alice().await;
+    gone.envelope(ALICE, &["bob@example.org"]).await;
+    assert_eq!(gone.cmd("DATA").await.code, 354);
+    gone.send_raw(b"From: <alice@example.com>\r\n\r\nhalf a mess")
+        .await;
+    let mut c = server.alice().await;
+    c.envelope(ALICE, &["bob@example.org"]).await;
+    assert_eq!(c.cmd("DATA").await.line(), NO_STORAGE);
+    drop(gone);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.cmd("DATA").await;
+        if r.code == 354 {
+            break;
+        }
+        assert_eq!(r.line(), NO_STORAGE);
+        assert!(Instant::now() < deadline, "the reservation never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.send_raw(b"From: <alice@example.com>\r\n\r\nwhole\r\n.\r\n")
+        .await;
+    queued_id(&c.reply().await);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_session_gets_twenty_commands() {
+    let server = TestServer::with_alice("").await;
+    let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+    for _ in 0..20 {
+        assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    }
+    assert_eq!(c.cmd("NOOP").await.line(), "421 4.7.0 Too many errors");
+    assert!(c.is_closed().await);
+
+    // STARTTLS does not start the count again; AUTH ends it.
+    let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+    for _ in 0..8 {
+        c.cmd("NOOP").await;
+    }
+    c.ehlo().await;
+    c.starttls().await;
+    for _ in 0..8 {
+        c.cmd("NOOP").await;
+    }
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+    for _ in 0..30 {
+        assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    }
+}
+
+#[tokio::test]
+async fn an_unauthenticated_session_has_a_deadline() {
+    let server = TestServer::with_alice("[smtp]\nunauthenticated_timeout = \"3s\"\n").await;
+    let started = Instant::now();
+    let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+    // Commands do not move the deadline: it counts from the connection.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+    }
+    assert_eq!(c.reply().await.line(), "421 4.4.2 Timeout");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(2900), "{waited:?}");
+    assert!(waited < Duration::from_millis(4500), "{waited:?}");
+    assert!(c.is_closed().await);
+
+    // After AUTH only command_timeout applies.
+    let mut c = server.alice().await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(c.cmd("NOOP").await.line(), "250 2.0.0 Ok");
+}
+
+#[tokio::test]
+async fn ehlo_names_are_taken_as_given() {
+    let server = TestServer::with_alice("").await;
+    let (mut c, _) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    // Only control characters and names over 255 octets are refused.
+    c.send_raw(b"EHLO JOHN\x01PC\r\n").await;
+    assert_eq!(
+        c.reply().await.line(),
+        "501 5.5.4 Syntax error in parameters"
+    );
+    assert_eq!(
+        c.cmd(&format!("EHLO {}", "a".repeat(256))).await.line(),
+        "501 5.5.4 Syntax error in parameters"
+    );
+    assert_eq!(c.cmd(&format!("EHLO {}", "a".repeat(255))).await.code, 250);
+    // Outlook's NetBIOS name.
+    let ehlo = c.cmd("EHLO JOHN_PC").await;
+    assert_eq!(ehlo.code, 250, "{ehlo:?}");
+    assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+    let body = b"From: <alice@example.com>\r\nSubject: netbios\r\n\r\nhi\r\n";
+    let id = queued_id(&c.send_message(ALICE, &["bob@example.org"], body).await);
+    let (received, _) = split_received(&stored(&server, &id).await);
+    assert!(
+        received.starts_with("Received: from JOHN_PC ([127.0.0.1]) by mail.test.example"),
+        "{received}"
+    );
+
+    // What a Received header cannot hold as it is, it quotes.
+    c.cmd("EHLO x;by=evil").await;
+    let id = queued_id(&c.send_message(ALICE, &["bob@example.org"], body).await);
+    let (received, _) = split_received(&stored(&server, &id).await);
+    assert!(
+        received.starts_with("Received: from \"x;by=evil\" ([127.0.0.1])"),
+        "{received}"
+    );
 }

@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod common;
 mod crash;
+mod files;
 mod headers;
 mod layering;
 mod limits;

@@ -125,11 +125,7 @@ impl Session {
         challenge: &str,
     ) -> Result<String, SaslStop> {
         conn.queue_raw(format!("334 {challenge}\r\n").as_bytes());
-        let read = tokio::time::timeout(
-            self.shared.limits.command_timeout,
-            conn.read_line(MAX_SASL_LINE),
-        )
-        .await;
+        let read = tokio::time::timeout(self.read_limit(), conn.read_line(MAX_SASL_LINE)).await;
         let line = match read {
             Err(_) => {
                 self.reply(conn, &reply::TIMEOUT);

@@ -1,5 +1,6 @@
 //! DATA and BDAT (RFC 3030): the message, its Received header, the spool.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -9,7 +10,7 @@ use crate::clock::rfc5322_date;
 use crate::events::EventKind;
 use crate::policy::{Decision, MessageContext};
 use crate::smtp::connection::Connection;
-use crate::smtp::data::{DataError, DataReader};
+use crate::smtp::data::{DataError, DataReader, RESERVATION_STEP};
 use crate::smtp::headers::{self, NotOwned};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{Envelope, Recipient};
@@ -29,6 +30,34 @@ impl Session {
         }
     }
 
+    /// What a message reserves of the in-flight budget before it is taken:
+    /// the SIZE declared at MAIL, else a first step (`RESERVATION_STEP`,
+    /// at most `max_message_size`). Either grows as the body arrives.
+    ///
+    /// Not `max_message_size` without SIZE: many clients never declare it,
+    /// and 25 MiB each would let only 40 of them send at once under the
+    /// default 1 GiB, whatever the size of their mail.
+    fn expected_size(&self) -> u64 {
+        match self.tx.as_ref().map_or(0, |tx| tx.declared_size) {
+            0 => RESERVATION_STEP.min(self.shared.limits.max_message_size),
+            declared => declared,
+        }
+    }
+
+    /// The in-flight budget had no room: `452 4.3.1`, logged as a refused
+    /// message.
+    fn no_room(&self) -> Reply {
+        let recipients = self.tx.as_ref().map_or(0, |tx| tx.recipients.len());
+        self.shared.events.emit(
+            self.event(EventKind::MessageRejected)
+                .reason("memory_budget")
+                .code(reply::NO_STORAGE.code)
+                .recipients(recipients),
+        );
+        self.covered();
+        reply::NO_STORAGE
+    }
+
     pub(super) async fn data<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
@@ -39,8 +68,14 @@ impl Session {
         if self.tx.as_ref().is_some_and(|tx| !tx.chunks.is_empty()) {
             return self.answer(conn, reply::BAD_SEQUENCE);
         }
+        // Reserved before 354, so a refusal costs the client no upload.
+        let Some(reservation) = self.shared.inflight.try_reserve(self.expected_size()) else {
+            let r = self.no_room();
+            return self.answer(conn, r);
+        };
         self.reply(conn, &reply::START_DATA);
-        let mut reader = DataReader::new(self.shared.limits.max_message_size);
+        let mut reader =
+            DataReader::new(self.shared.limits.max_message_size).with_budget(reservation);
         let mut body = Vec::new();
         let read = tokio::time::timeout(
             self.shared.limits.data_timeout,
@@ -57,6 +92,9 @@ impl Session {
         }
         let checked = reader.finish().map(|_| body);
         let r = self.finish_message(checked).await;
+        // Only now is the message queued or refused: the reader's
+        // reservation goes back with it.
+        drop(reader);
         self.answer(conn, r)
     }
 
@@ -67,13 +105,16 @@ impl Session {
         last: bool,
     ) -> Flow {
         let max = self.shared.limits.max_message_size;
-        let refusal = self
+        let mut refusal = self
             .transaction_refusal()
             .or_else(|| self.tx.as_ref().and_then(|tx| tx.chunk_error.clone()))
             .or_else(|| {
                 let so_far = self.tx.as_ref().map_or(0, |tx| tx.chunks.len());
                 (so_far as u64 + size as u64 > max).then_some(reply::MESSAGE_TOO_BIG)
             });
+        if refusal.is_none() && !self.reserve_chunk(size) {
+            refusal = Some(self.no_room());
+        }
         let into = match (&refusal, self.tx.as_mut()) {
             (None, Some(tx)) => Some(&mut tx.chunks),
             _ => None,
@@ -90,11 +131,13 @@ impl Session {
             Ok(Ok(true)) => {}
         }
         if let Some(r) = refusal {
-            // Remember a size refusal so the rest of this message is dropped too.
+            // Remember a size or memory refusal so the rest of this message
+            // is dropped too.
             if let Some(tx) = self.tx.as_mut() {
-                if r == reply::MESSAGE_TOO_BIG {
+                if r == reply::MESSAGE_TOO_BIG || r == reply::NO_STORAGE {
                     tx.chunk_error = Some(r.clone());
                     tx.chunks = Vec::new();
+                    tx.reservation = None;
                 }
                 if last && tx.blocked.is_none() {
                     self.tx = None;
@@ -114,6 +157,7 @@ impl Session {
             .map(|tx| std::mem::take(&mut tx.chunks))
             .unwrap_or_default();
         let body = normalize_line_endings(&chunks);
+        drop(chunks);
         let checked = if body
             .split(|&b| b == b'\n')
             .any(|l| l.len() > crate::smtp::data::MAX_LINE_OCTETS + 1)
@@ -124,6 +168,29 @@ impl Session {
         };
         let r = self.finish_message(checked).await;
         self.answer(conn, r)
+    }
+
+    /// Makes the transaction's reservation cover its chunks so far plus
+    /// `size` more; the first chunk reserves `expected_size` or what it
+    /// brings, whichever is more. `false` when the in-flight budget has no
+    /// room.
+    fn reserve_chunk(&mut self, size: usize) -> bool {
+        let expected = self.expected_size();
+        let budget = self.shared.inflight.clone();
+        let Some(tx) = self.tx.as_mut() else {
+            return true;
+        };
+        let needed = tx.chunks.len() as u64 + size as u64;
+        match &mut tx.reservation {
+            Some(r) => r.grow_to(needed),
+            None => match budget.try_reserve(expected.max(needed)) {
+                Some(r) => {
+                    tx.reservation = Some(r);
+                    true
+                }
+                None => false,
+            },
+        }
     }
 
     /// End of DATA or the last BDAT: check, ask the policy, queue durably.
@@ -149,6 +216,7 @@ impl Session {
             Err(DataError::LineTooLong) => {
                 return rejected(self, reply::MESSAGE_LINE_TOO_LONG, "line_length");
             }
+            Err(DataError::NoRoom) => return rejected(self, reply::NO_STORAGE, "memory_budget"),
         };
         let inspection = match headers::inspect(&body, |a| identity.owns(a)) {
             Ok(inspection) => inspection,
@@ -171,6 +239,9 @@ impl Session {
             message.extend_from_slice(format!("Message-ID: <{id}@{hostname}>\r\n").as_bytes());
         }
         message.extend_from_slice(&body);
+        // One copy of the message from here on, while it waits for the
+        // policy and the commit.
+        drop(body);
         let recipients: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
         let decision = self
             .shared
@@ -234,7 +305,10 @@ impl Session {
         recipients: &[Recipient],
         now: std::time::SystemTime,
     ) -> String {
-        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let helo = self
+            .helo
+            .as_deref()
+            .map_or(Cow::Borrowed("unknown"), super::ehlo::received_name);
         let ip = match self.ip() {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("IPv6:{v6}"),

@@ -59,10 +59,12 @@ impl Session {
             from: sender,
             mail_flags: from.flags,
             envid: from.env_id,
+            declared_size: from.size as u64,
             recipients: Vec::new(),
             blocked: None,
             chunks: Vec::new(),
             chunk_error: None,
+            reservation: None,
             _pending: self.shared.spool.pending(),
         };
         match decision {

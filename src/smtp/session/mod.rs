@@ -11,7 +11,7 @@ mod rcpt;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use self::parse::{names_postmaster, parse_error_reply, takes_long_line};
 use super::SmtpShared;
 use super::connection::{Connection, Line};
+use super::limits::Reservation;
 use super::reply::{self, Reply};
 use crate::accounts::Identity;
 use crate::events::{Event, EventKind};
@@ -43,6 +44,8 @@ struct Transaction {
     from: String,
     mail_flags: u64,
     envid: Option<String>,
+    /// MAIL's SIZE=; 0 when not given.
+    declared_size: u64,
     recipients: Vec<Recipient>,
     /// A policy block: it answers every later RCPT, DATA and BDAT.
     blocked: Option<Reply>,
@@ -50,6 +53,9 @@ struct Transaction {
     chunks: Vec<u8>,
     /// A refused BDAT chunk: later chunks are discarded with this reply.
     chunk_error: Option<Reply>,
+    /// The BDAT chunks' share of the in-flight budget, from the first chunk
+    /// until the message is queued or refused (DATA's is its reader's).
+    reservation: Option<Reservation>,
     /// Tells the spool's group commit a message is probably coming.
     _pending: Option<Pending>,
 }
@@ -65,6 +71,8 @@ pub struct Session {
     tx: Option<Transaction>,
     bad_commands: u32,
     auth_failures: u32,
+    /// Commands read before AUTH succeeded.
+    unauthenticated_commands: u32,
     pub messages: u32,
     started: Instant,
     /// The stage the next refusal answers (`connect`, `helo`, `auth`,
@@ -87,6 +95,7 @@ impl Session {
             tx: None,
             bad_commands: 0,
             auth_failures: 0,
+            unauthenticated_commands: 0,
             messages: 0,
             started: Instant::now(),
             stage: "connect",
@@ -115,6 +124,21 @@ impl Session {
         self.started.elapsed()
     }
 
+    /// How long the next read from the client may take: `command_timeout`,
+    /// and before AUTH no longer than what is left of
+    /// `unauthenticated_timeout`, counted from the connection.
+    pub fn read_limit(&self) -> Duration {
+        let limits = &self.shared.limits;
+        match self.identity {
+            Some(_) => limits.command_timeout,
+            None => limits.command_timeout.min(
+                limits
+                    .unauthenticated_timeout
+                    .saturating_sub(self.started.elapsed()),
+            ),
+        }
+    }
+
     fn event(&self, kind: EventKind) -> Event {
         let e = Event::new(kind).session(self.id, self.ip());
         match self.account() {
@@ -141,7 +165,6 @@ impl Session {
         &mut self,
         conn: &mut Connection<S>,
     ) -> Flow {
-        let command_timeout = self.shared.limits.command_timeout;
         let shutdown = self.shared.shutdown.clone();
         loop {
             // Shutting down: a transaction in progress may finish (the
@@ -157,7 +180,7 @@ impl Session {
                 }
             };
             let read = tokio::select! {
-                read = tokio::time::timeout(command_timeout, conn.read_line(MAX_PARAMETER_LINE)) => read,
+                read = tokio::time::timeout(self.read_limit(), conn.read_line(MAX_PARAMETER_LINE)) => read,
                 _ = stop => {
                     self.reply(conn, &reply::SHUTTING_DOWN);
                     return Flow::Close;
@@ -169,6 +192,11 @@ impl Session {
                     return Flow::Close;
                 }
                 Ok(Err(_)) | Ok(Ok(Line::Eof)) => return Flow::Close,
+                // Before AUTH every line counts, whatever it holds.
+                Ok(Ok(_)) if !self.count_unauthenticated() => {
+                    self.reply(conn, &reply::TOO_MANY_ERRORS);
+                    return Flow::Close;
+                }
                 Ok(Ok(Line::TooLong)) => {
                     if self.answer(conn, reply::LINE_TOO_LONG) == Flow::Close {
                         return Flow::Close;
@@ -190,6 +218,19 @@ impl Session {
                 other => return other,
             }
         }
+    }
+
+    /// Counts a command read before AUTH; `false` once there were
+    /// `unauthenticated_commands` already (the session then closes).
+    fn count_unauthenticated(&mut self) -> bool {
+        if self.identity.is_some() {
+            return true;
+        }
+        if self.unauthenticated_commands >= self.shared.limits.unauthenticated_commands {
+            return false;
+        }
+        self.unauthenticated_commands += 1;
+        true
     }
 
     /// Queues a reply. Every refusal (4xx, 5xx) is also one `Refusal` event

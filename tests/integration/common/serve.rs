@@ -26,8 +26,27 @@ impl ServeProcess {
     /// listener is ready. Panics with the log if the server exits first.
     /// Blocking: call it from `block_in_place` in async tests.
     pub fn start(config: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-            .args(["--config", config.to_str().unwrap()])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailwarden"));
+        command.args(["--config", config.to_str().unwrap()]);
+        Self::spawn(command)
+    }
+
+    /// `start`, with the process's umask set first (e.g. `"000"`): `sh`
+    /// sets it and execs the server, so the child is the server itself.
+    pub fn start_with_umask(config: &Path, umask: &str) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_mailwarden"))
+            .args(["--config", config.to_str().unwrap()]);
+        Self::spawn(command)
+    }
+
+    /// Runs `command serve --log-format json` (the binary and `--config`
+    /// already in `command`) until every listener is ready.
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .args(["serve", "--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
