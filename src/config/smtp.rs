@@ -1,4 +1,5 @@
-//! `[smtp]`: the limits of an SMTP session.
+//! `[smtp]`: the limits of an SMTP session, and how EHLO speaks to old
+//! clients.
 
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ pub struct SmtpConfig {
     pub data_timeout: Duration,
     pub max_bad_commands: u32,
     pub max_auth_failures: u32,
+    /// After TLS, EHLO also sends `250-AUTH=PLAIN LOGIN`, the pre-RFC 4954
+    /// form old Outlook versions look for (Postfix's
+    /// `broken_sasl_auth_clients`).
+    pub legacy_auth_line: bool,
 }
 
 impl Default for SmtpConfig {
@@ -33,6 +38,7 @@ impl Default for SmtpConfig {
             data_timeout: Duration::from_secs(10 * 60),
             max_bad_commands: 10,
             max_auth_failures: 3,
+            legacy_auth_line: false,
         }
     }
 }
