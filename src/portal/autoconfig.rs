@@ -431,8 +431,11 @@ fn thunderbird(setup: &MailSetup, query: &[(String, String)], headers: &HeaderMa
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
-            .map(|h| h.strip_prefix("autoconfig.").unwrap_or(h))
             .and_then(|h| address::normalize_domain(h).ok())
+            .map(|h| match h.strip_prefix("autoconfig.") {
+                Some(domain) => domain.to_string(),
+                None => h,
+            })
             .filter(|d| setup.serves(d)),
     };
     match domain {

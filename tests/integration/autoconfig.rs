@@ -129,7 +129,7 @@ async fn thunderbird_is_told_the_listeners_ports_and_tls_modes() {
     }
     for path in ["/mail/config-v1.1.xml", WELL_KNOWN] {
         let by_host = w
-            .request("GET", path, None, &[("Host", "autoconfig.example.com")])
+            .request("GET", path, None, &[("Host", "AutoConfig.Example.com:443")])
             .await;
         assert_eq!((by_host.status, &by_host.body), (200, &r.body), "{path}");
     }
