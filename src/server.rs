@@ -99,7 +99,7 @@ pub async fn start_with(
         listeners.submissions,
         &smtp,
     )?;
-    serve_portal(&app, listeners.portal, &tracker, &shutdown)?;
+    serve_portal(&app, listeners.portal, &running, &tracker, &shutdown)?;
     serve_admin_and_metrics(
         &app,
         token,
@@ -205,9 +205,12 @@ fn serve_smtp(
     Ok(())
 }
 
+/// The portal; mail program set-up names the SMTP listeners `running`
+/// has bound.
 fn serve_portal(
     app: &App,
     listener: TcpListener,
+    running: &Running,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -221,6 +224,12 @@ fn serve_portal(
         settings: portal::Settings::from_config(config)?,
         support_contact: config.server.support_contact.clone(),
         brand: config.accounts.totp_issuer.clone(),
+        setup: portal::autoconfig::MailSetup::new(
+            config,
+            &running.submission,
+            &running.submissions,
+            addr,
+        ),
     })
     .router();
     let stop = shutdown.clone();

@@ -7,6 +7,7 @@
 //! certificate (`tls.cert` + `tls.key`, or `tls.self_signed = true`).
 
 mod accounts;
+mod autoconfig;
 mod delivery;
 mod listeners;
 mod lockout;
@@ -23,11 +24,12 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 pub use accounts::AccountsConfig;
+pub use autoconfig::{AutoconfigConfig, IncomingServer, is_dns_name};
 pub use delivery::{DeliveryConfig, DeliveryMode, DkimConfig, MxConfig, RelayConfig, RelayTls};
 pub use listeners::ListenersConfig;
 pub use lockout::LockoutConfig;
 pub use policy::{PolicyConfig, PolicyMode};
-pub use portal::{PortalConfig, PortalSettings};
+pub use portal::{PortalConfig, PortalSettings, SETUP_PATHS};
 pub use server::ServerConfig;
 pub use smtp::SmtpConfig;
 pub use tls::TlsConfig;
@@ -53,6 +55,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub lockout: LockoutConfig,
+    #[serde(default)]
+    pub autoconfig: AutoconfigConfig,
     /// The folder relative paths were resolved against; not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -131,6 +135,7 @@ impl Config {
             key.key_file = resolve(&key.key_file);
             key.domain = key.domain.trim_end_matches('.').to_ascii_lowercase();
         }
+        self.autoconfig.normalize()?;
         self.base_dir = base;
         self.source = source;
         self.validate()?;
@@ -280,6 +285,7 @@ impl Config {
                 bail!("`delivery.dkim`: two keys for domain {}", key.domain);
             }
         }
+        self.autoconfig.validate()?;
         PortalSettings::from_config(self)?;
         Ok(())
     }

@@ -107,8 +107,27 @@ fn parse_public_url(url: &str) -> anyhow::Result<(bool, String)> {
             "`portal.public_url` path may only hold letters, digits and / - . _ ~ (no query): {url:?}"
         );
     }
-    Ok((secure, path.trim_end_matches('/').to_string()))
+    let prefix = path.trim_end_matches('/').to_string();
+    let lower = prefix.to_ascii_lowercase();
+    if let Some(taken) = SETUP_PATHS
+        .iter()
+        .find(|p| lower == **p || lower.starts_with(&format!("{p}/")))
+    {
+        bail!(
+            "`portal.public_url` path {prefix:?} is taken by mail program set-up ({taken}), which is served at the root: choose another path"
+        );
+    }
+    Ok((secure, prefix))
 }
+
+/// The paths the portal listener answers at its root whatever the path of
+/// `public_url` (mail program set-up, `portal::autoconfig`).
+pub const SETUP_PATHS: [&str; 4] = [
+    "/.well-known/autoconfig/mail/config-v1.1.xml",
+    "/mail/config-v1.1.xml",
+    "/autodiscover/autodiscover.xml",
+    "/autodiscover/autodiscover.json",
+];
 
 fn parse_network(s: &str) -> anyhow::Result<IpNet> {
     let s = s.trim();
@@ -137,12 +156,19 @@ mod tests {
             parse_public_url("http://127.0.0.1:8080/").unwrap(),
             (false, String::new())
         );
+        assert_eq!(
+            parse_public_url("https://x/autodiscover").unwrap(),
+            (true, "/autodiscover".into())
+        );
         for bad in [
             "mail.example.com",
             "ftp://x",
             "https:///x",
             "https://x/a?b",
             "https://x/{a}",
+            "https://x/mail/config-v1.1.xml",
+            "https://x/Autodiscover/Autodiscover.xml/",
+            "https://x/autodiscover/autodiscover.json/v1.0",
         ] {
             assert!(parse_public_url(bad).is_err(), "{bad}");
         }

@@ -1,4 +1,5 @@
-//! `[smtp]`: the limits of an SMTP session.
+//! `[smtp]`: the limits of an SMTP session, and how EHLO speaks to old
+//! clients.
 
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ pub struct SmtpConfig {
     /// How long a session may stay connected without authenticating.
     #[serde(deserialize_with = "de_duration")]
     pub unauthenticated_timeout: Duration,
+    /// After TLS, EHLO also sends `250-AUTH=PLAIN LOGIN`, the pre-RFC 4954
+    /// form old Outlook versions look for (Postfix's
+    /// `broken_sasl_auth_clients`).
+    pub legacy_auth_line: bool,
 }
 
 impl Default for SmtpConfig {
@@ -45,6 +50,7 @@ impl Default for SmtpConfig {
             max_inflight_bytes: 1024 * 1024 * 1024,
             unauthenticated_commands: 20,
             unauthenticated_timeout: Duration::from_secs(60),
+            legacy_auth_line: false,
         }
     }
 }

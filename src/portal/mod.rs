@@ -8,10 +8,13 @@
 //! - `pages`: the routes, a file a page; `extract`: the checks every form
 //!   POST starts with; `reply`: how the routes answer.
 //! - `html`: the pages' HTML; `style.css`: the look.
+//! - `autoconfig`: mail program set-up (Thunderbird, Outlook), at the
+//!   listener's root whatever the path of `public_url`.
 //!
 //! Every change goes through `Accounts` with `Origin::portal(client_ip)`,
 //! so the unblock rule can ignore changes from a block's abuse networks.
 
+pub mod autoconfig;
 mod extract;
 pub mod html;
 pub mod limiter;
@@ -24,11 +27,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use crate::accounts::{Accounts, Passwords};
 use crate::clock::Clock;
@@ -97,6 +101,8 @@ pub struct PortalParts {
     pub support_contact: Option<String>,
     /// The product name users see (the TOTP issuer).
     pub brand: String,
+    /// What mail programs are told when they set themselves up.
+    pub setup: autoconfig::MailSetup,
 }
 
 pub(crate) struct Inner {
@@ -107,6 +113,7 @@ pub(crate) struct Inner {
     settings: Settings,
     support_contact: Option<String>,
     brand: String,
+    setup: autoconfig::MailSetup,
     sessions: SessionStore,
     signin: SigninGuard,
 }
@@ -131,11 +138,13 @@ impl Portal {
                 settings: parts.settings,
                 support_contact: parts.support_contact,
                 brand: parts.brand,
+                setup: parts.setup,
             }),
         }
     }
 
-    /// The HTTP routes, under the path of `public_url`.
+    /// The HTTP routes, under the path of `public_url`; mail program
+    /// set-up at the root.
     pub fn router(self) -> Router {
         let prefix = self.inner.settings.prefix.clone();
         let at = |path: &str| format!("{prefix}{path}");
@@ -168,11 +177,29 @@ impl Portal {
                 .route("/", get(pages::to_home))
                 .route(&prefix, get(pages::to_home));
         }
-        app.fallback(pages::not_found)
+        for path in [
+            autoconfig::THUNDERBIRD,
+            autoconfig::THUNDERBIRD_WELL_KNOWN,
+            autoconfig::POX,
+            autoconfig::JSON,
+            "/autodiscover/autodiscover.json/v1.0/{address}",
+        ] {
+            app = app.route(path, any(autoconfig::answer));
+        }
+        app.fallback(fallback)
             .layer(DefaultBodyLimit::max(16 * 1024))
             .layer(middleware::map_response(security_headers))
             .with_state(self)
     }
+}
+
+/// Set-up paths in another case (Outlook writes `/Autodiscover/...`),
+/// else the 404 page.
+async fn fallback(State(p): State<Portal>, request: Request) -> Response {
+    if autoconfig::is_setup_path(request.uri().path()) {
+        return autoconfig::answer.call(request, p).await;
+    }
+    pages::not_found(State(p)).await
 }
 
 /// Headers on every response: no framing, no inline script, no caching of

@@ -3,6 +3,7 @@
 
 mod aliases;
 mod assembly;
+mod autoconfig;
 mod browser;
 mod cli;
 mod common;

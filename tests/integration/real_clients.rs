@@ -165,7 +165,12 @@ async fn run(name: &'static str, mut cmd: Command) -> (bool, String) {
 /// Four sends (STARTTLS and implicit TLS, PLAIN and LOGIN) that must land
 /// in the outbox, and one wrong password that must fail with 535.
 async fn exercise(name: &'static str, build: fn(&Job) -> Command) {
-    let server = TestServer::with_alice("").await;
+    exercise_with(name, build, "").await;
+}
+
+/// `exercise` against a server with `extra` in its config.
+async fn exercise_with(name: &'static str, build: fn(&Job) -> Command, extra: &str) {
+    let server = TestServer::with_alice(extra).await;
     let dir = tempfile::tempdir().unwrap();
     let job = |tls, mech, password, token: String| {
         let message = dir.path().join(format!("{token}.eml"));
@@ -255,4 +260,20 @@ async fn msmtp_sends_and_sees_a_wrong_password_fail() {
 #[tokio::test(flavor = "multi_thread")]
 async fn smtplib_sends_and_sees_a_wrong_password_fail() {
     exercise("smtplib", smtplib).await;
+}
+
+/// Old Outlook's `250-AUTH=PLAIN LOGIN` next to the standard line confuses
+/// none of the real clients.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_client_still_sends_with_the_legacy_auth_line() {
+    type Build = fn(&Job) -> Command;
+    let clients: [(&'static str, Build); 4] = [
+        ("swaks", swaks),
+        ("curl", curl),
+        ("msmtp", msmtp),
+        ("smtplib", smtplib),
+    ];
+    for (name, build) in clients {
+        exercise_with(name, build, "[smtp]\nlegacy_auth_line = true\n").await;
+    }
 }

@@ -292,3 +292,47 @@ async fn sender_must_be_owned_and_rset_noop_quit_work() {
     assert_eq!(c.cmd("QUIT").await.line(), "221 2.0.0 Bye");
     assert!(c.is_closed().await);
 }
+
+/// `[smtp] legacy_auth_line`: after TLS (STARTTLS or implicit), EHLO has
+/// exactly one more line, `AUTH=PLAIN LOGIN`, after the standard one; before
+/// TLS there is no AUTH line of either form. Off by default.
+#[tokio::test]
+async fn the_legacy_auth_line_follows_tls_only_when_enabled() {
+    let mut after_tls = Vec::new();
+    for extra in ["", "[smtp]\nlegacy_auth_line = true\n"] {
+        let server = TestServer::start_with(extra).await;
+        server.add_account("alice@example.com", PASSWORD).await;
+        let (mut c, _) = Client::plain(server.submission(), &server.cert_path()).await;
+        let before = c.ehlo().await;
+        assert!(!before.text.contains("AUTH"), "{before:?}");
+        c.starttls().await;
+        let ehlo = c.ehlo().await;
+        let (mut implicit, _) =
+            Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+        assert_eq!(implicit.ehlo().await, ehlo);
+        assert_eq!(
+            c.auth_plain("alice@example.com", PASSWORD).await.line(),
+            "235 2.7.0 Authentication successful"
+        );
+        assert_eq!(
+            implicit
+                .auth_login("alice@example.com", PASSWORD)
+                .await
+                .line(),
+            "235 2.7.0 Authentication successful"
+        );
+        after_tls.push(ehlo.text);
+    }
+    let [standard, legacy] = &after_tls[..] else {
+        unreachable!()
+    };
+    let auth = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("AUTH"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(auth(standard), ["AUTH PLAIN LOGIN"]);
+    assert_eq!(auth(legacy), ["AUTH PLAIN LOGIN", "AUTH=PLAIN LOGIN"]);
+    assert_eq!(*legacy, format!("{standard}\nAUTH=PLAIN LOGIN"));
+}

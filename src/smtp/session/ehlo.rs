@@ -43,6 +43,9 @@ impl Session {
         ];
         if self.tls {
             lines.push("AUTH PLAIN LOGIN".into());
+            if self.shared.limits.legacy_auth_line {
+                lines.push("AUTH=PLAIN LOGIN".into());
+            }
         } else {
             lines.push("STARTTLS".into());
         }

@@ -1,6 +1,7 @@
 //! A deliberately small web client for portal tests: one HTTP/1.0 request
 //! per connection, a cookie jar of one cookie, forms as
-//! application/x-www-form-urlencoded. It never follows redirects, so tests
+//! application/x-www-form-urlencoded (unless a request's headers name
+//! another Content-Type, or a Host). It never follows redirects, so tests
 //! see every 303.
 
 use std::net::SocketAddr;
@@ -96,7 +97,11 @@ impl Web {
         body: Option<String>,
         headers: &[(&str, &str)],
     ) -> Resp {
-        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: portal.test\r\n");
+        let given = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let mut req = format!("{method} {path} HTTP/1.0\r\n");
+        if !given("host") {
+            req.push_str("Host: portal.test\r\n");
+        }
         if let Some(c) = &self.cookie {
             req.push_str(&format!("Cookie: {}={c}\r\n", self.cookie_name));
         }
@@ -107,7 +112,9 @@ impl Web {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         if let Some(body) = &body {
-            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            if !given("content-type") {
+                req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            }
             req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
