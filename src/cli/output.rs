@@ -167,7 +167,8 @@ pub(super) fn describe(request: &Request) -> Describe {
                         .as_u64()
                         .map_or("never used".to_string(), |t| {
                             format!(
-                                "last used {t} from {}",
+                                "last used {} from {}",
+                                date(t),
                                 d["last_ip"].as_str().unwrap_or("?")
                             )
                         });
@@ -179,7 +180,7 @@ pub(super) fn describe(request: &Request) -> Describe {
                     format!(
                         "{}  created {}  {used}{suspended}",
                         d["name"].as_str().unwrap_or_default(),
-                        d["created"]
+                        d["created"].as_u64().map_or("?".into(), date)
                     )
                 })
                 .collect();
@@ -192,9 +193,8 @@ pub(super) fn describe(request: &Request) -> Describe {
         Request::DevicePasswordRevoke { .. } => {
             Box::new(move |v| format!("revoked {:?} for {}", s(v, "name"), s(v, "address")))
         }
-        Request::AccountShow { .. } | Request::QueueShow { .. } => {
-            Box::new(|v| serde_json::to_string_pretty(v).unwrap_or_default())
-        }
+        Request::AccountShow { .. } => Box::new(account_text),
+        Request::QueueShow { .. } => Box::new(queue_text),
     }
 }
 
@@ -221,4 +221,160 @@ fn delivery_line(d: &serde_json::Value) -> String {
         line.push_str(&format!("  last reply: {reply}"));
     }
     line
+}
+
+/// Unix seconds as an RFC 3339 date (UTC).
+fn date(t: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+        .to_string()
+}
+
+fn text(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+/// `account show` for a person: one fact a line, dates as dates.
+fn account_text(v: &serde_json::Value) -> String {
+    let mut out = vec![text(&v["address"]).to_string()];
+    let mut line = |label: &str, value: String| out.push(format!("  {label:<10} {value}"));
+    line("created", v["created"].as_u64().map_or("?".into(), date));
+    line(
+        "status",
+        if v["disabled"] == true {
+            "disabled (every AUTH refused)".into()
+        } else {
+            "enabled".into()
+        },
+    );
+    let pending = if v["totp_pending"] == true && text(&v["totp"]) == "on" {
+        " (a new secret waits for its first code)"
+    } else {
+        ""
+    };
+    line("2FA", format!("{}{pending}", text(&v["totp"])));
+    match v["block"].as_object() {
+        None => line("block", "none".into()),
+        Some(b) => {
+            let networks: Vec<&str> = b["abuse_networks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.as_str())
+                .collect();
+            line(
+                "block",
+                format!(
+                    "{}: {} (since {}, history #{})",
+                    text(&b["kind"]),
+                    text(&b["reason"]),
+                    b["at"].as_u64().map_or("?".into(), date),
+                    b["seq"]
+                ),
+            );
+            if !networks.is_empty() {
+                line("networks", networks.join(", "));
+            }
+            if let Some(detail) = b["detail"].as_str() {
+                line("evidence", detail.to_string());
+            }
+        }
+    }
+    let aliases: Vec<&str> = v["aliases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .collect();
+    if !aliases.is_empty() {
+        line("aliases", aliases.join(", "));
+    }
+    for d in v["device_passwords"].as_array().into_iter().flatten() {
+        let used = d["last_used"].as_u64().map_or("never used".into(), |t| {
+            format!("last used {} from {}", date(t), text(&d["last_ip"]))
+        });
+        let suspended = if d["suspended"] == true {
+            ", suspended"
+        } else {
+            ""
+        };
+        line(
+            "device",
+            format!(
+                "{} (created {}, {used}{suspended})",
+                text(&d["name"]),
+                d["created"].as_u64().map_or("?".into(), date)
+            ),
+        );
+    }
+    if let Some(overrides) = v["policy_overrides"].as_object().filter(|o| !o.is_empty()) {
+        let list: Vec<String> = overrides.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        line("limits", list.join(", "));
+    }
+    let p = &v["policy"];
+    if p.is_object() {
+        line(
+            "score",
+            format!("{} (blocks at {})", p["score"], p["block_score"]),
+        );
+        line(
+            "sent",
+            format!(
+                "{} messages to {} recipients in the last hour, {} to {} in the last day",
+                p["messages_last_hour"],
+                p["recipients_last_hour"],
+                p["messages_last_day"],
+                p["recipients_last_day"]
+            ),
+        );
+        line(
+            "delivery",
+            format!(
+                "{} delivered, {} bounced in the last day; {} networks in the last hour",
+                p["delivered_last_day"], p["bounced_last_day"], p["networks_last_hour"]
+            ),
+        );
+    }
+    out.push("  history".into());
+    for h in v["history"].as_array().into_iter().flatten() {
+        let ip = h["ip"]
+            .as_str()
+            .map_or(String::new(), |ip| format!(" from {ip}"));
+        out.push(format!(
+            "    #{:<4} {}  {} (by {}{ip})",
+            h["seq"].as_u64().unwrap_or(0),
+            h["at"].as_u64().map_or("?".into(), date),
+            text(&h["change"]),
+            text(&h["via"])
+        ));
+    }
+    out.join("\n")
+}
+
+/// `queue show` for a person: the envelope, each recipient, the header.
+fn queue_text(v: &serde_json::Value) -> String {
+    let mut out = vec![format!(
+        "{}  {}  {} bytes  from <{}> (account {})",
+        text(&v["id"]),
+        text(&v["state"]),
+        v["size"],
+        text(&v["from"]),
+        text(&v["account"])
+    )];
+    out.push(format!(
+        "  received {}, {} attempts, next try {}",
+        v["received_at"].as_u64().map_or("?".into(), date),
+        v["attempts"],
+        v["next_attempt"].as_u64().map_or("?".into(), date)
+    ));
+    if let Some(e) = v["last_error"].as_str() {
+        out.push(format!("  last error: {e}"));
+    }
+    for d in v["deliveries"].as_array().into_iter().flatten() {
+        out.push(delivery_line(d).trim_start_matches('\n').to_string());
+    }
+    if let Some(headers) = v["headers"].as_str() {
+        out.push("  header:".into());
+        out.extend(headers.lines().map(|l| format!("    {l}")));
+    }
+    out.join("\n")
 }

@@ -631,6 +631,23 @@ async fn security_commands(config: &str) {
         .await
         .ends_with("(suspended)")
     );
+    // For a person: one fact a line, dates as dates, no JSON.
+    let text = ok(config, &["account", "show", "carol@example.com"], "").await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "carol@example.com", "{text}");
+    assert!(
+        lines.contains(&"  2FA        on")
+            && lines
+                .iter()
+                .any(|l| l.starts_with("  block      policy: phishing reported (since 20"))
+            && lines.contains(&"  networks   203.0.113.0/24")
+            && lines
+                .iter()
+                .any(|l| l.starts_with("  device     laptop (created 20")
+                    && l.ends_with(", suspended)")),
+        "{text}"
+    );
+    assert!(!text.contains('{') && !text.contains('"'), "{text}");
     let (bad, _, err) = cli(
         config,
         &[
