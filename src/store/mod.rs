@@ -148,8 +148,18 @@ impl Store {
     /// Opens an existing store; never creates one.
     pub fn open_existing(data_dir: &Path) -> Result<Self, StoreError> {
         let path = Self::path_in(data_dir);
-        if !path.exists() {
-            return Err(StoreError::Missing(path));
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(path));
+            }
+            // An unreadable data folder is not a missing store.
+            Err(e) => {
+                return Err(StoreError::Failed(format!(
+                    "cannot open {}: {e}",
+                    path.display()
+                )));
+            }
         }
         let db = Database::open(&path).map_err(|e| Self::open_error(e, &path))?;
         Self::init(db, path)

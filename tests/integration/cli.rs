@@ -1036,3 +1036,48 @@ fn config_errors_name_the_key_and_line_and_check_opens_the_certificate() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), "configuration is valid");
 }
+
+/// Run as another user (root can read anything): an unreadable data folder
+/// is named, not reported as a missing store or a bare "Permission denied".
+#[test]
+fn an_unreadable_data_folder_is_named() {
+    let bin = env!("CARGO_BIN_EXE_mailwarden");
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", bin])
+            .args(args)
+            .output()
+    };
+    let usable = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        && as_nobody(&["--version"]).is_ok_and(|o| o.status.success());
+    if !usable {
+        println!("skipped: needs root, runuser and a binary the nobody user can run");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mw-perm")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("mailwarden.redb"), b"").unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    std::fs::write(&config, crate::common::test_config_text("")).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = as_nobody(&["--config", config.to_str().unwrap(), "account", "list"]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "cannot open {}",
+            data.join("mailwarden.redb").display()
+        )) && err.contains("Permission denied"),
+        "{err}"
+    );
+}
