@@ -1,11 +1,15 @@
 //! Account records as last written, in memory: AUTH, MAIL, every RCPT and
 //! the end of DATA read an account without touching the store on a tokio
-//! worker. Every write goes through `Accounts`, which puts the committed
-//! record here, so the cache is never behind this process's own writes
-//! (other processes cannot write while the server holds the store).
+//! worker. Every write goes through `Accounts` (other processes cannot
+//! write while the server holds the store):
+//! - a change of an existing account puts the new record here inside its
+//!   store transaction, which holds the store's only writer, so two changes
+//!   land here in the order they commit; if the commit then fails, the
+//!   entry is forgotten;
+//! - creating or deleting an account forgets the entry after the commit.
 //!
-//! A miss reads the store on the blocking pool. A write that commits while
-//! a miss is being read wins: the miss is not cached over it.
+//! A miss reads the store on the blocking pool; a write or a forget while
+//! it reads wins (the miss is not cached over it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,11 +54,19 @@ impl AccountCache {
         }
     }
 
-    /// A committed write: the record as it now is (`None`: deleted).
-    pub(super) fn wrote(&self, address: &str, record: Option<Arc<Account>>) {
+    /// A change being committed: the record as it will be.
+    pub(super) fn wrote(&self, address: &str, record: Arc<Account>) {
         let mut inner = self.lock();
         inner.writes += 1;
-        inner.insert(address, record);
+        inner.insert(address, Some(record));
+    }
+
+    /// The stored record changed in a way this cache did not see (created,
+    /// deleted, a failed commit): the next read goes to the store.
+    pub(super) fn forget(&self, address: &str) {
+        let mut inner = self.lock();
+        inner.writes += 1;
+        inner.records.remove(address);
     }
 }
 
@@ -64,5 +76,43 @@ impl Inner {
             self.records.clear();
         }
         self.records.insert(address.to_string(), record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(address: &str, seq: u64) -> Arc<Account> {
+        let mut a = Account::new(address.into(), String::new(), 0);
+        a.seq = seq;
+        Arc::new(a)
+    }
+
+    #[test]
+    fn a_miss_read_before_a_write_is_not_kept() {
+        let cache = AccountCache::default();
+        let (cached, seen) = cache.get("a@x.example");
+        assert!(cached.is_none());
+        // A change commits while the miss reads the older record.
+        cache.wrote("a@x.example", account("a@x.example", 2));
+        cache.fill("a@x.example", Some(account("a@x.example", 1)), seen);
+        let (cached, _) = cache.get("a@x.example");
+        assert_eq!(cached.unwrap().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn forgetting_sends_the_next_read_to_the_store() {
+        let cache = AccountCache::default();
+        cache.wrote("a@x.example", account("a@x.example", 1));
+        let (_, seen) = cache.get("a@x.example");
+        cache.forget("a@x.example");
+        assert!(cache.get("a@x.example").0.is_none());
+        // A miss that started before the forget is not kept either.
+        cache.fill("a@x.example", Some(account("a@x.example", 1)), seen);
+        assert!(cache.get("a@x.example").0.is_none());
+        let (_, seen) = cache.get("a@x.example");
+        cache.fill("a@x.example", None, seen);
+        assert!(matches!(cache.get("a@x.example").0, Some(None)));
     }
 }

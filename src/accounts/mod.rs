@@ -199,7 +199,7 @@ impl Accounts {
                 None => AccountError::AddressTaken(address),
             });
         }
-        self.cache.wrote(&address, Some(Arc::new(account.clone())));
+        self.cache.forget(&address);
         self.emit(
             Event::new(EventKind::AccountCreated)
                 .account(&address)
@@ -240,8 +240,9 @@ impl Accounts {
     pub async fn delete(&self, address: &str) -> Result<(), AccountError> {
         let address = normalize(address)?;
         let key = address.clone();
-        let deleted = self.blocking(move |s| s.account_delete(&key)).await?;
-        self.cache.wrote(&address, None);
+        let deleted = self.blocking(move |s| s.account_delete(&key)).await;
+        self.cache.forget(&address);
+        let deleted = deleted?;
         if !deleted {
             return Err(AccountError::NotFound(address));
         }
@@ -298,7 +299,7 @@ impl Accounts {
         change: impl FnOnce(&mut Account) -> Result<T, AccountError> + Send + 'static,
     ) -> Result<(Account, T), AccountError> {
         let key = address.to_string();
-        let on_lift = self.parts.on_lift.clone();
+        let (on_lift, cache) = (self.parts.on_lift.clone(), self.cache.clone());
         let result = self
             .blocking(move |s| {
                 s.account_update(&key, |a, also| {
@@ -309,17 +310,21 @@ impl Accounts {
                     if was_blocked && a.block.is_none() {
                         on_lift.lifted(&a.address, also);
                     }
+                    // Inside the transaction: changes reach the cache in
+                    // the order they commit.
+                    cache.wrote(&a.address, Arc::new(a.clone()));
                     Ok::<(Account, T), AccountError>((a.clone(), out))
                 })
             })
-            .await?;
+            .await;
         match result {
-            None => Err(AccountError::NotFound(address.to_string())),
-            Some(Ok((account, out))) => {
-                self.cache.wrote(address, Some(Arc::new(account.clone())));
-                Ok((account, out))
+            Err(e) => {
+                // The change may have reached the cache but not the disk.
+                self.cache.forget(address);
+                Err(e)
             }
-            Some(Err(e)) => Err(e),
+            Ok(None) => Err(AccountError::NotFound(address.to_string())),
+            Ok(Some(r)) => r,
         }
     }
 }
@@ -359,19 +364,22 @@ impl Accounts {
             true => ("added", EventKind::AccountAliasAdded),
             false => ("removed", EventKind::AccountAliasRemoved),
         };
+        let cache = self.cache.clone();
         let change = self
             .blocking(move |s| {
+                // Inside the transaction, as in `update_with`.
                 let record = |a: &mut Account| {
                     a.record(now, &format!("alias {verb}: {name}"), &origin2);
+                    cache.wrote(&a.address, Arc::new(a.clone()));
                 };
                 match add {
                     true => s.alias_add(&key, &name, record),
                     false => s.alias_remove(&key, &name, record),
                 }
             })
-            .await?;
+            .await;
+        let change = change.inspect_err(|_| self.cache.forget(&address))?;
         let account = alias_outcome(change, &address, &alias)?;
-        self.cache.wrote(&address, Some(Arc::new(account.clone())));
         self.emit(Event::new(event).account(&address).reason(origin.via));
         Ok(account)
     }
