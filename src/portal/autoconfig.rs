@@ -2,6 +2,8 @@
 //! Thunderbird autoconfig and Outlook autodiscover (POX and the JSON v2
 //! pointer), served at the root of the portal listener whatever the path
 //! of `public_url`.
+//! Also the Apple configuration profile (`MailSetup::apple_profile`) that
+//! My account offers with a new device password (`pages::devices`).
 //!
 //! Every answer depends on the mail domain only: it never reads the store,
 //! so it cannot tell whether an address exists. A domain outside
@@ -231,6 +233,155 @@ impl MailSetup {
         out.push_str("    </Account>\n  </Response>\n</Autodiscover>\n");
         out
     }
+
+    /// Whether `apple_profile` has an answer (an incoming server is set).
+    pub fn offers_apple_profile(&self) -> bool {
+        (self.imap.is_some() || self.pop3.is_some()) && !self.outgoing.is_empty()
+    }
+
+    /// An Apple configuration profile (`.mobileconfig`, unsigned plist XML)
+    /// with one `com.apple.mail.managed` payload for `address` and the device
+    /// password `password` named `device`. `None` without an incoming server
+    /// (Apple's Mail needs one). Outgoing: SSL/TLS if there is a
+    /// `submissions` listener, else STARTTLS (`UseSSL` covers both).
+    /// PayloadUUIDs are random; PayloadIdentifiers are stable per account and
+    /// device name, so installing a profile again replaces the old one.
+    pub fn apple_profile(&self, address: &str, device: &str, password: &str) -> Option<String> {
+        let (account_type, incoming) = match (&self.imap, &self.pop3) {
+            (Some(s), _) => ("EmailTypeIMAP", s),
+            (None, Some(s)) => ("EmailTypePOP", s),
+            (None, None) => return None,
+        };
+        let &(out_port, _) = self
+            .outgoing
+            .iter()
+            .find(|(_, s)| *s == Security::Implicit)
+            .or(self.outgoing.first())?;
+        let id = profile_id(&self.smtp_host, address, device);
+        let name = xml(&self.display_name);
+        let string = |key: &str, value: &str| {
+            format!(
+                "\t\t\t<key>{key}</key>\n\t\t\t<string>{}</string>\n",
+                xml(value)
+            )
+        };
+        let integer = |key: &str, value: u16| {
+            format!("\t\t\t<key>{key}</key>\n\t\t\t<integer>{value}</integer>\n")
+        };
+        let boolean = |key: &str| format!("\t\t\t<key>{key}</key>\n\t\t\t<true/>\n");
+        let mut payload = String::new();
+        payload.push_str(&string(
+            "EmailAccountDescription",
+            &format!("{} ({device})", self.display_name),
+        ));
+        payload.push_str(&string("EmailAccountName", address));
+        payload.push_str(&string("EmailAccountType", account_type));
+        payload.push_str(&string("EmailAddress", address));
+        payload.push_str(&string(
+            "IncomingMailServerAuthentication",
+            "EmailAuthPassword",
+        ));
+        payload.push_str(&string("IncomingMailServerHostName", &incoming.host));
+        payload.push_str(&integer("IncomingMailServerPortNumber", incoming.port));
+        payload.push_str(&boolean("IncomingMailServerUseSSL"));
+        payload.push_str(&string("IncomingMailServerUsername", address));
+        payload.push_str(&string("IncomingPassword", password));
+        payload.push_str(&string(
+            "OutgoingMailServerAuthentication",
+            "EmailAuthPassword",
+        ));
+        payload.push_str(&string("OutgoingMailServerHostName", &self.smtp_host));
+        payload.push_str(&integer("OutgoingMailServerPortNumber", out_port));
+        payload.push_str(&boolean("OutgoingMailServerUseSSL"));
+        payload.push_str(&string("OutgoingMailServerUsername", address));
+        payload.push_str(&string("OutgoingPassword", password));
+        payload.push_str(&string(
+            "PayloadDescription",
+            &format!("Email account {address}"),
+        ));
+        payload.push_str(&string("PayloadDisplayName", address));
+        payload.push_str(&string("PayloadIdentifier", &format!("{id}.mail")));
+        payload.push_str(&string("PayloadType", "com.apple.mail.managed"));
+        payload.push_str(&string("PayloadUUID", &random_uuid()));
+        payload.push_str("\t\t\t<key>PayloadVersion</key>\n\t\t\t<integer>1</integer>\n");
+        Some(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
+         <plist version=\"1.0\">\n\
+         <dict>\n\
+         \t<key>PayloadContent</key>\n\
+         \t<array>\n\
+         \t\t<dict>\n\
+         {payload}\
+         \t\t</dict>\n\
+         \t</array>\n\
+         \t<key>PayloadDescription</key>\n\
+         \t<string>Sets up email for {addr} ({dev}).</string>\n\
+         \t<key>PayloadDisplayName</key>\n\
+         \t<string>{name} email: {addr}</string>\n\
+         \t<key>PayloadIdentifier</key>\n\
+         \t<string>{id}</string>\n\
+         \t<key>PayloadOrganization</key>\n\
+         \t<string>{name}</string>\n\
+         \t<key>PayloadRemovalDisallowed</key>\n\
+         \t<false/>\n\
+         \t<key>PayloadType</key>\n\
+         \t<string>Configuration</string>\n\
+         \t<key>PayloadUUID</key>\n\
+         \t<string>{uuid}</string>\n\
+         \t<key>PayloadVersion</key>\n\
+         \t<integer>1</integer>\n\
+         </dict>\n\
+         </plist>\n",
+            addr = xml(address),
+            dev = xml(device),
+            uuid = random_uuid(),
+        ))
+    }
+}
+
+/// A reverse-DNS identifier stable for (server, address, device name):
+/// the host's labels reversed, then a hash of the address and name (which
+/// may hold anything).
+fn profile_id(host: &str, address: &str, device: &str) -> String {
+    use aws_lc_rs::digest;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(address.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(device.as_bytes());
+    let hash = ctx.finish();
+    let hex: String = hash.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let reversed: Vec<&str> = host
+        .split('.')
+        .rev()
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .collect();
+    let base = if reversed.is_empty() {
+        "mailwarden".to_string()
+    } else {
+        reversed.join(".")
+    };
+    format!("{base}.mailwarden.email.d{hex}")
+}
+
+/// A random (version 4) UUID, uppercase as Apple writes them.
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("randomness");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Outlook's error form ("600 Invalid Request"), for a body it cannot use,
@@ -603,6 +754,43 @@ mod tests {
             None
         );
         assert_eq!(element_text("<EMailAddress>a@x.y", "EMailAddress"), None);
+    }
+
+    #[test]
+    fn apple_profiles_escape_everything_and_keep_a_stable_identifier() {
+        assert_eq!(setup("").apple_profile("a@example.com", "x", "pw"), None);
+        assert!(!setup("").offers_apple_profile());
+        let s = setup("[autoconfig]\npop3_host = \"pop.example.net\"\n");
+        assert!(s.offers_apple_profile());
+        let p = s
+            .apple_profile("a@example.com", "<Kim's & \"Mac\">", "p<&>w")
+            .unwrap();
+        assert!(p.contains("<string>EmailTypePOP</string>"));
+        assert!(
+            p.contains("<key>IncomingMailServerPortNumber</key>\n\t\t\t<integer>995</integer>")
+        );
+        assert!(
+            p.contains("<key>OutgoingMailServerPortNumber</key>\n\t\t\t<integer>465</integer>")
+        );
+        assert!(p.contains("<string>p&lt;&amp;&gt;w</string>"));
+        assert!(p.contains("&lt;Kim&apos;s &amp; &quot;Mac&quot;&gt;"));
+        assert!(p.contains("<string>Ex &amp; Co email: a@example.com</string>"));
+        assert!(!p.contains("<Kim") && !p.contains("p<&"));
+        let id = |p: &str| {
+            let i = p.rfind("<key>PayloadIdentifier</key>").unwrap();
+            p[i..].lines().nth(1).unwrap().trim().to_string()
+        };
+        let again = s
+            .apple_profile("a@example.com", "<Kim's & \"Mac\">", "other")
+            .unwrap();
+        assert_eq!(id(&p), id(&again));
+        assert!(id(&p).starts_with("<string>net.example.mail.mailwarden.email.d"));
+        let other = s.apple_profile("a@example.com", "Phone", "pw").unwrap();
+        assert_ne!(id(&p), id(&other));
+        let uuid = random_uuid();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "4");
+        assert_ne!(uuid, random_uuid());
     }
 
     #[test]

@@ -222,6 +222,8 @@ pub struct AccountView<'a> {
     pub account: &'a Account,
     pub notices: &'a [Notice],
     pub new_device: Option<&'a (String, String)>,
+    /// With `new_device`: offer it as a `.mobileconfig` download.
+    pub apple_profile: bool,
     /// Present while enrolment is pending and the QR Code button was pressed.
     pub enrolment: Option<&'a TotpEnrolment>,
     /// An OTP was passed in this web session in the last 15 minutes.
@@ -447,6 +449,17 @@ fn devices_section(ctx: &Ctx, v: &AccountView) -> String {
             name = esc(name),
             password = esc(password),
         );
+        if v.apple_profile {
+            let _ = write!(
+                out,
+                r#"{form}
+<button type="submit">Download for iPhone, iPad or Mac (.mobileconfig)</button>
+<p class="hint">A profile that sets up Mail with this device password. It can be downloaded once, only now. Open it on the device, then install it under Settings, Profile Downloaded (on a Mac: System Settings, Profiles).</p>
+</form>
+"#,
+                form = ctx.form("/my-account/devices/profile", ""),
+            );
+        }
     }
     let on = a.totp.active.is_some();
     if !on {

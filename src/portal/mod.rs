@@ -167,6 +167,10 @@ impl Portal {
                 post(devices::create_device),
             )
             .route(
+                &at("/my-account/devices/profile"),
+                post(devices::apple_profile),
+            )
+            .route(
                 &at("/my-account/devices/revoke"),
                 post(devices::revoke_device),
             )

@@ -108,6 +108,10 @@ pub struct Session {
     pub notices: Vec<Notice>,
     /// A device password just created: (name, password), shown once.
     pub new_device: Option<(String, String)>,
+    /// The device password the page just showed, for one `.mobileconfig`
+    /// download: taken by the download, replaced (or cleared) by the next
+    /// My account page.
+    pub device_profile: Option<(String, String)>,
     /// The QR Code button was pressed (shown while enrolment is pending).
     pub show_qr: bool,
     /// The block this session has shown; when it is gone, say so once.
@@ -179,6 +183,7 @@ impl SessionStore {
             auth,
             notices: Vec::new(),
             new_device: None,
+            device_profile: None,
             show_qr: false,
             seen_block: None,
             last_section: None,

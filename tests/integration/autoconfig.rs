@@ -449,7 +449,7 @@ mod xml {
         root
     }
 
-    fn unescape(s: &str) -> String {
+    pub fn unescape(s: &str) -> String {
         let mut out = String::new();
         let mut rest = s;
         while let Some(i) = rest.find('&') {
@@ -557,4 +557,229 @@ mod xml {
             assert!(std::panic::catch_unwind(|| parse(bad)).is_err(), "{bad}");
         }
     }
+}
+
+/// A minimal plist reader for the profile: `<dict>` of `<key>` and
+/// `<string>`, `<integer>`, `<true/>`, `<false/>`, `<array>` of dicts.
+/// Panics on anything else, so the profile must be well-formed plist.
+#[derive(Debug, Clone, PartialEq)]
+enum Plist {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Array(Vec<Plist>),
+    Dict(Vec<(String, Plist)>),
+}
+
+impl Plist {
+    fn get(&self, key: &str) -> &Plist {
+        let Plist::Dict(entries) = self else {
+            panic!("not a dict: {self:?}")
+        };
+        let mut found = entries.iter().filter(|(k, _)| k == key);
+        let v = &found.next().unwrap_or_else(|| panic!("no {key}")).1;
+        assert!(found.next().is_none(), "{key} twice");
+        v
+    }
+    fn str(&self, key: &str) -> &str {
+        match self.get(key) {
+            Plist::Str(s) => s,
+            v => panic!("{key}: {v:?}"),
+        }
+    }
+}
+
+fn unescape(s: &str) -> String {
+    xml::unescape(s)
+}
+
+fn parse_plist(doc: &str) -> Plist {
+    let doc = doc
+        .strip_prefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist version=\"1.0\">")
+        .expect("plist prologue");
+    let mut rest = doc.trim_start();
+    let value = parse_value(&mut rest);
+    assert_eq!(rest.trim(), "</plist>");
+    value
+}
+
+fn take<'a>(rest: &mut &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let s = rest.strip_prefix(&open)?;
+    let close = format!("</{tag}>");
+    let end = s.find(&close).expect("closed");
+    *rest = s[end + close.len()..].trim_start();
+    Some(&s[..end])
+}
+
+fn parse_value(rest: &mut &str) -> Plist {
+    if let Some(s) = rest.strip_prefix("<dict>") {
+        *rest = s.trim_start();
+        let mut entries = Vec::new();
+        while let Some(k) = take(rest, "key") {
+            entries.push((unescape(k), parse_value(rest)));
+        }
+        *rest = rest.strip_prefix("</dict>").expect("</dict>").trim_start();
+        Plist::Dict(entries)
+    } else if let Some(s) = rest.strip_prefix("<array>") {
+        *rest = s.trim_start();
+        let mut items = Vec::new();
+        while !rest.starts_with("</array>") {
+            items.push(parse_value(rest));
+        }
+        *rest = rest["</array>".len()..].trim_start();
+        Plist::Array(items)
+    } else if let Some(s) = take(rest, "string") {
+        Plist::Str(unescape(s))
+    } else if let Some(s) = take(rest, "integer") {
+        Plist::Int(s.parse().expect("integer"))
+    } else if let Some(s) = rest.strip_prefix("<true/>") {
+        *rest = s.trim_start();
+        Plist::Bool(true)
+    } else if let Some(s) = rest.strip_prefix("<false/>") {
+        *rest = s.trim_start();
+        Plist::Bool(false)
+    } else {
+        panic!("unexpected plist at {rest:.60}")
+    }
+}
+
+/// The device password on the page that shows it once.
+fn shown_password(page: &str) -> String {
+    let marker = r#"<code class="secret" id="new-device-password">"#;
+    let start = page.find(marker).expect("the new password is shown") + marker.len();
+    let end = page[start..].find("</code>").unwrap() + start;
+    page[start..end].to_string()
+}
+
+#[tokio::test]
+async fn a_new_device_password_downloads_once_as_an_apple_profile_that_works() {
+    use crate::common::client::Client;
+    use crate::common::server_with_clock;
+    use crate::common::web::{account_page, act, enable_2fa_with, otp_step, sign_in};
+    use mailwarden::accounts::totp;
+    use mailwarden::clock::Clock;
+
+    const PROFILE: &str = "/my-account/devices/profile";
+    let (server, clock) = server_with_clock(IMAP).await;
+    let mut w = web(&server);
+    let r = sign_in(&mut w, ALICE, PASSWORD).await;
+    assert_eq!((r.status, r.location()), (303, "/my-account"));
+    let (secret, _) = enable_2fa_with(&mut w, |secret| {
+        clock.advance(Duration::from_secs(30));
+        totp::code_at(secret, clock.unix())
+    })
+    .await;
+    let name = "Kim's <iPhone> & \"iPad\"";
+    act(&mut w, "/my-account/devices/create", &[("name", name)]).await;
+    let page = account_page(&mut w).await;
+    let password = shown_password(&page.body);
+    assert!(
+        page.body
+            .contains("Download for iPhone, iPad or Mac (.mobileconfig)"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&format!("action=\"{PROFILE}\"")));
+    let csrf = page.csrf();
+
+    // Another session (signed in, right CSRF for its own page) has nothing.
+    let mut other = web(&server);
+    sign_in(&mut other, ALICE, PASSWORD).await;
+    clock.advance(Duration::from_secs(30));
+    let code = totp::code_at(&secret, clock.unix());
+    let r = otp_step(&mut other, &code).await;
+    assert_eq!((r.status, r.location()), (303, "/my-account"));
+    let other_csrf = account_page(&mut other).await.csrf();
+    let r = other.post(PROFILE, &[("csrf", &other_csrf)]).await;
+    assert_eq!(r.status, 410, "{r:?}");
+    assert!(!r.body.contains(&password));
+    // Without the session's token: 403, and the profile is still there.
+    let r = w.post(PROFILE, &[("csrf", "wrong")]).await;
+    assert_eq!(r.status, 403, "{r:?}");
+
+    let r = w.post(PROFILE, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/x-apple-aspen-config")
+    );
+    assert_eq!(
+        r.header("content-disposition"),
+        Some("attachment; filename=\"alice@example.com.mobileconfig\"")
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let profile = parse_plist(&r.body);
+    assert_eq!(profile.str("PayloadType"), "Configuration");
+    assert_eq!(profile.get("PayloadVersion"), &Plist::Int(1));
+    let Plist::Array(content) = profile.get("PayloadContent") else {
+        panic!("{profile:?}")
+    };
+    assert_eq!(content.len(), 1);
+    let mail = &content[0];
+    assert_eq!(mail.str("PayloadType"), "com.apple.mail.managed");
+    assert_eq!(mail.str("EmailAccountType"), "EmailTypeIMAP");
+    assert_eq!(mail.str("EmailAddress"), ALICE);
+    assert_eq!(mail.str("IncomingMailServerHostName"), "imap.test.example");
+    assert_eq!(mail.get("IncomingMailServerPortNumber"), &Plist::Int(993));
+    assert_eq!(mail.get("IncomingMailServerUseSSL"), &Plist::Bool(true));
+    assert_eq!(mail.str("OutgoingMailServerHostName"), "mail.test.example");
+    assert_eq!(
+        mail.get("OutgoingMailServerPortNumber"),
+        &Plist::Int(i64::from(server.submissions().port()))
+    );
+    assert_eq!(mail.get("OutgoingMailServerUseSSL"), &Plist::Bool(true));
+    assert_eq!(
+        mail.str("OutgoingMailServerAuthentication"),
+        "EmailAuthPassword"
+    );
+    assert_eq!(mail.str("OutgoingMailServerUsername"), ALICE);
+    assert_eq!(mail.str("OutgoingPassword"), password);
+    assert!(mail.str("EmailAccountDescription").contains(name));
+    let uuid = profile.str("PayloadUUID");
+    assert_eq!(uuid.len(), 36, "{uuid}");
+    assert_ne!(uuid, mail.str("PayloadUUID"));
+    let id = profile.str("PayloadIdentifier").to_string();
+    assert!(id.starts_with("example.test.mail."), "{id}");
+    assert!(mail.str("PayloadIdentifier").starts_with(&id));
+
+    // Once only: a second download has nothing.
+    let r = w.post(PROFILE, &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 410, "{r:?}");
+    assert!(!r.body.contains(&password));
+    // The page no longer offers it.
+    let page = account_page(&mut w).await;
+    assert!(!page.body.contains(".mobileconfig"));
+
+    // The password in the profile authenticates over SMTP.
+    let (mut c, greeting) = Client::implicit_tls(server.submissions(), &server.cert_path()).await;
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    c.ehlo().await;
+    let r = c.auth_plain(ALICE, mail.str("OutgoingPassword")).await;
+    assert_eq!(r.line(), "235 2.7.0 Authentication successful");
+}
+
+#[tokio::test]
+async fn without_an_incoming_server_no_profile_is_offered() {
+    use crate::common::server_with_clock;
+    use crate::common::web::{account_page, act, enable_2fa_with, sign_in};
+    use mailwarden::accounts::totp;
+    use mailwarden::clock::Clock;
+
+    let (server, clock) = server_with_clock("").await;
+    let mut w = web(&server);
+    sign_in(&mut w, ALICE, PASSWORD).await;
+    enable_2fa_with(&mut w, |secret| {
+        clock.advance(Duration::from_secs(30));
+        totp::code_at(secret, clock.unix())
+    })
+    .await;
+    act(&mut w, "/my-account/devices/create", &[("name", "Mac")]).await;
+    let page = account_page(&mut w).await;
+    shown_password(&page.body);
+    assert!(!page.body.contains(".mobileconfig"));
+    let r = w
+        .post("/my-account/devices/profile", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.status, 410, "{r:?}");
 }

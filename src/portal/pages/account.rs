@@ -35,6 +35,7 @@ pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Respon
         }
         notices = std::mem::take(&mut s.notices);
         new_device = s.new_device.take();
+        s.device_profile = new_device.clone();
         s.last_section = None;
     });
     let enrolment = if session.show_qr && account.totp.pending.is_some() {
@@ -51,6 +52,7 @@ pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Respon
         account: &account,
         notices: &notices,
         new_device: new_device.as_ref(),
+        apple_profile: p.inner.setup.offers_apple_profile(),
         enrolment: enrolment.as_ref(),
         otp_fresh,
         support_contact: p.inner.support_contact.as_deref(),

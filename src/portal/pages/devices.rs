@@ -1,8 +1,10 @@
 //! My account, Device passwords: a fresh code to unlock creating them,
-//! creating one, revoking one.
+//! creating one, the new one once as an Apple `.mobileconfig`, revoking
+//! one.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::{OTP_FRESH_SECS, set_otp_at};
 use crate::accounts::AccountError;
@@ -98,4 +100,65 @@ pub async fn revoke_device(State(p): State<Portal>, post: SignedIn) -> Response 
         Err(e) => p.account_error(&post.session, e, AT),
     }
     p.back_to(AT)
+}
+
+/// POST /my-account/devices/profile: the device password the page just
+/// showed, as an Apple configuration profile. Downloadable once: it takes
+/// the session's one-time value, so a second download (or one from
+/// another session) gets 410 Gone. Unsigned (docs/operator-guide.md,
+/// "Mail program set-up").
+pub async fn apple_profile(State(p): State<Portal>, post: SignedIn) -> Response {
+    let mut taken = None;
+    p.inner.sessions.update(&post.session.id, |s| {
+        taken = s.device_profile.take();
+    });
+    let address = &post.account.address;
+    // A device password revoked since it was shown is not handed out.
+    let profile = taken
+        .filter(|(name, _)| {
+            post.account
+                .device_passwords
+                .iter()
+                .any(|d| &d.name == name)
+        })
+        .and_then(|(name, password)| p.inner.setup.apple_profile(address, &name, &password));
+    let Some(body) = profile else {
+        return (
+            StatusCode::GONE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "This profile was already downloaded, or there is none. Create a new device password to get another.\n",
+        )
+            .into_response();
+    };
+    let file = format!("{}.mobileconfig", attachment_name(address));
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment; filename=\"mail.mobileconfig\""));
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-apple-aspen-config"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The address as a file name: ASCII letters, digits and `@._+-` kept,
+/// anything else `_` (no quote, slash or control character reaches the
+/// header).
+fn attachment_name(address: &str) -> String {
+    address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

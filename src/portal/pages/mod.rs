@@ -1,7 +1,8 @@
 //! The routes, a file a page. GET pages render; every form POST checks the
 //! session's CSRF token, does one thing through `Accounts`, puts its notice
 //! (or one-time value) in the web session, and answers `303 See Other` to a
-//! GET page. A POST without a live session goes back to sign-in (303); one
+//! GET page (one exception: the `.mobileconfig` download answers the file,
+//! or 410 Gone). A POST without a live session goes back to sign-in (303); one
 //! with a session but a wrong or missing token changes nothing and gets
 //! 403 (both in `extract`, before the handler runs).
 //!
