@@ -59,6 +59,42 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind (tests render each one).
+    #[cfg(any(test, feature = "testing"))]
+    pub const ALL: &[EventKind] = &[
+        Self::SessionStart,
+        Self::SessionEnd,
+        Self::SessionRefused,
+        Self::AuthSuccess,
+        Self::AuthFailure,
+        Self::AuthLockout,
+        Self::AuthOtpFailure,
+        Self::MessageAccepted,
+        Self::MessageRejected,
+        Self::Refusal,
+        Self::PolicyDecision,
+        Self::AccountCreated,
+        Self::AccountDeleted,
+        Self::AccountDisabled,
+        Self::AccountEnabled,
+        Self::AccountAliasAdded,
+        Self::AccountAliasRemoved,
+        Self::AccountPasswordChanged,
+        Self::AccountTotpEnabled,
+        Self::AccountTotpDisabled,
+        Self::AccountDevicePasswordCreated,
+        Self::AccountDevicePasswordRevoked,
+        Self::AccountBlocked,
+        Self::AccountUnblocked,
+        Self::PortalSignin,
+        Self::PortalSigninFailure,
+        Self::DeliverySuccess,
+        Self::DeliveryDeferred,
+        Self::DeliveryFailed,
+        Self::DeliveryDsn,
+        Self::DeliveryOutcome,
+    ];
+
     /// The stable name in the log's `event` field.
     pub const fn name(self) -> &'static str {
         match self {

@@ -482,3 +482,62 @@ async fn every_refusal_is_counted_and_the_log_is_rate_limited() {
     let status = tokio::task::block_in_place(|| server.stop());
     assert!(status.success());
 }
+
+/// Every event kind, with every field set, as the JSON log writes it: one
+/// object per line, one key per field, the kind's stable name.
+#[test]
+fn every_event_kind_is_one_json_object_with_one_key_per_field() {
+    use mailwarden::events::{Event, EventKind, Events, TracingEvents};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber =
+        mailwarden::telemetry::json(tracing_subscriber::EnvFilter::new("debug"), move || {
+            writer.clone()
+        });
+    let log = TracingEvents::default();
+    tracing::subscriber::with_default(subscriber, || {
+        for kind in EventKind::ALL {
+            let mut e = Event::new(*kind)
+                .session(7, "198.51.100.4".parse().unwrap())
+                .account("alice@example.com")
+                .message_id("01A2217B72400000")
+                .mechanism("PLAIN")
+                .reason("blocked")
+                .code(554)
+                .size(2048)
+                .recipients(2)
+                .tls(true)
+                .target("relay:smtp.example.net")
+                .took(Duration::from_micros(1500))
+                .messages(1)
+                .scope("policy")
+                .network("198.51.100.0/24")
+                .score(3.5)
+                .observed(true)
+                .outcome(1, 1);
+            e.stage = Some("mail");
+            e.enhanced = Some("5.7.1".into());
+            log.emit(e);
+        }
+    });
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), EventKind::ALL.len(), "{text}");
+    for (line, kind) in lines.iter().zip(EventKind::ALL) {
+        assert_one_key_per_field(line);
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["event"], kind.name(), "{line}");
+        assert_eq!(v["target"], "relay:smtp.example.net", "{line}");
+    }
+}
