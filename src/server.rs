@@ -229,7 +229,8 @@ fn serve_portal(
             &running.submission,
             &running.submissions,
             addr,
-        ),
+        )
+        .with_signing(tls::configured_pair(config)?),
     })
     .router();
     let stop = shutdown.clone();

@@ -43,6 +43,22 @@ pub fn certificate_paths(config: &Config) -> anyhow::Result<(PathBuf, PathBuf)> 
     }
 }
 
+/// The configured certificate chain (DER) and private key (DER), when the
+/// config names them (`None` for the self-signed development pair).
+pub fn configured_pair(config: &Config) -> anyhow::Result<Option<(Vec<Vec<u8>>, Vec<u8>)>> {
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read certificate {}", cert.display()))?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("certificate {} is not valid PEM", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read private key {}", key.display()))?;
+    Ok(Some((chain, key.secret_der().to_vec())))
+}
+
 pub fn server_config(config: &Config) -> anyhow::Result<Arc<ServerConfig>> {
     install_provider();
     let (cert_path, key_path) = certificate_paths(config)?;

@@ -66,6 +66,9 @@ pub struct MailSetup {
     pop3: Option<IncomingServer>,
     /// Where autodiscover v2 points: `POX` on the portal's public origin.
     pox_url: String,
+    /// The configured TLS certificate chain (DER) and its key, which sign
+    /// Apple profiles; `None`: profiles go out unsigned.
+    signing: Option<(Vec<Vec<u8>>, Vec<u8>)>,
 }
 
 impl MailSetup {
@@ -106,6 +109,28 @@ impl MailSetup {
             imap: config.autoconfig.imap(),
             pop3: config.autoconfig.pop3(),
             pox_url: format!("{origin}{POX}"),
+            signing: None,
+        }
+    }
+
+    /// Profiles are signed with this certificate chain (DER) and key.
+    pub fn with_signing(mut self, signing: Option<(Vec<Vec<u8>>, Vec<u8>)>) -> Self {
+        self.signing = signing;
+        self
+    }
+
+    /// A profile as it is handed out: CMS-signed when a certificate is
+    /// configured (devices then show it as verified), as is otherwise.
+    pub fn seal(&self, profile: String) -> Vec<u8> {
+        let Some((chain, key)) = &self.signing else {
+            return profile.into_bytes();
+        };
+        match crate::cms::sign(profile.as_bytes(), chain, key) {
+            Ok(signed) => signed,
+            Err(e) => {
+                tracing::warn!(event = "portal.profile_unsigned", error = %e);
+                profile.into_bytes()
+            }
         }
     }
 

@@ -783,3 +783,61 @@ async fn without_an_incoming_server_no_profile_is_offered() {
         .await;
     assert_eq!(r.status, 410, "{r:?}");
 }
+
+/// With a certificate configured, the profile is CMS-signed with it: the
+/// signature verifies (OpenSSL, when installed) and carries the profile.
+#[tokio::test]
+async fn with_a_configured_certificate_the_profile_is_signed() {
+    use crate::common::web::{account_page, act, enable_2fa_with, sign_in};
+    use mailwarden::accounts::totp;
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        certs.path().join("fullchain.pem"),
+        certs.path().join("privkey.pem"),
+    );
+    mailwarden::tls::write_self_signed(&cert, &key, "mail.test.example").unwrap();
+    let text = crate::common::test_config_text(IMAP).replace(
+        "self_signed = true",
+        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
+    );
+    let server = TestServer::start_config(&text, mailwarden::server::Overrides::default()).await;
+    server.add_account(ALICE, PASSWORD).await;
+    let mut w = web(&server);
+    sign_in(&mut w, ALICE, PASSWORD).await;
+    enable_2fa_with(&mut w, |secret| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        totp::code_at(secret, now.as_secs())
+    })
+    .await;
+    act(&mut w, "/my-account/devices/create", &[("name", "iPhone")]).await;
+    let page = account_page(&mut w).await;
+    let password = shown_password(&page.body);
+    let r = w
+        .post("/my-account/devices/profile", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // DER, not the plist itself: a SEQUENCE that holds the profile.
+    assert_eq!(r.bytes[0], 0x30);
+    assert!(!r.bytes.starts_with(b"<?xml"));
+    let signed = certs.path().join("profile.der");
+    std::fs::write(&signed, &r.bytes).unwrap();
+    let verified = std::process::Command::new("openssl")
+        .args(["cms", "-verify", "-inform", "DER", "-noverify", "-in"])
+        .arg(&signed)
+        .output();
+    match verified {
+        Ok(out) if out.status.code().is_some() => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "openssl: {stderr}");
+            let plist = String::from_utf8(out.stdout).unwrap();
+            assert!(plist.starts_with("<?xml"), "{plist}");
+            assert!(
+                plist.contains(&format!("<string>{password}</string>")),
+                "{plist}"
+            );
+        }
+        _ => println!("openssl not installed: the signature was not checked"),
+    }
+}

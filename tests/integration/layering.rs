@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
             "tls",
             "locks",
+            "cms",
             "files",
         ],
     ),

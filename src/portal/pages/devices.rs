@@ -105,8 +105,8 @@ pub async fn revoke_device(State(p): State<Portal>, post: SignedIn) -> Response 
 /// POST /my-account/devices/profile: the device password the page just
 /// showed, as an Apple configuration profile. Downloadable once: it takes
 /// the session's one-time value, so a second download (or one from
-/// another session) gets 410 Gone. Unsigned (docs/operator-guide.md,
-/// "Mail program set-up").
+/// another session) gets 410 Gone. Signed with the configured TLS
+/// certificate (docs/operator-guide.md, "Mail program set-up").
 pub async fn apple_profile(State(p): State<Portal>, post: SignedIn) -> Response {
     let mut taken = None;
     p.inner.sessions.update(&post.session.id, |s| {
@@ -142,7 +142,7 @@ pub async fn apple_profile(State(p): State<Portal>, post: SignedIn) -> Response 
             (header::CONTENT_DISPOSITION, disposition),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        body,
+        p.inner.setup.seal(body),
     )
         .into_response()
 }

@@ -104,9 +104,14 @@ impl TestServer {
     }
 
     pub async fn start_full(extra: &str, overrides: server::Overrides) -> Self {
+        Self::start_config(&test_config_text(extra), overrides).await
+    }
+
+    /// The server on this whole config text (written to its folder).
+    pub async fn start_config(text: &str, overrides: server::Overrides) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("mailwarden.toml");
-        std::fs::write(&path, test_config_text(extra)).unwrap();
+        std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).expect("test config is valid");
         assert_eq!(config.source, ConfigSource::File(path));
         let events = Arc::new(RecordingEvents::default());

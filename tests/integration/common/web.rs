@@ -15,6 +15,8 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body as sent (`body` is it read as UTF-8).
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -130,8 +132,13 @@ impl Web {
         })
         .await
         .expect("portal answers within 20s");
-        let raw = String::from_utf8(resp).expect("UTF-8 response");
-        let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head");
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("HTTP head");
+        let head = String::from_utf8(resp[..split].to_vec()).expect("UTF-8 head");
+        let bytes = resp[split + 4..].to_vec();
+        let body = String::from_utf8_lossy(&bytes).into_owned();
         let mut lines = head.split("\r\n");
         let status = lines.next().unwrap()[9..12].parse().unwrap();
         let headers: Vec<(String, String)> = lines
@@ -151,7 +158,8 @@ impl Web {
         Resp {
             status,
             headers,
-            body: body.to_string(),
+            body,
+            bytes,
         }
     }
 }
