@@ -43,9 +43,12 @@ pub fn certificate_paths(config: &Config) -> anyhow::Result<(PathBuf, PathBuf)> 
     }
 }
 
-/// The configured certificate chain (DER) and private key (DER), when the
-/// config names them (`None` for the self-signed development pair).
-pub fn configured_pair(config: &Config) -> anyhow::Result<Option<(Vec<Vec<u8>>, Vec<u8>)>> {
+/// A certificate chain (DER, leaf first) and its private key (DER).
+pub type CertifiedPair = (Vec<Vec<u8>>, Vec<u8>);
+
+/// The configured certificate chain and private key, when the config names
+/// them (`None` for the self-signed development pair).
+pub fn configured_pair(config: &Config) -> anyhow::Result<Option<CertifiedPair>> {
     let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
         return Ok(None);
     };

@@ -68,7 +68,7 @@ pub struct MailSetup {
     pox_url: String,
     /// The configured TLS certificate chain (DER) and its key, which sign
     /// Apple profiles; `None`: profiles go out unsigned.
-    signing: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    signing: Option<crate::tls::CertifiedPair>,
 }
 
 impl MailSetup {
@@ -114,7 +114,7 @@ impl MailSetup {
     }
 
     /// Profiles are signed with this certificate chain (DER) and key.
-    pub fn with_signing(mut self, signing: Option<(Vec<Vec<u8>>, Vec<u8>)>) -> Self {
+    pub fn with_signing(mut self, signing: Option<crate::tls::CertifiedPair>) -> Self {
         self.signing = signing;
         self
     }
