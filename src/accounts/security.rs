@@ -21,6 +21,8 @@ use crate::spool::{QueueState, QueueWrite};
 /// What the user needs to add a new 2FA secret to an authenticator app.
 #[derive(Debug, Clone)]
 pub struct TotpEnrolment {
+    /// History sequence number of the enrolment (`Origin::enrolment`).
+    pub seq: u64,
     pub otpauth_url: String,
     /// Uppercase base32 in groups of four.
     pub key: String,
@@ -51,6 +53,20 @@ fn from_networks(networks: &[ipnet::IpNet], ip: IpAddr) -> bool {
     networks.iter().any(|n| n.contains(&ip))
 }
 
+/// A 2FA enrolment pending from anywhere but `origin` is cancelled: a new
+/// password ends what a thief with the old one may have started.
+fn cancel_other_enrolments(a: &mut Account, now: u64, origin: &Origin) {
+    let other = a
+        .totp
+        .pending
+        .as_ref()
+        .is_some_and(|p| Some(p.created_seq) != origin.enrolment);
+    if other {
+        a.totp.pending = None;
+        a.record(now, "totp_enrolment_cancelled", origin);
+    }
+}
+
 /// Applies the unblock rule; lifts the block in `a` when it is satisfied.
 fn lift_if_due(a: &mut Account, now: u64) -> Option<Block> {
     let block = a.block.as_ref().filter(|b| b.kind == BlockKind::Policy)?;
@@ -71,6 +87,7 @@ fn lift_if_due(a: &mut Account, now: u64) -> Option<Block> {
         &Origin {
             via: "rule",
             ip: None,
+            enrolment: None,
         },
     );
     Some(block)
@@ -113,6 +130,7 @@ impl Accounts {
         let (account, lifted) = self
             .update_with(&address, move |a| {
                 a.password_hash = hash;
+                cancel_other_enrolments(a, now, &origin2);
                 a.record(now, "password_changed", &origin2);
                 let credit = a
                     .block
@@ -148,17 +166,19 @@ impl Accounts {
         let secret = totp::new_secret();
         let sealed = self.parts.key.seal(&address, &secret);
         let (now, origin) = (self.now(), origin.clone());
-        self.update(&address, move |a| {
-            let seq = a.record(now, "totp_enrolment_started", &origin);
-            a.totp.pending = Some(TotpSecret {
-                sealed,
-                created_seq: seq,
-            });
-            Ok(())
-        })
-        .await?;
+        let (_, seq) = self
+            .update_with(&address, move |a| {
+                let seq = a.record(now, "totp_enrolment_started", &origin);
+                a.totp.pending = Some(TotpSecret {
+                    sealed,
+                    created_seq: seq,
+                });
+                Ok(seq)
+            })
+            .await?;
         let issuer = &self.parts.totp_issuer;
         Ok(TotpEnrolment {
+            seq,
             otpauth_url: totp::otpauth_url(&secret, issuer, &address),
             key: totp::display_key(&secret),
             qr_png: totp::qr_png(&secret, issuer, &address),
@@ -178,6 +198,7 @@ impl Accounts {
             .ok_or_else(|| AccountError::SecretUnreadable)?;
         let issuer = &self.parts.totp_issuer;
         Ok(Some(TotpEnrolment {
+            seq: pending.created_seq,
             otpauth_url: totp::otpauth_url(&secret, issuer, &account.address),
             key: totp::display_key(&secret),
             qr_png: totp::qr_png(&secret, issuer, &account.address),

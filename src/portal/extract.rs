@@ -54,7 +54,10 @@ impl SignedIn {
     /// What its changes go through `Accounts` with: the portal, and this
     /// client (the unblock rule ignores a block's abuse networks).
     pub fn origin(&self) -> Origin {
-        Origin::portal(self.ip)
+        Origin {
+            enrolment: self.session.enrolment,
+            ..Origin::portal(self.ip)
+        }
     }
 }
 

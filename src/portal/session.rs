@@ -114,6 +114,9 @@ pub struct Session {
     pub device_profile: Option<(String, String)>,
     /// The QR Code button was pressed (shown while enrolment is pending).
     pub show_qr: bool,
+    /// The 2FA enrolment this session started (its history sequence
+    /// number): this session's password change keeps it.
+    pub enrolment: Option<u64>,
     /// The block this session has shown; when it is gone, say so once.
     pub seen_block: Option<u64>,
     /// The section of the last action, where its notices show.
@@ -185,6 +188,7 @@ impl SessionStore {
             new_device: None,
             device_profile: None,
             show_qr: false,
+            enrolment: None,
             seen_block: None,
             last_section: None,
         };

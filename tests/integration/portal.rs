@@ -1155,3 +1155,43 @@ async fn enabling_or_disabling_2fa_signs_out_every_other_session() {
     let r = w.get("/my-account").await;
     assert_eq!((r.status, r.location()), (303, "/"));
 }
+
+#[tokio::test]
+async fn a_password_change_cancels_an_enrolment_started_elsewhere_but_not_its_own() {
+    let (server, _) = server_with_clock("").await;
+    let mut elsewhere = signed_in(&server, PASSWORD).await;
+    let mut w = signed_in(&server, PASSWORD).await;
+    act(&mut elsewhere, "/my-account/2fa/enable", &[]).await;
+    let pending = |server: &TestServer| {
+        let server = server.accounts().clone();
+        async move { server.get(ALICE).await.unwrap().totp.pending.is_some() }
+    };
+    assert!(pending(&server).await);
+    change_password(&mut w).await;
+    assert!(
+        !pending(&server).await,
+        "the other browser's enrolment stays"
+    );
+    let history = server.accounts().get(ALICE).await.unwrap().history;
+    assert!(
+        history
+            .iter()
+            .any(|h| h.change == "totp_enrolment_cancelled" && h.via == "portal")
+    );
+
+    // This browser's own enrolment survives its own password change.
+    act(&mut w, "/my-account/2fa/enable", &[]).await;
+    let r = act(
+        &mut w,
+        "/my-account/password",
+        &[
+            ("current", NEW_PASSWORD),
+            ("new", "yet another passphrase"),
+            ("repeat", "yet another passphrase"),
+        ],
+    )
+    .await;
+    assert_eq!(r.location(), "/my-account#password");
+    assert!(account_page(&mut w).await.body.contains("Password changed"));
+    assert!(pending(&server).await);
+}

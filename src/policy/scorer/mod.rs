@@ -410,6 +410,7 @@ impl Scorer {
         let origin = Origin {
             via: "policy",
             ip: None,
+            enrolment: None,
         };
         if let Err(e) = self.accounts.block(address, request, &origin).await {
             tracing::error!(event = "policy.block_failed", account = address, error = %e);

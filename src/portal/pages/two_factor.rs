@@ -23,11 +23,15 @@ pub async fn enable_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
         .accounts
         .totp_enable(&post.account.address, &post.origin())
         .await;
+    let seq = result.as_ref().ok().map(|e| e.seq);
     p.changed(
         &post.session,
         AT,
         result,
-        |s| s.show_qr = false,
+        |s| {
+            s.show_qr = false;
+            s.enrolment = seq;
+        },
         Notice::success("2FA setup started")
             .detail("Now click QR Code and scan it with your authenticator app."),
     )

@@ -175,18 +175,23 @@ impl Account {
 pub struct Origin {
     pub via: &'static str,
     pub ip: Option<IpAddr>,
+    /// The pending 2FA enrolment this requester started (its history
+    /// sequence number): a password change keeps it and cancels any other.
+    pub enrolment: Option<u64>,
 }
 
 impl Origin {
     pub const ADMIN: Origin = Origin {
         via: "admin",
         ip: None,
+        enrolment: None,
     };
 
     pub fn portal(ip: IpAddr) -> Self {
         Self {
             via: "portal",
             ip: Some(ip),
+            enrolment: None,
         }
     }
 }
