@@ -95,6 +95,16 @@ pub fn owns(primary: &str, aliases: &[String], address: &str) -> bool {
         .any(|a| *a == primary || aliases.iter().any(|x| x == a))
 }
 
+/// The network a client counts as (the scorer's networks, the log's
+/// rate-limit key): its /24, or /64 for IPv6.
+pub fn client_network(ip: std::net::IpAddr) -> ipnet::IpNet {
+    let ip = ip.to_canonical();
+    let prefix = if ip.is_ipv4() { 24 } else { 64 };
+    ipnet::IpNet::new(ip, prefix)
+        .expect("24 and 64 are valid prefixes")
+        .trunc()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

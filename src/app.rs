@@ -16,7 +16,7 @@ use crate::accounts::{Accounts, AccountsParts, Passwords};
 use crate::admin::Ops;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::events::{Events, Fanout};
+use crate::events::{Events, Fanout, Listener};
 use crate::policy::notice::OperatorNotices;
 use crate::policy::scorer::{Ledger, Preload, Scorer};
 use crate::secrets::ServerKey;
@@ -80,7 +80,7 @@ impl App {
     pub fn open(
         config: &Config,
         how: Open,
-        sink: Arc<dyn Events>,
+        sink: Arc<dyn Listener>,
         overrides: Overrides,
     ) -> anyhow::Result<Self> {
         let store = open_store(

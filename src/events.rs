@@ -323,8 +323,22 @@ impl Event {
     }
 }
 
+/// Where features publish what happened.
 pub trait Events: Send + Sync + 'static {
     fn emit(&self, event: Event);
+}
+
+/// A subscriber: hears each event by reference (the fan-out hands one
+/// event to all of them without copying it). Every listener can also be
+/// published to directly.
+pub trait Listener: Send + Sync + 'static {
+    fn hear(&self, event: &Event);
+}
+
+impl<T: Listener> Events for T {
+    fn emit(&self, event: Event) {
+        self.hear(&event);
+    }
 }
 
 /// Writes each event as one tracing event with an `event` field. Refusals
@@ -345,7 +359,8 @@ const REFUSAL_KEYS: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct RefusalWindows {
-    windows: HashMap<(String, &'static str), Window>,
+    /// (account or client network, reason) → its current window.
+    windows: HashMap<(String, String), Window>,
     swept: Option<Instant>,
 }
 
@@ -362,8 +377,12 @@ impl TracingEvents {
     fn admit_refusal(&self, e: &Event) -> bool {
         let now = Instant::now();
         let key = (
-            e.account.clone().unwrap_or_else(|| client_network(e.ip)),
-            e.reason.as_deref().map_or("other", reason_label),
+            e.account.clone().unwrap_or_else(|| {
+                e.ip.map_or("unknown".into(), |ip| {
+                    crate::address::client_network(ip).to_string()
+                })
+            }),
+            e.reason.clone().unwrap_or_default(),
         );
         let mut w = self.refusals.lock_or_recover();
         if w.swept
@@ -407,61 +426,9 @@ fn suppressed(who: &str, reason: &str, count: u32) {
     );
 }
 
-/// The reasons `smtp.rejected` carries are a closed set of static names;
-/// the key keeps the static one.
-fn reason_label(reason: &str) -> &'static str {
-    REFUSAL_REASONS
-        .iter()
-        .find(|r| **r == reason)
-        .copied()
-        .unwrap_or("other")
-}
-
-/// Every reason a refusal can carry (`smtp::reply::refusal_reason`).
-pub const REFUSAL_REASONS: &[&str] = &[
-    "blocked",
-    "header_from",
-    "sender_not_owned",
-    "rate_limited",
-    "auth_required",
-    "bad_credentials",
-    "encryption_required",
-    "locked_out",
-    "busy",
-    "size",
-    "too_many_recipients",
-    "storage",
-    "timeout",
-    "shutting_down",
-    "too_many_errors",
-    "line_too_long",
-    "needs_smtputf8",
-    "unqualified_address",
-    "no_valid_recipients",
-    "sequence",
-    "not_supported",
-    "syntax",
-    "other",
-];
-
-/// A client's /24 (IPv4) or /64 (IPv6), as text.
-fn client_network(ip: Option<IpAddr>) -> String {
-    match ip.map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V4(v4)) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
-        }
-        Some(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        None => "unknown".into(),
-    }
-}
-
-impl Events for TracingEvents {
-    fn emit(&self, e: Event) {
-        if e.kind == EventKind::Refusal && !e.covered && !self.admit_refusal(&e) {
+impl Listener for TracingEvents {
+    fn hear(&self, e: &Event) {
+        if e.kind == EventKind::Refusal && !e.covered && !self.admit_refusal(e) {
             return;
         }
         macro_rules! emit_at {
@@ -506,21 +473,18 @@ impl Events for TracingEvents {
 
 /// Hands every event to each subscriber in turn, in the order given (the
 /// scorer first, the log last). Assembled once, in `app`.
-pub struct Fanout(Vec<Arc<dyn Events>>);
+pub struct Fanout(Vec<Arc<dyn Listener>>);
 
 impl Fanout {
-    pub fn new(subscribers: Vec<Arc<dyn Events>>) -> Self {
-        Self(subscribers)
+    pub fn new(listeners: Vec<Arc<dyn Listener>>) -> Self {
+        Self(listeners)
     }
 }
 
 impl Events for Fanout {
     fn emit(&self, event: Event) {
-        if let Some((last, rest)) = self.0.split_last() {
-            for subscriber in rest {
-                subscriber.emit(event.clone());
-            }
-            last.emit(event);
+        for listener in &self.0 {
+            listener.hear(&event);
         }
     }
 }
@@ -545,9 +509,9 @@ impl RecordingEvents {
 }
 
 #[cfg(feature = "testing")]
-impl Events for RecordingEvents {
-    fn emit(&self, event: Event) {
-        self.log.emit(event.clone());
-        self.events.lock_or_recover().push(event);
+impl Listener for RecordingEvents {
+    fn hear(&self, event: &Event) {
+        self.log.hear(event);
+        self.events.lock_or_recover().push(event.clone());
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::accounts::Authenticator;
 use crate::app::{App, Open};
 use crate::config::{Config, ConfigSource, DeliveryMode};
-use crate::events::Events;
+use crate::events::Listener;
 use crate::locks::RecoverRw;
 use crate::policy::Policy;
 use crate::policy::scorer::Ledger;
@@ -48,7 +48,7 @@ pub struct Running {
     tracker: TaskTracker,
 }
 
-pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Running> {
+pub async fn start(config: Config, events: Arc<dyn Listener>) -> anyhow::Result<Running> {
     start_with(config, events, Overrides::default()).await
 }
 
@@ -57,7 +57,7 @@ pub async fn start(config: Config, events: Arc<dyn Events>) -> anyhow::Result<Ru
 /// metrics, and the delivery workers.
 pub async fn start_with(
     config: Config,
-    events: Arc<dyn Events>,
+    events: Arc<dyn Listener>,
     overrides: Overrides,
 ) -> anyhow::Result<Running> {
     // Delivery settings first: a bad relay or DKIM key stops the start

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::rfc5322_date;
 use crate::config::PolicyConfig;
-use crate::events::{Event, EventKind, Events};
+use crate::events::{Event, EventKind, Listener};
 use crate::spool::{Envelope, Recipient, Spool};
 
 pub struct Webhook {
@@ -200,14 +200,14 @@ impl OperatorNotices {
     }
 }
 
-impl Events for OperatorNotices {
-    fn emit(&self, event: Event) {
+impl Listener for OperatorNotices {
+    fn hear(&self, event: &Event) {
         if matches!(
             event.kind,
             EventKind::AccountBlocked | EventKind::AccountUnblocked
         ) && tokio::runtime::Handle::try_current().is_ok()
         {
-            self.notify(&event);
+            self.notify(event);
         }
     }
 }

@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::events::{Event, EventKind, Events};
+use crate::events::{Event, EventKind, Listener};
 
 pub const SPOOL_FSYNCS: &str = "mailwarden_spool_fsyncs_total";
 pub const SPOOL_COMMITTED_WRITES: &str = "mailwarden_spool_committed_writes_total";
@@ -177,8 +177,8 @@ impl MetricsEvents {
     }
 }
 
-impl Events for MetricsEvents {
-    fn emit(&self, event: Event) {
+impl Listener for MetricsEvents {
+    fn hear(&self, event: &Event) {
         let m = &self.metrics;
         match event.kind {
             EventKind::MessageAccepted => {

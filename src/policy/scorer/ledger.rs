@@ -16,9 +16,10 @@ use super::content::Content;
 use super::state::AccountState;
 use super::{Breakdown, PolicyView, score_with, view_of};
 use crate::accounts::{LiftRows, OnLift};
+use crate::address::client_network;
 use crate::clock::Clock;
 use crate::config::PolicyConfig;
-use crate::events::{Event, EventKind, Events};
+use crate::events::{Event, EventKind, Listener};
 use crate::locks::{Recover, RecoverRw};
 use crate::spool::{CommitHook, QueueWrite};
 use crate::store::{Store, StoreError};
@@ -67,14 +68,6 @@ impl Entry {
 /// count with (`crate::locks`).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock_or_recover()
-}
-
-/// The network a client counts as for the spread signal: its /24 or /64.
-pub fn scoring_network(ip: IpAddr) -> IpNet {
-    let prefix = if ip.to_canonical().is_ipv4() { 24 } else { 64 };
-    IpNet::new(ip.to_canonical(), prefix)
-        .expect("valid prefix")
-        .trunc()
 }
 
 /// When the saved states are read.
@@ -191,7 +184,7 @@ impl Ledger {
         let ip = ip.to_canonical();
         match self.shared.iter().find(|n| n.contains(&ip)) {
             Some(n) => format!("shared:{n}"),
-            None => scoring_network(ip).to_string(),
+            None => client_network(ip).to_string(),
         }
     }
 
@@ -290,8 +283,8 @@ fn shared_networks(config: &PolicyConfig) -> Vec<IpNet> {
 }
 
 /// Logins, wrong passwords and delivery outcomes, as they happen.
-impl Events for Ledger {
-    fn emit(&self, event: Event) {
+impl Listener for Ledger {
+    fn hear(&self, event: &Event) {
         let Some(account) = event.account.as_deref() else {
             return;
         };

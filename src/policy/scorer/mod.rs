@@ -19,7 +19,7 @@ pub mod content;
 pub mod ledger;
 pub mod state;
 
-pub use ledger::{Ledger, Preload, scoring_network};
+pub use ledger::{Ledger, Preload};
 
 use std::collections::HashSet;
 use std::sync::Arc;
