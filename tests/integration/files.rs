@@ -2,16 +2,15 @@
 //! the real binary leaves its files 0600 and its folders 0700, and a data
 //! folder others can read is reported at start and tightened.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::common::client::Client;
 use crate::common::serve::ServeProcess;
-use crate::common::{ALICE, PASSWORD, read_outbox, test_config_text};
+use crate::common::{ALICE, PASSWORD, output_with_stdin, read_outbox, test_config_text};
 
 /// A config file in a fresh folder; its data folder is `<dir>/data`.
 fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -23,19 +22,15 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 
 /// The CLI with umask 000; panics unless it succeeds.
 fn cli_with_umask_000(config: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("umask 000 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_mailwarden"))
-        .args(["--config", config.to_str().unwrap()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new("sh")
+            .arg("-c")
+            .arg("umask 000 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_mailwarden"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(args),
+        stdin,
+    );
     assert!(
         out.status.success(),
         "mailwarden {args:?}: {}",

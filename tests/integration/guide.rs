@@ -4,10 +4,10 @@
 //! makes clap refuse it with a usage error (exit code 2), and this fails.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::common::serve::ServeProcess;
-use crate::common::test_config_text;
+use crate::common::{output_with_stdin, test_config_text};
 
 /// The commands of every ```sh block in README.md and docs/*.md, with
 /// continuation lines joined and comments dropped.
@@ -109,17 +109,12 @@ async fn every_documented_command_still_parses() {
             continue;
         }
         let out = tokio::task::block_in_place(|| {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-                .args(&args[1..])
-                .env("MAILWARDEN_CONFIG", &config)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-            child.wait_with_output().unwrap()
+            output_with_stdin(
+                Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+                    .args(&args[1..])
+                    .env("MAILWARDEN_CONFIG", &config),
+                stdin,
+            )
         });
         checked += 1;
         if out.status.code() == Some(2) {

@@ -340,24 +340,29 @@ impl TestServer {
 
 /// Runs the real `mailwarden` binary; returns (exit ok, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mailwarden");
-    // The CLI may exit before reading its input (an early error): a broken
-    // pipe here is not a test failure.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailwarden"));
+    let out = output_with_stdin(command.args(args), stdin);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs `command` with `stdin` as its standard input; its whole output.
+pub fn output_with_stdin(command: &mut std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the command");
+    // The CLI may exit before reading its input (an early error): a broken
+    // pipe here is not a test failure.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
 }
 
 /// GET a path over plain HTTP/1.0; returns (status, body).
