@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio_util::task::TaskTracker;
 
 use crate::accounts::lockout::Lockouts;
-use crate::accounts::{Accounts, AccountsParts, Passwords};
+use crate::accounts::{Accounts, AccountsParts, Passwords, TrustRule};
 use crate::admin::Ops;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -126,7 +126,11 @@ impl App {
         let accounts = Accounts::new(AccountsParts {
             store: store.clone(),
             passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
-            lockouts: Arc::new(Lockouts::new(config.lockout.clone(), clock.clone())),
+            lockouts: Arc::new(Lockouts::new(
+                config.lockout.clone(),
+                clock.clone(),
+                ledger.clone(),
+            )),
             clock: clock.clone(),
             events: events.clone(),
             key: key.clone(),
@@ -134,6 +138,11 @@ impl App {
             hostname: config.server.hostname.clone(),
             totp_issuer: config.accounts.totp_issuer.clone(),
             on_lift: ledger.clone(),
+            networks: ledger.clone(),
+            trust: TrustRule {
+                days: config.accounts.trusted_network_days,
+                span: config.accounts.trusted_network_span.as_secs(),
+            },
             portal_url: config.portal.public_url.clone(),
         });
         let scorer = Scorer::new(

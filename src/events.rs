@@ -47,6 +47,13 @@ pub enum EventKind {
     AccountDevicePasswordRevoked,
     AccountBlocked,
     AccountUnblocked,
+    /// An operator marked a network trusted for the account (`network`).
+    AccountNetworkTrusted,
+    /// A credential change from a network not trusted for the account,
+    /// made (before any block: a policy signal) ...
+    AccountUntrustedChange,
+    /// ... or refused (during a block: it needs a qualifying network).
+    AccountChangeRefused,
     PortalSignin,
     PortalSigninFailure,
     DeliverySuccess,
@@ -86,6 +93,9 @@ impl EventKind {
         Self::AccountDevicePasswordRevoked,
         Self::AccountBlocked,
         Self::AccountUnblocked,
+        Self::AccountNetworkTrusted,
+        Self::AccountUntrustedChange,
+        Self::AccountChangeRefused,
         Self::PortalSignin,
         Self::PortalSigninFailure,
         Self::DeliverySuccess,
@@ -122,6 +132,9 @@ impl EventKind {
             Self::AccountDevicePasswordRevoked => "account.device_password_revoked",
             Self::AccountBlocked => "account.blocked",
             Self::AccountUnblocked => "account.unblocked",
+            Self::AccountNetworkTrusted => "account.network_trusted",
+            Self::AccountUntrustedChange => "account.untrusted_change",
+            Self::AccountChangeRefused => "account.change_refused",
             Self::PortalSignin => "portal.signin",
             Self::PortalSigninFailure => "portal.signin_failure",
             Self::DeliverySuccess => "delivery.success",
@@ -143,6 +156,8 @@ impl EventKind {
                 | Self::PortalSigninFailure
                 | Self::DeliveryFailed
                 | Self::AccountBlocked
+                | Self::AccountUntrustedChange
+                | Self::AccountChangeRefused
                 | Self::Refusal
         )
     }

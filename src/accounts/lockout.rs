@@ -7,7 +7,15 @@
 //! networks where the account logged in successfully in the last 30 days, so
 //! someone else's guessing cannot lock the owner out. Unknown addresses are
 //! counted exactly like real ones. OTP codes: 5 wrong in 15 minutes lock the
-//! OTP step for 15 minutes.
+//! OTP step of a bucket for 15 minutes (each network trusted for the account
+//! has its own bucket; every other network shares the account's).
+//!
+//! Password spraying (few passwords, many accounts) is counted per network
+//! in tiers: the IPv4 address or IPv6 /64, and around it the IPv4 /24 or
+//! IPv6 /48 with four times the limits. Distinct accounts and distinct
+//! (account, password) pairs per `network_window`; a network over either
+//! limit is refused AUTH for every account that never logged in from it
+//! (the login history the scorer's ledger keeps, which survives restarts).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -17,6 +25,7 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use ipnet::IpNet;
 
+use super::trust::NetworkHistory;
 use crate::clock::Clock;
 use crate::config::LockoutConfig;
 use crate::locks::Recover;
@@ -27,6 +36,8 @@ pub enum Scope {
     Ip,
     Account,
     Otp,
+    /// Password spraying from a network (any tier).
+    Network,
 }
 
 impl Scope {
@@ -35,6 +46,7 @@ impl Scope {
             Self::Ip => "ip",
             Self::Account => "account",
             Self::Otp => "otp",
+            Self::Network => "network",
         }
     }
 }
@@ -87,6 +99,41 @@ impl Window {
     }
 }
 
+/// Spraying from one network: accounts and (account, password) pairs
+/// that failed, each with when it last did.
+#[derive(Default)]
+struct Spray {
+    accounts: HashMap<u64, u64>,
+    pairs: HashMap<u64, u64>,
+}
+
+impl Spray {
+    fn prune(&mut self, now: u64, window: u64) {
+        self.accounts.retain(|_, at| *at + window > now);
+        self.pairs.retain(|_, at| *at + window > now);
+    }
+
+    fn over(&self, accounts: usize, pairs: usize) -> bool {
+        self.accounts.len() >= accounts || self.pairs.len() >= pairs
+    }
+
+    fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.pairs.is_empty()
+    }
+}
+
+/// The spraying tiers of a client: its address (IPv6 /64) with limit
+/// factor 1, and the IPv4 /24 or IPv6 /48 around it with factor 4.
+pub fn spray_tiers(ip: IpAddr) -> [(IpNet, usize); 2] {
+    let wide = match ip.to_canonical() {
+        IpAddr::V4(v4) => IpNet::new(IpAddr::V4(v4), 24),
+        IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), 48),
+    }
+    .expect("valid prefixes")
+    .trunc();
+    [(client_network(ip), 1), (wide, 4)]
+}
+
 /// Wrong OTP codes in the window, and the end of a lock.
 #[derive(Default)]
 struct OtpState {
@@ -99,6 +146,7 @@ struct State {
     networks: HashMap<IpNet, Window>,
     accounts: HashMap<String, Window>,
     otp: HashMap<String, OtpState>,
+    spray: HashMap<IpNet, Spray>,
     /// (account, network) → last successful login.
     trusted: HashMap<(String, IpNet), u64>,
     operations: u64,
@@ -108,10 +156,12 @@ pub struct Lockouts {
     config: LockoutConfig,
     clock: Arc<dyn Clock>,
     key: hmac::Key,
+    /// Successful logins as the scorer's ledger keeps them (persistent).
+    history: Arc<dyn NetworkHistory>,
     state: Mutex<State>,
 }
 
-/// The network a client counts as: its IPv4 address or its IPv6 /64.
+/// The network a client counts as here: its IPv4 address or its IPv6 /64.
 pub fn client_network(ip: IpAddr) -> IpNet {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpNet::new(IpAddr::V4(v4), 32).expect("32 is a valid prefix"),
@@ -128,7 +178,11 @@ fn secs(d: Duration) -> u64 {
 }
 
 impl Lockouts {
-    pub fn new(config: LockoutConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: LockoutConfig,
+        clock: Arc<dyn Clock>,
+        history: Arc<dyn NetworkHistory>,
+    ) -> Self {
         // A per-process key: the hashes mean nothing outside this process.
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("randomness");
@@ -136,6 +190,7 @@ impl Lockouts {
             config,
             clock,
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            history,
             state: Mutex::new(State::default()),
         }
     }
@@ -152,6 +207,33 @@ impl Lockouts {
             .is_some_and(|at| at + trust > now)
     }
 
+    /// Whether `account` ever logged in successfully from `ip`'s network:
+    /// in this process, or as the persistent login history says.
+    fn ever_logged_in(&self, state: &State, account: &str, ip: IpAddr, now: u64) -> bool {
+        Self::trusted(
+            state,
+            account,
+            client_network(ip),
+            now,
+            secs(self.config.trusted_network_for),
+        ) || self.history.uses(account).logged_in_from(ip)
+    }
+
+    /// The spraying tier `ip` is over, if any.
+    fn spraying(&self, state: &mut State, ip: IpAddr, now: u64) -> Option<IpNet> {
+        let c = &self.config;
+        let window = secs(c.network_window);
+        spray_tiers(ip).into_iter().find_map(|(net, factor)| {
+            let s = state.spray.get_mut(&net)?;
+            s.prune(now, window);
+            s.over(
+                c.network_accounts_per_hour * factor,
+                c.network_pairs_per_hour * factor,
+            )
+            .then_some(net)
+        })
+    }
+
     /// Before any credential is looked at: is this login from this client
     /// locked out? (So `454` then `235` reveals nothing about the password.)
     pub fn check(&self, ip: IpAddr, login: &str) -> Result<(), Scope> {
@@ -163,6 +245,11 @@ impl Lockouts {
             if w.len() >= c.ip_max_distinct_failures {
                 return Err(Scope::Ip);
             }
+        }
+        if self.spraying(&mut state, ip, now).is_some()
+            && !self.ever_logged_in(&state, login, ip, now)
+        {
+            return Err(Scope::Network);
         }
         if Self::trusted(&state, login, network, now, secs(c.trusted_network_for)) {
             return Ok(());
@@ -184,6 +271,28 @@ impl Lockouts {
         let mut state = self.state.lock_or_recover();
         self.maybe_prune(&mut state, now);
         let mut started = Vec::new();
+        let window = secs(c.network_window);
+        let (account_key, pair_key) = (self.hash(login), self.hash(&format!("{login}\0{secret}")));
+        for (net, factor) in spray_tiers(ip) {
+            let s = state.spray.entry(net).or_default();
+            s.prune(now, window);
+            let (accounts, pairs) = (
+                c.network_accounts_per_hour * factor,
+                c.network_pairs_per_hour * factor,
+            );
+            let before = s.over(accounts, pairs);
+            // Bounded: once over, nothing more needs to be known.
+            if !before {
+                s.accounts.insert(account_key, now);
+                s.pairs.insert(pair_key, now);
+            }
+            if !before && s.over(accounts, pairs) {
+                started.push(Started {
+                    scope: Scope::Network,
+                    network: Some(net),
+                });
+            }
+        }
         let w = state.networks.entry(network).or_default();
         if w.record(now, secs(c.ip_window), hash, c.ip_max_distinct_failures) {
             started.push(Started {
@@ -217,8 +326,9 @@ impl Lockouts {
             .insert((account.to_string(), client_network(ip)), now);
     }
 
-    /// Whether the OTP step of this account is locked; `Err` holds the
-    /// seconds left.
+    /// Whether the OTP step of this bucket (`Accounts::otp_bucket`: the
+    /// account, or the account on one trusted network) is locked; `Err`
+    /// holds the seconds left.
     pub fn otp_check(&self, account: &str) -> Result<(), u64> {
         let now = self.clock.unix();
         let state = self.state.lock_or_recover();
@@ -283,6 +393,11 @@ impl Lockouts {
         });
         let trust = secs(c.trusted_network_for);
         state.trusted.retain(|_, at| *at + trust > now);
+        let window = secs(c.network_window);
+        state.spray.retain(|_, s| {
+            s.prune(now, window);
+            !s.is_empty()
+        });
     }
 }
 
@@ -292,14 +407,63 @@ mod tests {
     use crate::clock::ManualClock;
     use std::time::UNIX_EPOCH;
 
+    struct NoHistory;
+
+    impl NetworkHistory for NoHistory {
+        fn uses(&self, _: &str) -> crate::accounts::NetworkUses {
+            Default::default()
+        }
+    }
+
     fn lockouts() -> (Lockouts, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(
             UNIX_EPOCH + Duration::from_secs(1_000_000),
         ));
         (
-            Lockouts::new(LockoutConfig::default(), clock.clone()),
+            Lockouts::new(LockoutConfig::default(), clock.clone(), Arc::new(NoHistory)),
             clock,
         )
+    }
+
+    #[test]
+    fn spraying_few_passwords_over_many_accounts_is_refused_per_network() {
+        let (l, clock) = lockouts();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let home: IpAddr = "203.0.113.77".parse().unwrap();
+        l.success(home, "u29@x.org");
+        let mut refused_at = None;
+        'spray: for p in 0..9 {
+            for a in 0..30 {
+                let login = format!("u{a}@x.org");
+                if l.check(ip, &login).is_err() {
+                    refused_at = Some(p * 30 + a);
+                    break 'spray;
+                }
+                l.failure(ip, &login, &format!("Summer202{p}"));
+            }
+        }
+        // 10 accounts from one address: the 11th attempt is refused.
+        assert_eq!(refused_at, Some(10));
+        assert_eq!(l.check(ip, "u3@x.org"), Err(Scope::Network));
+        // The /24 is not over its own limit: a neighbour still tries.
+        assert_eq!(l.check("203.0.113.10".parse().unwrap(), "u3@x.org"), Ok(()));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(l.check(ip, "u3@x.org"), Ok(()));
+    }
+
+    #[test]
+    fn a_sprayed_wide_network_still_lets_in_accounts_that_logged_in_from_it() {
+        let (l, _) = lockouts();
+        let owner: IpAddr = "198.51.100.200".parse().unwrap();
+        l.success(owner, "owner@x.org");
+        // 40 accounts from 40 addresses of one /24: 1 each per address.
+        for a in 0..40u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, a));
+            l.failure(ip, &format!("v{a}@x.org"), "Password1");
+        }
+        let other: IpAddr = "198.51.100.99".parse().unwrap();
+        assert_eq!(l.check(other, "fresh@x.org"), Err(Scope::Network));
+        assert_eq!(l.check(owner, "owner@x.org"), Ok(()));
     }
 
     const IP: &str = "192.0.2.1";
@@ -333,6 +497,10 @@ mod tests {
             Ok(())
         );
         clock.advance(Duration::from_secs(15 * 60));
+        // The address lockout is over; ten accounts in an hour from the
+        // /64 still count as spraying for accounts never used from it.
+        assert_eq!(l.check(same_64, "z@x.org"), Err(Scope::Network));
+        clock.advance(Duration::from_secs(45 * 60));
         assert_eq!(l.check(same_64, "z@x.org"), Ok(()));
     }
 

@@ -5,11 +5,13 @@
 mod authenticator;
 mod cache;
 pub mod device;
+mod guard;
 pub mod lockout;
 mod notify;
 pub mod password;
 mod security;
 pub mod totp;
+pub mod trust;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +22,9 @@ pub use security::{BlockRequest, TotpEnrolment};
 
 pub use crate::store::record::account::{
     Account, Block, BlockKind, DevicePassword, HistoryEntry, Origin, TotpSecret, TotpState,
+    TrustMark,
 };
+pub use trust::{NetworkHistory, NetworkUses, TrustRule, Trusted};
 
 use crate::address::{self, AddressError};
 use crate::clock::Clock;
@@ -51,6 +55,10 @@ pub enum AccountError {
     /// more seconds.
     #[error("too many wrong codes: try again in {} minutes", .0.div_ceil(60).max(1))]
     OtpLocked(u64),
+    /// During a block, a credential change from a network that may not
+    /// lift it (`trust`).
+    #[error("For your safety, this change needs a network you have sent mail from before")]
+    NeedsTrustedNetwork,
     /// The request does not fit the account's state (e.g. no pending 2FA).
     #[error("{0}")]
     State(String),
@@ -115,6 +123,10 @@ pub struct AccountsParts {
     pub totp_issuer: String,
     /// What restarts when a block lifts.
     pub on_lift: Arc<dyn OnLift>,
+    /// Where the account's network uses are read (the scorer's ledger).
+    pub networks: Arc<dyn NetworkHistory>,
+    /// What makes a network trusted (`[accounts]`).
+    pub trust: TrustRule,
     /// "My account" as users open it (`[portal] public_url`), for notices.
     pub portal_url: Option<String>,
 }

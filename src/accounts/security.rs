@@ -5,14 +5,18 @@
 //! The rule: a policy block lifts when, after it (by history sequence
 //! number, never by wall clock), the password was changed to one that
 //! differs from the one valid at the block AND 2FA was enabled with a new
-//! secret verified by a code. Portal changes from the block's abuse networks
-//! earn no credit, so the thief who caused the block cannot lift it.
+//! secret verified by a code, each from a network that qualifies (`guard`,
+//! `trust`: trusted at the block's abuse start and not one of its abuse
+//! networks) or by the operator. During a block, portal changes from other
+//! networks are refused, so the thief who caused it can neither lift it
+//! nor lock the owner out of the steps.
 
 use std::net::IpAddr;
 
+use super::guard::Vetted;
 use super::{
     Account, AccountError, Accounts, Block, BlockKind, DevicePassword, Origin, TotpSecret,
-    check_password_rule, device, normalize, password, totp,
+    check_password_rule, device, normalize, password, totp, trust,
 };
 use crate::config::PolicyConfig;
 use crate::events::{Event, EventKind};
@@ -39,20 +43,6 @@ pub struct BlockRequest {
 
 const MAX_DEVICE_NAME: usize = 64;
 
-/// Whether a change from `origin` may count towards lifting `block`.
-fn earns_credit(block: &Block, origin: &Origin) -> bool {
-    match (origin.via, origin.ip) {
-        ("portal", Some(ip)) => !from_networks(&block.abuse_networks, ip),
-        ("portal", None) => false,
-        _ => true,
-    }
-}
-
-fn from_networks(networks: &[ipnet::IpNet], ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    networks.iter().any(|n| n.contains(&ip))
-}
-
 /// A 2FA enrolment pending from anywhere but `origin` is cancelled: a new
 /// password ends what a thief with the old one may have started.
 fn cancel_other_enrolments(a: &mut Account, now: u64, origin: &Origin) {
@@ -65,6 +55,14 @@ fn cancel_other_enrolments(a: &mut Account, now: u64, origin: &Origin) {
         a.totp.pending = None;
         a.record(now, "totp_enrolment_cancelled", origin);
     }
+}
+
+/// Marks the change just recorded: its credit towards the unblock rule,
+/// and whether it came from an untrusted network.
+fn mark(a: &mut Account, credit: bool, vetted: Vetted) {
+    let last = a.history.last_mut().expect("just recorded");
+    last.unblock_credit = credit;
+    last.untrusted = vetted.untrusted;
 }
 
 /// Applies the unblock rule; lifts the block in `a` when it is satisfied.
@@ -105,6 +103,7 @@ impl Accounts {
         let address = normalize(address)?;
         check_password_rule(&address, new_password)?;
         let current = self.get(&address).await?;
+        let vetted = self.vet_change(&current, origin, "password")?;
         // "Different from the one at the block" needs the old hash: one
         // extra argon2 verify, only while a policy block is on.
         let differs_at = match current
@@ -135,8 +134,8 @@ impl Accounts {
                 let credit = a
                     .block
                     .as_ref()
-                    .is_some_and(|b| differs_at == Some(b.seq) && earns_credit(b, &origin2));
-                a.history.last_mut().expect("just recorded").unblock_credit = credit;
+                    .is_some_and(|b| differs_at == Some(b.seq) && vetted.qualifies);
+                mark(a, credit, vetted);
                 Ok(lift_if_due(a, now))
             })
             .await?;
@@ -145,8 +144,9 @@ impl Accounts {
                 .account(&address)
                 .reason(origin.via),
         );
+        let extra = self.extra_words(&address, origin, vetted, "password");
         self.notify(&address, "Your password was changed", &format!(
-            "The password of {address} was changed.\n\nIf you did not do this, contact support at once."
+            "The password of {address} was changed.\n\nIf you did not do this, contact support at once.{extra}"
         ))
         .await;
         if let Some(block) = lifted {
@@ -163,12 +163,15 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<TotpEnrolment, AccountError> {
         let address = normalize(address)?;
+        let current = self.get(&address).await?;
+        let vetted = self.vet_change(&current, origin, "totp_enrolment")?;
         let secret = totp::new_secret();
         let sealed = self.parts.key.seal(&address, &secret);
         let (now, origin) = (self.now(), origin.clone());
         let (_, seq) = self
             .update_with(&address, move |a| {
                 let seq = a.record(now, "totp_enrolment_started", &origin);
+                mark(a, false, vetted);
                 a.totp.pending = Some(TotpSecret {
                     sealed,
                     created_seq: seq,
@@ -213,7 +216,9 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<Account, AccountError> {
         let address = normalize(address)?;
-        self.otp_gate(&address)?;
+        let current = self.get(&address).await?;
+        let vetted = self.vet_change(&current, origin, "totp_enable")?;
+        let bucket = self.otp_gate(&current, origin.ip)?;
         let (now, origin2, key, code) = (
             self.now(),
             origin.clone(),
@@ -237,26 +242,27 @@ impl Accounts {
                 let credit = a
                     .block
                     .as_ref()
-                    .is_some_and(|b| pending.created_seq > b.seq && earns_credit(b, &origin2));
-                a.history.last_mut().expect("just recorded").unblock_credit = credit;
+                    .is_some_and(|b| pending.created_seq > b.seq && vetted.qualifies);
+                mark(a, credit, vetted);
                 let devices: Vec<String> =
                     a.device_passwords.iter().map(|d| d.name.clone()).collect();
                 Ok((lift_if_due(a, now), devices))
             })
             .await
-            .map_err(|e| self.code_error(e, &address, origin.ip))?;
-        self.lockouts().otp_success(&address);
+            .map_err(|e| self.code_error(e, &address, &bucket, origin.ip))?;
+        self.lockouts().otp_success(&bucket);
         self.emit(
             Event::new(EventKind::AccountTotpEnabled)
                 .account(&address)
                 .reason(origin.via),
         );
+        let extra = self.extra_words(&address, origin, vetted, "totp_enable");
         self.notify(
             &address,
             "Two-factor authentication is on",
             &format!(
                 "Two-factor authentication was enabled for {address}.\n\n\
-             Desktop mail programs now need a device password instead of your password."
+             Desktop mail programs now need a device password instead of your password.{extra}"
             ),
         )
         .await;
@@ -283,7 +289,8 @@ impl Accounts {
         ip: Option<IpAddr>,
     ) -> Result<(), AccountError> {
         let address = normalize(address)?;
-        self.otp_gate(&address)?;
+        let current = self.get(&address).await?;
+        let bucket = self.otp_gate(&current, ip)?;
         let (now, key, code) = (self.now(), self.parts.key.clone(), code.to_string());
         self.update(&address, move |a| {
             let active = a
@@ -299,28 +306,63 @@ impl Accounts {
             Ok(())
         })
         .await
-        .map(|_| self.lockouts().otp_success(&address))
-        .map_err(|e| self.code_error(e, &address, ip))
+        .map(|_| self.lockouts().otp_success(&bucket))
+        .map_err(|e| self.code_error(e, &address, &bucket, ip))
     }
 
-    /// Counts a wrong code towards the OTP lockout.
-    fn code_error(&self, e: AccountError, address: &str, ip: Option<IpAddr>) -> AccountError {
+    /// Counts a wrong code towards the OTP lockout of its bucket.
+    fn code_error(
+        &self,
+        e: AccountError,
+        address: &str,
+        bucket: &str,
+        ip: Option<IpAddr>,
+    ) -> AccountError {
         if matches!(e, AccountError::BadCode) {
             let mut event = Event::new(EventKind::AuthOtpFailure).account(address);
             event.ip = ip;
             self.emit(event);
-            if let Some(started) = self.lockouts().otp_failure(address, None) {
+            if let Some(started) = self.lockouts().otp_failure(bucket, ip) {
                 self.report_lockouts(address, ip, vec![started]);
             }
         }
         e
     }
 
-    /// Refuses OTP checks while the account's OTP step is locked.
-    fn otp_gate(&self, address: &str) -> Result<(), AccountError> {
+    /// The lockout bucket of a code or portal password typed from `ip`:
+    /// each network trusted for the account has its own, every other
+    /// network shares one, so failures elsewhere never lock the owner's
+    /// trusted network.
+    pub fn lockout_bucket(&self, account: &Account, ip: Option<IpAddr>) -> String {
+        match ip.and_then(|ip| self.trusted_from(account, ip)) {
+            Some(t) => format!("{} {}", account.address, t.network()),
+            None => account.address.clone(),
+        }
+    }
+
+    /// Refuses OTP checks while the bucket's OTP step is locked; returns
+    /// the bucket.
+    fn otp_gate(&self, account: &Account, ip: Option<IpAddr>) -> Result<String, AccountError> {
+        let bucket = self.lockout_bucket(account, ip);
         self.lockouts()
-            .otp_check(address)
-            .map_err(AccountError::OtpLocked)
+            .otp_check(&bucket)
+            .map_err(AccountError::OtpLocked)?;
+        Ok(bucket)
+    }
+
+    /// The words a notice adds for a change from an untrusted network.
+    fn extra_words(
+        &self,
+        address: &str,
+        origin: &Origin,
+        vetted: Vetted,
+        what: &'static str,
+    ) -> String {
+        if vetted.untrusted {
+            self.untrusted_change(address, origin, what)
+        } else {
+            String::new()
+        }
     }
 
     /// Turns 2FA off and revokes every device password. Needs a current
@@ -332,6 +374,8 @@ impl Accounts {
         origin: &Origin,
     ) -> Result<Account, AccountError> {
         let address = normalize(address)?;
+        let current = self.get(&address).await?;
+        let vetted = self.vet_change(&current, origin, "totp_disable")?;
         if let Some(code) = code {
             self.totp_check(&address, code, origin.ip).await?;
         }
@@ -345,6 +389,7 @@ impl Accounts {
                 a.totp.pending = None;
                 let revoked: Vec<String> = a.device_passwords.drain(..).map(|d| d.name).collect();
                 a.record(now, "totp_disabled", &origin2);
+                mark(a, false, vetted);
                 Ok(revoked)
             })
             .await?;
@@ -360,8 +405,9 @@ impl Accounts {
                     .target(name),
             );
         }
+        let extra = self.extra_words(&address, origin, vetted, "totp_disable");
         self.notify(&address, "Two-factor authentication is off", &format!(
-            "Two-factor authentication was turned off for {address}, and every device password was revoked."
+            "Two-factor authentication was turned off for {address}, and every device password was revoked.{extra}"
         ))
         .await;
         Ok(account)
@@ -384,6 +430,8 @@ impl Accounts {
                 "a device password needs a name of 1 to {MAX_DEVICE_NAME} characters"
             )));
         }
+        let current = self.get(&address).await?;
+        let vetted = self.vet_change(&current, origin, "device_password")?;
         let plain = device::generate();
         let hash = device::hash(
             &self.parts.key,
@@ -410,6 +458,7 @@ impl Accounts {
                 last_ip: None,
             });
             a.record(now, "device_password_created", &origin2);
+            mark(a, false, vetted);
             Ok(())
         })
         .await?;
@@ -423,7 +472,8 @@ impl Accounts {
             "A device password was created",
             &format!(
                 "A device password named \"{name}\" was created for {address}.\n\n\
-             If you did not do this, change your password and revoke it."
+             If you did not do this, change your password and revoke it.{}",
+                self.extra_words(&address, origin, vetted, "device_password")
             ),
         )
         .await;
@@ -467,6 +517,7 @@ impl Accounts {
     ) -> Result<Account, AccountError> {
         let address = normalize(address)?;
         let (now, origin2, req) = (self.now(), origin.clone(), request.clone());
+        let uses = self.network_uses(&address);
         let account = self
             .update(&address, move |a| {
                 if a.block
@@ -480,6 +531,7 @@ impl Accounts {
                     BlockKind::Policy => "blocked_policy",
                     BlockKind::Operator => "blocked_operator",
                 };
+                let abuse_start = trust::abuse_start(a, &uses, &req.abuse_networks, now);
                 let seq = a.record(now, change, &origin2);
                 a.block = Some(Block {
                     kind: req.kind,
@@ -488,6 +540,7 @@ impl Accounts {
                     abuse_networks: req.abuse_networks,
                     seq,
                     at: now,
+                    abuse_start: Some(abuse_start),
                     password_hash_at_block: a.password_hash.clone(),
                 });
                 Ok(())
@@ -581,6 +634,7 @@ impl Accounts {
                     abuse_networks: Vec::new(),
                     seq,
                     at: now,
+                    abuse_start: None,
                     password_hash_at_block: a.password_hash.clone(),
                 });
                 Ok(())

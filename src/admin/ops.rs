@@ -66,6 +66,11 @@ pub enum Request {
     AccountUnblock {
         address: String,
     },
+    /// Mark a network trusted for the account (`account trust`).
+    AccountTrust {
+        address: String,
+        network: String,
+    },
     AccountReset {
         address: String,
         password: String,
@@ -129,6 +134,7 @@ impl Request {
             Self::AliasList { .. } => "alias_list",
             Self::AccountBlock { .. } => "account_block",
             Self::AccountUnblock { .. } => "account_unblock",
+            Self::AccountTrust { .. } => "account_trust",
             Self::AccountReset { .. } => "account_reset",
             Self::TotpEnable { .. } => "totp_enable",
             Self::TotpVerify { .. } => "totp_verify",
@@ -185,7 +191,9 @@ impl From<AccountError> for OpError {
             AccountError::Address(_) | AccountError::Password(_) | AccountError::BadCode => {
                 OpErrorKind::Invalid
             }
-            AccountError::State(_) | AccountError::OtpLocked(_) => OpErrorKind::Conflict,
+            AccountError::State(_)
+            | AccountError::OtpLocked(_)
+            | AccountError::NeedsTrustedNetwork => OpErrorKind::Conflict,
             AccountError::Exists(_) | AccountError::AddressTaken(_) => OpErrorKind::Conflict,
             AccountError::NoAlias { .. } => OpErrorKind::NotFound,
             AccountError::NotFound(_) => OpErrorKind::NotFound,
@@ -227,6 +235,30 @@ pub struct AccountView {
     /// The scorer's counters and score (account show only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyView>,
+    /// Networks trusted for the account now, and why (account show only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_networks: Option<Vec<TrustedView>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TrustedView {
+    pub network: String,
+    /// `sending` (earned by the account's own mail) or `operator`.
+    pub by: String,
+}
+
+fn trusted_views(accounts: &crate::accounts::Accounts, account: &Account) -> Vec<TrustedView> {
+    accounts
+        .trusted_networks(account)
+        .into_iter()
+        .map(|t| TrustedView {
+            network: t.network().to_string(),
+            by: match t {
+                crate::accounts::Trusted::Sending(_) => "sending".into(),
+                crate::accounts::Trusted::Operator(_) => "operator".into(),
+            },
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,6 +268,9 @@ pub struct BlockView {
     pub seq: u64,
     pub at: u64,
     pub abuse_networks: Vec<String>,
+    /// Trust earned from then on does not count while the block is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse_start: Option<u64>,
     /// Operators only: the evidence behind a policy block.
     pub detail: Option<String>,
 }
@@ -262,6 +297,7 @@ impl From<Account> for AccountView {
                 seq: b.seq,
                 at: b.at,
                 abuse_networks: b.abuse_networks.iter().map(ToString::to_string).collect(),
+                abuse_start: b.abuse_start,
                 detail: b.detail,
             }),
             device_passwords: a
@@ -282,6 +318,7 @@ impl From<Account> for AccountView {
             history: a.history,
             policy_overrides: a.policy_overrides,
             policy: None,
+            trusted_networks: None,
         }
     }
 }
@@ -475,6 +512,21 @@ impl Ops {
             Request::AccountUnblock { address } => {
                 to_json(AccountView::from(accounts.unblock(&address, admin).await?))
             }
+            Request::AccountTrust { address, network } => {
+                let network = network
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| network.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        OpError::new(
+                            OpErrorKind::Invalid,
+                            format!("{network:?} is not a network (CIDR) or an address"),
+                        )
+                    })?;
+                let account = accounts.trust_network(&address, network, admin).await?;
+                let mut view = AccountView::from(account.clone());
+                view.trusted_networks = Some(trusted_views(&accounts, &account));
+                to_json(view)
+            }
             Request::AccountReset { address, password } => to_json(AccountView::from(
                 accounts.reset(&address, &password, admin).await?,
             )),
@@ -519,8 +571,10 @@ impl Ops {
                 to_json(list)
             }
             Request::AccountShow { address } => {
-                let mut view = AccountView::from(accounts.get(&address).await?);
+                let account = accounts.get(&address).await?;
+                let mut view = AccountView::from(account.clone());
                 view.policy = Some(self.ledger.view(&view.address));
+                view.trusted_networks = Some(trusted_views(&accounts, &account));
                 to_json(view)
             }
             Request::AccountDelete { address } => {

@@ -134,6 +134,10 @@ pub enum AccountCommand {
     },
     /// Lift any block.
     Unblock { email: String },
+    /// Mark a network (CIDR, or one address) as the account's own: changes
+    /// from it may lift a block (the office; the owner's networks after a
+    /// migration). Logged and notified to the account.
+    Trust { email: String, network: String },
     /// Recovery: new password, 2FA off, device passwords revoked, operator block.
     Reset {
         email: String,
@@ -254,6 +258,10 @@ pub(super) fn account_request(command: AccountCommand) -> anyhow::Result<Request
             abuse_networks,
         },
         AccountCommand::Unblock { email } => Request::AccountUnblock { address: email },
+        AccountCommand::Trust { email, network } => Request::AccountTrust {
+            address: email,
+            network,
+        },
         AccountCommand::Reset {
             email,
             password_stdin,

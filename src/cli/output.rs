@@ -121,6 +121,13 @@ pub(super) fn describe(request: &Request) -> Describe {
         Request::AccountUnblock { .. } => {
             Box::new(move |v| format!("unblocked {}", s(v, "address")))
         }
+        Request::AccountTrust { .. } => Box::new(move |v| {
+            format!(
+                "{} now trusts: {}",
+                s(v, "address"),
+                trusted_text(&v["trusted_networks"])
+            )
+        }),
         Request::AccountReset { .. } => Box::new(move |v| {
             format!(
                 "reset {}: new password, 2FA off, device passwords revoked, blocked until `account unblock`",
@@ -234,6 +241,21 @@ fn text(v: &serde_json::Value) -> &str {
 }
 
 /// `account show` for a person: one fact a line, dates as dates.
+/// Trusted networks as `192.0.2.0/24 (sending), ...`, or `none`.
+fn trusted_text(v: &serde_json::Value) -> String {
+    let list: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| format!("{} ({})", text(&t["network"]), text(&t["by"])))
+        .collect();
+    if list.is_empty() {
+        "none (no network has sent mail on enough days yet)".into()
+    } else {
+        list.join(", ")
+    }
+}
+
 fn account_text(v: &serde_json::Value) -> String {
     let mut out = vec![text(&v["address"]).to_string()];
     let mut line = |label: &str, value: String| out.push(format!("  {label:<10} {value}"));
@@ -278,6 +300,16 @@ fn account_text(v: &serde_json::Value) -> String {
                 line("evidence", detail.to_string());
             }
         }
+    }
+    line("trusted", trusted_text(&v["trusted_networks"]));
+    if v["block"].is_object() {
+        let lift = match text(&v["block"]["kind"]) {
+            "policy" => {
+                "a new password and 2FA from a trusted network, or the operator (`account unblock`)"
+            }
+            _ => "the operator only (`account unblock`)",
+        };
+        line("lifts by", lift.into());
     }
     let aliases: Vec<&str> = v["aliases"]
         .as_array()

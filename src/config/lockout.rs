@@ -32,6 +32,15 @@ pub struct LockoutConfig {
     /// argon2 verifications that may wait or run at once for SMTP AUTH
     /// (and, separately, for portal sign-in) before `454 4.7.0`.
     pub auth_queue: usize,
+    /// Password spraying: distinct accounts with a wrong password from one
+    /// IPv4 address or IPv6 /64 within `network_window` (4× this for the
+    /// IPv4 /24 and the IPv6 /48 around it)...
+    pub network_accounts_per_hour: usize,
+    /// ...or distinct (account, wrong password) pairs. Over either, the
+    /// network is refused AUTH for accounts that never logged in from it.
+    pub network_pairs_per_hour: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub network_window: Duration,
 }
 
 impl Default for LockoutConfig {
@@ -47,6 +56,9 @@ impl Default for LockoutConfig {
             otp_window: minutes(15),
             otp_lock: minutes(15),
             auth_queue: 64,
+            network_accounts_per_hour: 10,
+            network_pairs_per_hour: 30,
+            network_window: minutes(60),
         }
     }
 }

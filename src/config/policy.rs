@@ -62,6 +62,13 @@ pub struct PolicyConfig {
     pub weight_auth_failures: f64,
     pub fast_messages_per_hour: u32,
     pub weight_fast_message: f64,
+    /// Points for a message from an untrusted network within
+    /// `untrusted_change_window` after a credential change (new password,
+    /// 2FA, device password) made from an untrusted network: by default
+    /// enough to block on its own.
+    pub weight_untrusted_change: f64,
+    #[serde(deserialize_with = "de_duration")]
+    pub untrusted_change_window: Duration,
 
     pub max_messages_per_minute: u32,
     pub max_messages_per_hour: u32,
@@ -124,6 +131,8 @@ impl Default for PolicyConfig {
             weight_auth_failures: 3.0,
             fast_messages_per_hour: 120,
             weight_fast_message: 0.5,
+            weight_untrusted_change: 10.0,
+            untrusted_change_window: hours(7 * 24),
             max_messages_per_minute: 30,
             max_messages_per_hour: 300,
             max_messages_per_day: 3000,

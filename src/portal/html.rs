@@ -229,6 +229,8 @@ pub struct AccountView<'a> {
     /// An OTP was passed in this web session in the last 15 minutes.
     pub otp_fresh: bool,
     pub support_contact: Option<&'a str>,
+    /// Changes from this browser's network may lift the block (`trust`).
+    pub network_qualifies: bool,
 }
 
 pub fn account_page(ctx: &Ctx, v: &AccountView) -> String {
@@ -275,9 +277,21 @@ fn block_banner(v: &AccountView) -> String {
 {s2}
 </ol>
 <p>The block lifts as soon as both are done. Your mail that was waiting is sent then.</p>
-</div>
+{elsewhere}</div>
 "#,
                 reason = esc(&block.reason),
+                elsewhere = if v.network_qualifies {
+                    String::new()
+                } else {
+                    let contact = match v.support_contact {
+                        Some(c) => format!(" at <strong>{}</strong>", esc(c)),
+                        None => String::new(),
+                    };
+                    format!(
+                        r#"<p class="safety"><strong>For your safety, this change needs a network you have sent mail from before.</strong> Sign in from a computer or phone on a network you usually send mail from (your home or office) and do both steps there, or contact support{contact}.</p>
+"#
+                    )
+                },
                 s1 = step(
                     step_done(a, "password_changed"),
                     r##"<a href="#password">Change your password</a>"##

@@ -166,6 +166,10 @@ impl Portal {
             AccountError::Address(_) | AccountError::AddressTaken(_) | AccountError::NoAlias { .. } => {
                 Notice::error("That address is not valid")
             }
+            AccountError::NeedsTrustedNetwork => {
+                Notice::error("For your safety, this change needs a network you have sent mail from before")
+                    .detail(self.elsewhere_words())
+            }
             AccountError::OtpLocked(left) => {
                 let minutes = left.div_ceil(60).max(1);
                 Notice::error("Too many wrong codes").detail(format!(
@@ -183,6 +187,18 @@ impl Portal {
             }
         };
         self.notice(session, notice.at(at));
+    }
+
+    /// What to do when this network may not lift the block: the network
+    /// the owner sends from, or support.
+    pub(super) fn elsewhere_words(&self) -> String {
+        let contact = match &self.inner.support_contact {
+            Some(c) => format!(" at {c}"),
+            None => String::new(),
+        };
+        format!(
+            "Sign in from a computer or phone on a network you usually send mail from (your home or office) and do it there, or contact support{contact}."
+        )
     }
 
     pub(super) fn signin_event(&self, kind: EventKind, account: &str, ip: IpAddr, reason: &str) {

@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use super::content::Content;
 use super::state::AccountState;
 use super::{Breakdown, PolicyView, score_with, view_of};
-use crate::accounts::{LiftRows, OnLift};
+use crate::accounts::{LiftRows, NetworkHistory, NetworkUses, OnLift};
 use crate::address::client_network;
 use crate::clock::Clock;
 use crate::config::PolicyConfig;
@@ -154,6 +154,15 @@ impl Ledger {
         }
     }
 
+    /// The account's entry if it has a state, without making one (an
+    /// unknown login tried at AUTH must not grow the ledger).
+    fn peek(&self, account: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = lock(&self.states).get(account) {
+            return Some(entry.clone());
+        }
+        self.saved_exists(account).then(|| self.entry(account))
+    }
+
     /// Whether the account has a state (in memory, or saved when states
     /// are read on demand).
     fn follows(&self, account: &str) -> bool {
@@ -193,7 +202,10 @@ impl Ledger {
         let now = self.clock.unix();
         let network = self.network_key(ip);
         let needed = self.config().auth_failures_before_success;
-        self.with_state(account, |st| st.record_login(now, &network, needed));
+        self.with_state(account, |st| {
+            st.record_login(now, &network, needed);
+            st.uses.login(ip, now);
+        });
     }
 
     /// A wrong password for an account the scorer follows.
@@ -246,6 +258,7 @@ impl Ledger {
         let after = self.config().network_familiar_after.as_secs();
         self.with_state(account, |st| {
             let known = std::mem::take(&mut st.known);
+            let uses = std::mem::take(&mut st.uses);
             let networks: Vec<_> = st
                 .networks
                 .drain(..)
@@ -253,6 +266,7 @@ impl Ledger {
                 .collect();
             *st = AccountState::new(now);
             st.known = known;
+            st.uses = uses;
             st.networks = networks;
             st.clone()
         })
@@ -307,6 +321,15 @@ impl Listener for Ledger {
             ),
             _ => {}
         }
+    }
+}
+
+/// Trust is judged on what this ledger recorded (`accounts::trust`).
+impl NetworkHistory for Ledger {
+    fn uses(&self, account: &str) -> NetworkUses {
+        self.peek(account)
+            .map(|entry| entry.state().uses.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 use self::content::Content;
 use self::state::{AccountState, HOUR, MINUTE};
 use super::{Decision, MailContext, MessageContext, Policy, RcptContext};
-use crate::accounts::{Account, Accounts, BlockKind, BlockRequest, Origin};
+use crate::accounts::{Account, Accounts, BlockKind, BlockRequest, Origin, trust};
 use crate::config::{PolicyConfig, PolicyMode};
 use crate::events::{Event, EventKind, Events};
 use crate::spool::{Envelope, QueueEntry, QueueState, QueueWrite, Recipient, Spool};
@@ -87,6 +87,7 @@ pub fn category(signal: &str) -> &'static str {
         "bounces" => "many messages that could not be delivered",
         "auth_failures_before_login" => "a login after many wrong passwords",
         "fast_sending" => "sending unusually fast",
+        "untrusted_change" => "account settings changed from an unfamiliar network",
         "many_domains" => "sending to many different domains",
         _ => "unusual sending activity",
     }
@@ -507,6 +508,18 @@ impl Policy for Scorer {
         let now = self.ledger.now();
         let network = self.ledger.network_key(ctx.client_ip);
         let observe = self.config().mode == PolicyMode::Observe;
+        // Credentials changed from an untrusted network lately, and this
+        // message does not come from a trusted one either.
+        let untrusted_change = trust::recent_untrusted_change(
+            &account,
+            now,
+            self.config().untrusted_change_window.as_secs(),
+        )
+        .is_some()
+            && self
+                .accounts
+                .trusted_from(&account, ctx.client_ip)
+                .is_none();
         let entry = self.ledger.entry(ctx.account);
         // Decisions of one account happen one at a time, in arrival order.
         let _turn = entry.turn.lock().await;
@@ -516,7 +529,10 @@ impl Policy for Scorer {
             st.advance(now, self.config().half_life.as_secs());
             let config = self.effective(&account);
             let cap = Self::cap_broken(&config, &st, now, self.is_new(&account, now), n, 1);
-            let breakdown = score_with(&config, &st, now, &network, ctx.recipients, &content);
+            let mut breakdown = score_with(&config, &st, now, &network, ctx.recipients, &content);
+            if untrusted_change {
+                breakdown.add("untrusted_change", config.weight_untrusted_change);
+            }
             let score = st.score + breakdown.total();
             let verdict = if cap.is_some() {
                 "defer"
@@ -531,12 +547,16 @@ impl Policy for Scorer {
                 ("defer", false) => {}
                 ("block", false) => {
                     st.score = score;
+                    st.uses.refused(ctx.client_ip, now);
                     abuse = self.take_abuse_networks(&mut st, now, &network);
                 }
                 _ => {
                     st.score = score;
                     st.failures_before_login = 0;
                     st.record_message(now, ctx.recipients, content.fingerprint);
+                    if !observe || verdict == "accept" {
+                        st.uses.sent(ctx.client_ip, now);
+                    }
                 }
             }
             (verdict, cap, breakdown, score, abuse)

@@ -117,6 +117,10 @@ pub struct AccountState {
     /// Delivery results per hour for the last day: (hour, delivered, bounced).
     pub deliveries: VecDeque<(u64, u32, u32)>,
     pub known: KnownRecipients,
+    /// Sending days and logins per client network: what makes a network
+    /// trusted (`accounts::trust`). Kept when a block lifts.
+    #[serde(default)]
+    pub uses: crate::accounts::NetworkUses,
 }
 
 fn prune<T>(q: &mut VecDeque<T>, keep: impl Fn(&T) -> bool) {

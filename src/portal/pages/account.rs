@@ -1,6 +1,8 @@
 //! The My account page, and signing out.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
@@ -11,7 +13,12 @@ use crate::portal::html::{self, AccountView};
 use crate::portal::session::{Auth, Notice};
 
 /// GET /my-account.
-pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
+pub async fn account_page(
+    State(p): State<Portal>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let ip = p.inner.settings.client_ip(peer.ip(), &headers);
     let Some(session) = p.current(&headers) else {
         return p.see_other("/");
     };
@@ -56,6 +63,7 @@ pub async fn account_page(State(p): State<Portal>, headers: HeaderMap) -> Respon
         enrolment: enrolment.as_ref(),
         otp_fresh,
         support_contact: p.inner.support_contact.as_deref(),
+        network_qualifies: account.block.is_none() || p.inner.accounts.qualifies_from(&account, ip),
     };
     p.page(
         StatusCode::OK,

@@ -56,16 +56,6 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
             .take(254)
             .collect()
     });
-    // The portal's own window, and the lockouts SMTP AUTH shares.
-    let shared_lockout = p.inner.accounts.lockouts().check(post.ip, &key).is_err();
-    if p.inner.signin.check(post.ip, &key).is_err() || shared_lockout {
-        p.signin_event(EventKind::PortalSigninFailure, &key, post.ip, "locked_out");
-        return p.restart_signin(
-            &post.session,
-            Notice::error("Too many failed sign-ins")
-                .detail("Please wait 15 minutes, then try again."),
-        );
-    }
     let account = match &normalized {
         Some(a) => match p.inner.accounts.get(a).await {
             Ok(a) => Some(a),
@@ -77,6 +67,22 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
         },
         None => None,
     };
+    // The account's failures count per bucket: each of its trusted
+    // networks has its own, so a thief's failures never lock the owner out.
+    let bucket = match &account {
+        Some(a) => p.inner.accounts.lockout_bucket(a, Some(post.ip)),
+        None => key.clone(),
+    };
+    // The portal's own window, and the lockouts SMTP AUTH shares.
+    let shared_lockout = p.inner.accounts.lockouts().check(post.ip, &key).is_err();
+    if p.inner.signin.check(post.ip, &bucket).is_err() || shared_lockout {
+        p.signin_event(EventKind::PortalSigninFailure, &key, post.ip, "locked_out");
+        return p.restart_signin(
+            &post.session,
+            Notice::error("Too many failed sign-ins")
+                .detail("Please wait 15 minutes, then try again."),
+        );
+    }
     let usable = account.filter(|a| !a.disabled);
     let verified = p
         .inner
@@ -98,7 +104,7 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
         }
     };
     let Some(account) = usable.filter(|_| ok) else {
-        p.inner.signin.failure(post.ip, &key);
+        p.inner.signin.failure(post.ip, &bucket);
         let started = p
             .inner
             .accounts
@@ -120,7 +126,7 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
             ),
         );
     };
-    p.inner.signin.success(&key);
+    p.inner.signin.success(&bucket);
     p.inner.accounts.lockouts().success(post.ip, &key);
     if account.totp.active.is_some() {
         let s = p.inner.sessions.rotate(

@@ -27,6 +27,9 @@ pub struct Account {
     /// The operator's per-account policy limits (`account policy set`).
     #[serde(default)]
     pub policy_overrides: std::collections::BTreeMap<String, f64>,
+    /// Networks an operator marked trusted (`account trust`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_networks: Vec<TrustMark>,
     /// Sequence number of the latest history entry.
     #[serde(default)]
     pub seq: u64,
@@ -66,6 +69,13 @@ pub struct DevicePassword {
     pub last_ip: Option<IpAddr>,
 }
 
+/// A network an operator marked trusted for the account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrustMark {
+    pub network: ipnet::IpNet,
+    pub at: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockKind {
@@ -88,6 +98,11 @@ pub struct Block {
     pub abuse_networks: Vec<ipnet::IpNet>,
     pub seq: u64,
     pub at: u64,
+    /// When the thief is taken to have arrived: trust earned from then on
+    /// does not count while this block is on (`accounts::trust`). Blocks
+    /// written before it existed use `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse_start: Option<u64>,
     /// The password hash valid at the block: a "new" password equal to it
     /// does not count towards the unblock rule.
     pub password_hash_at_block: String,
@@ -105,10 +120,19 @@ pub struct HistoryEntry {
     /// Counts towards lifting the current policy block.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unblock_credit: bool,
+    /// A credential change made from a network not trusted for the
+    /// account: a policy signal, and a possible abuse start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
 }
 
 /// History changes after which other web sessions must sign in again.
-const CREDENTIAL_CHANGES: &[&str] = &["password_changed", "totp_enabled", "totp_disabled"];
+const CREDENTIAL_CHANGES: &[&str] = &[
+    "password_changed",
+    "totp_enabled",
+    "totp_disabled",
+    "unblocked",
+];
 
 impl Account {
     /// A new account: no aliases, 2FA off, no device passwords, no block,
@@ -124,6 +148,7 @@ impl Account {
             device_passwords: Vec::new(),
             block: None,
             policy_overrides: Default::default(),
+            trusted_networks: Vec::new(),
             seq: 0,
             history: Vec::new(),
         }
@@ -138,14 +163,14 @@ impl Account {
             via: origin.via.to_string(),
             ip: origin.ip,
             unblock_credit: false,
+            untrusted: false,
         });
         self.seq
     }
 
     /// The history sequence number of the latest change that ends every
     /// web session but the one that made it: a new password, 2FA turned on
-    /// (a new authenticator) or off. (A lift by the unblock rule follows
-    /// one of these; a lift by the operator keeps the owner's page open.)
+    /// (a new authenticator) or off, a lift (by the rule or the operator).
     pub fn credentials_seq(&self) -> u64 {
         self.history
             .iter()

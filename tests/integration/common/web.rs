@@ -62,6 +62,8 @@ pub struct Web {
     pub cookie: Option<String>,
     /// Sent with every request (e.g. X-Forwarded-For).
     pub extra_headers: Vec<(String, String)>,
+    /// The loopback address requests come from (another client network).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Web {
@@ -71,6 +73,16 @@ impl Web {
             cookie_name: "mw_session".into(),
             cookie: None,
             extra_headers: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// A browser on another network: its requests come from `source`
+    /// (an address in 127.0.0.0/8).
+    pub fn from(addr: SocketAddr, source: &str) -> Self {
+        Self {
+            source: Some(source.parse().expect("source address")),
+            ..Self::new(addr)
         }
     }
 
@@ -124,7 +136,16 @@ impl Web {
             req.push_str(body);
         }
         let resp = tokio::time::timeout(Duration::from_secs(20), async {
-            let mut tcp = TcpStream::connect(self.addr).await.expect("connect");
+            let mut tcp = match self.source {
+                None => TcpStream::connect(self.addr).await.expect("connect"),
+                Some(source) => {
+                    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                    socket
+                        .bind(SocketAddr::new(source, 0))
+                        .expect("bind source");
+                    socket.connect(self.addr).await.expect("connect")
+                }
+            };
             tcp.write_all(req.as_bytes()).await.unwrap();
             let mut raw = Vec::new();
             tcp.read_to_end(&mut raw).await.unwrap();
