@@ -158,6 +158,17 @@ async fn an_offline_password_change_and_2fa_in_the_portal_lift_the_block() {
     );
     assert_eq!(out.trim(), format!("password changed for {ALICE}"));
     assert_eq!(setup.show()["block"]["kind"], "policy");
+    // The owner has no sending history here: the operator vouches for the
+    // network the owner will use (the portal refuses 2FA from any other).
+    let out = setup.cli(&["account", "trust", ALICE, "127.0.0.1"], "");
+    assert_eq!(
+        out.trim(),
+        format!("{ALICE} now trusts: 127.0.0.1/32 (operator)")
+    );
+    assert_eq!(
+        setup.show()["trusted_networks"],
+        serde_json::json!([{"network": "127.0.0.1/32", "by": "operator"}])
+    );
 
     // After the restart the owner enables 2FA on My account.
     let server = setup.serve();

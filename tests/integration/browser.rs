@@ -11,7 +11,38 @@ use std::time::{Duration, Instant};
 use mailwarden::accounts::{BlockKind, BlockRequest, Origin};
 
 use crate::common::client::Client;
-use crate::common::{PASSWORD, TestServer};
+use crate::common::web::{Web, act, sign_in};
+use crate::common::{PASSWORD, TestServer, send_from_home_for_a_week, server_with_clock};
+
+const SAFETY: &str = "For your safety, this change needs a network you have sent mail from before";
+
+/// A thief with the password, in the portal from `source`: signs in, and
+/// every credential change is refused with the reason.
+async fn thief_is_refused_every_step(server: &TestServer, source: &str) {
+    let mut w = Web::from(server.running().portal, source);
+    let r = sign_in(&mut w, ALICE, PASSWORD).await;
+    assert_eq!(r.location(), "/my-account", "{source}");
+    assert!(w.get("/my-account").await.body.contains(SAFETY));
+    // (A device password needs 2FA first; `security::changes_that_do_not_count`
+    // tries that one directly.)
+    let steps: [(&str, &[(&str, &str)]); 2] = [
+        (
+            "/my-account/password",
+            &[
+                ("current", PASSWORD),
+                ("new", "the thief's own password"),
+                ("repeat", "the thief's own password"),
+            ],
+        ),
+        ("/my-account/2fa/enable", &[]),
+    ];
+    for (path, fields) in steps {
+        act(&mut w, path, fields).await;
+        let page = w.get("/my-account").await.body;
+        let refused = page.contains(&format!("<p class=\"notice-title\">{SAFETY}</p>"));
+        assert!(refused, "{source} {path}:\n{page}");
+    }
+}
 
 const ALICE: &str = "alice@example.com";
 const POLICY_554: &str = "554 5.7.1 Account <alice@example.com> has been blocked from sending due to abusive activity. Please update password and (re-)enable 2FA to be unblocked";
@@ -27,9 +58,11 @@ fn screenshot_dir() -> PathBuf {
 }
 
 /// Runs the browser script; (success, stdout, stderr). Killed after 3 min.
-fn run_browser(url: &str, outdir: &Path) -> (bool, String, String) {
+/// `now` is the server's clock, for the TOTP code the script types.
+fn run_browser(url: &str, outdir: &Path, now: u64) -> (bool, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/help_page.mjs");
     let mut child = Command::new("node")
+        .env("TOTP_NOW", now.to_string())
         .arg(&script)
         .args([url, ALICE, PASSWORD])
         .arg(outdir)
@@ -70,8 +103,10 @@ async fn auth_reply(server: &TestServer, password: &str) -> (Client, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blocked_user_follows_the_help_page_in_a_real_browser() {
-    let server = TestServer::start().await;
-    server.add_account(ALICE, PASSWORD).await;
+    // Alice has sent mail from home (127.0.0.1) for a week; then a thief
+    // with her password sends from 127.0.1.9 and the scorer blocks her.
+    let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     server
         .accounts()
         .block(
@@ -80,12 +115,19 @@ async fn a_blocked_user_follows_the_help_page_in_a_real_browser() {
                 kind: BlockKind::Policy,
                 reason: "sending to many new recipients".into(),
                 detail: Some("score 14: 60 new recipients in 1h".into()),
-                abuse_networks: vec!["203.0.113.0/24".parse().unwrap()],
+                abuse_networks: vec!["127.0.1.0/24".parse().unwrap()],
             },
             &Origin::ADMIN,
         )
         .await
         .unwrap();
+    // The thief, from the abuse network and from a fresh one, tries every
+    // step of the help page, and each is refused.
+    for thief in ["127.0.1.9", "127.0.2.9"] {
+        thief_is_refused_every_step(&server, thief).await;
+    }
+    let account = server.accounts().get(ALICE).await.unwrap();
+    assert!(account.block.is_some() && account.totp.pending.is_none());
     // What brought the user to the help page.
     let (mut c, reply) = auth_reply(&server, PASSWORD).await;
     assert_eq!(reply, "235 2.7.0 Authentication successful");
@@ -102,7 +144,8 @@ async fn a_blocked_user_follows_the_help_page_in_a_real_browser() {
     }
     let url = format!("http://{}/", server.running().portal);
     let dir = outdir.clone();
-    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_browser(&url, &dir))
+    let now = mailwarden::clock::Clock::unix(&*clock);
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || run_browser(&url, &dir, now))
         .await
         .unwrap();
     println!("{stdout}");

@@ -11,7 +11,7 @@ use mailwarden::config::{Config, ConfigSource};
 use crate::common::web::{
     Resp, Web, account_page, act, enable_2fa_with, key_on, otp_step, sign_in,
 };
-use crate::common::{PASSWORD, TestServer, base32_decode};
+use crate::common::{PASSWORD, TestServer, base32_decode, send_from_home_for_a_week};
 
 const ALICE: &str = "alice@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -742,6 +742,7 @@ async fn changing_the_password_follows_the_rule_and_signs_out_other_sessions() {
 #[tokio::test]
 async fn a_policy_block_shows_its_banner_and_lifts_through_the_portal() {
     let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     server
         .accounts()
         .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
@@ -780,8 +781,8 @@ async fn a_policy_block_shows_its_banner_and_lifts_through_the_portal() {
             .contains("Change your password</a> <span class=\"badge done\">Done</span>")
     );
     assert!(
-        !me.body.contains("does not lift the block"),
-        "127.0.0.1 is not an abuse network"
+        !me.body.contains("For your safety"),
+        "127.0.0.1 is the owner's network"
     );
     let (_, me) = enable_2fa(&mut w, &clock).await;
     assert!(me.contains("Your account has been unblocked"));
@@ -791,6 +792,7 @@ async fn a_policy_block_shows_its_banner_and_lifts_through_the_portal() {
 
     // "Your account has been unblocked" came with "2FA enabled", once.
     let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     server
         .accounts()
         .block(ALICE, policy_block(&[]), &Origin::ADMIN)
@@ -819,6 +821,7 @@ async fn a_policy_block_shows_its_banner_and_lifts_through_the_portal() {
 #[tokio::test]
 async fn with_2fa_on_a_policy_block_still_offers_enable_2fa_for_re_enrolment() {
     let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     let mut w = signed_in(&server, PASSWORD).await;
     enable_2fa(&mut w, &clock).await;
     server
@@ -876,49 +879,69 @@ async fn an_operator_block_says_contact_support() {
         .unblock(ALICE, &Origin::ADMIN)
         .await
         .unwrap();
-    let me = account_page(&mut w).await;
-    assert!(
-        me.body.contains("Your account has been unblocked"),
-        "the page says so at once"
-    );
+    // A lift ends every web session: whoever kept one open since the
+    // block signs in again.
+    assert_eq!(w.get("/my-account").await.location(), "/");
+    let mut w = signed_in(&server, PASSWORD).await;
+    assert!(!account_page(&mut w).await.body.contains("has been blocked"));
 }
 
 #[tokio::test]
-async fn changes_from_an_abuse_network_are_noted_and_do_not_lift_the_block() {
+async fn during_a_block_changes_from_an_untrusted_network_are_refused_with_the_reason() {
     let (server, clock) = server_with_clock("[portal]\ntrusted_proxies = [\"127.0.0.1\"]\n").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     server
         .accounts()
         .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
         .await
         .unwrap();
-    // Behind the trusted proxy: the rightmost untrusted X-Forwarded-For hop.
-    let mut thief = web(&server);
-    thief.extra_headers = vec![(
-        "X-Forwarded-For".into(),
-        "198.51.100.77, 203.0.113.9".into(),
-    )];
-    let r = sign_in(&mut thief, ALICE, PASSWORD).await;
-    assert_eq!(r.location(), "/my-account");
-    change_password(&mut thief).await;
-    let me = account_page(&mut thief).await;
-    assert!(me.body.contains("Password changed"));
-    assert!(me.body.contains("This change does not lift the block"));
-    let (_, page) = enable_2fa(&mut thief, &clock).await;
-    assert!(page.contains("This change does not lift the block"));
+    let before = server.accounts().get(ALICE).await.unwrap().history.len();
+    // Behind the trusted proxy: the rightmost untrusted X-Forwarded-For
+    // hop, an abuse network first, then a network never seen.
+    for hop in ["203.0.113.9", "192.0.2.44"] {
+        let mut thief = web(&server);
+        thief.extra_headers = vec![("X-Forwarded-For".into(), format!("198.51.100.77, {hop}"))];
+        let r = sign_in(&mut thief, ALICE, PASSWORD).await;
+        assert_eq!(r.location(), "/my-account");
+        let me = account_page(&mut thief).await;
+        assert!(
+            me.body.contains(
+                "For your safety, this change needs a network you have sent mail from before."
+            ),
+            "the banner says so before any step"
+        );
+        change_password(&mut thief).await;
+        let me = account_page(&mut thief).await;
+        assert!(!me.body.contains("Password changed"));
+        assert!(
+            me.body.contains(
+                "<p class=\"notice-title\">For your safety, this change needs a network you have sent mail from before</p>"
+            ),
+            "{}",
+            me.body
+        );
+        act(&mut thief, "/my-account/2fa/enable", &[]).await;
+        let me = account_page(&mut thief).await;
+        assert!(
+            me.body
+                .contains("For your safety, this change needs a network")
+        );
+        assert!(key_on(&me.body).is_none(), "no secret for the thief");
+    }
     let account = server.accounts().get(ALICE).await.unwrap();
-    assert!(
-        account.block.is_some(),
-        "the thief's changes lifted the block"
-    );
-    let ips: Vec<_> = account.history.iter().filter_map(|h| h.ip).collect();
-    assert!(
-        ips.iter()
-            .all(|ip| *ip == "203.0.113.9".parse::<std::net::IpAddr>().unwrap()),
-        "{ips:?}"
+    assert!(account.block.is_some(), "the thief lifted the block");
+    assert_eq!(account.history.len(), before, "nothing was changed");
+    assert!(account.totp.pending.is_none());
+    // The old password still signs the owner in, at home.
+    let mut owner = web(&server);
+    assert_eq!(
+        sign_in(&mut owner, ALICE, PASSWORD).await.location(),
+        "/my-account"
     );
 
     // Without trusted proxies, X-Forwarded-For is ignored: the peer counts.
-    let (server, _) = server_with_clock("").await;
+    let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     server
         .accounts()
         .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
@@ -928,12 +951,7 @@ async fn changes_from_an_abuse_network_are_noted_and_do_not_lift_the_block() {
     w.extra_headers = vec![("X-Forwarded-For".into(), "203.0.113.9".into())];
     sign_in(&mut w, ALICE, PASSWORD).await;
     change_password(&mut w).await;
-    assert!(
-        !account_page(&mut w)
-            .await
-            .body
-            .contains("does not lift the block")
-    );
+    assert!(account_page(&mut w).await.body.contains("Password changed"));
     let last = server
         .accounts()
         .get(ALICE)

@@ -9,7 +9,7 @@ use mailwarden::accounts::{AccountError, BlockKind, BlockRequest, Origin, totp};
 use mailwarden::clock::ManualClock;
 
 use crate::common::client::Client;
-use crate::common::{PASSWORD, TestServer, base32_decode};
+use crate::common::{PASSWORD, TestServer, base32_decode, send_from_home_for_a_week};
 
 const ALICE: &str = "alice@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -170,25 +170,41 @@ async fn changes_that_do_not_count() {
         "old change counted"
     );
 
-    // Portal changes from an abuse network do not count; from elsewhere they do.
+    // During a block, portal changes from a network not trusted for the
+    // account are refused (an abuse network, or any other); from the
+    // owner's trusted network they lift it.
     let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     server
         .accounts()
         .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
         .await
         .unwrap();
-    let thief = Origin::portal("203.0.113.9".parse().unwrap());
-    let owner = Origin::portal("198.51.100.7".parse().unwrap());
-    server
-        .accounts()
-        .set_password(ALICE, NEW_PASSWORD, &thief)
-        .await
-        .unwrap();
-    enable_2fa(&server, &clock, &thief).await.unwrap();
-    assert!(
-        server.accounts().get(ALICE).await.unwrap().block.is_some(),
-        "the thief lifted the block"
-    );
+    for thief in ["203.0.113.9", "192.0.2.44"] {
+        let thief = Origin::portal(thief.parse().unwrap());
+        assert!(matches!(
+            server
+                .accounts()
+                .set_password(ALICE, NEW_PASSWORD, &thief)
+                .await,
+            Err(AccountError::NeedsTrustedNetwork)
+        ));
+        assert!(matches!(
+            enable_2fa(&server, &clock, &thief).await,
+            Err(AccountError::NeedsTrustedNetwork)
+        ));
+        assert!(matches!(
+            server
+                .accounts()
+                .device_password_add(ALICE, "thief phone", &thief)
+                .await,
+            Err(AccountError::NeedsTrustedNetwork)
+        ));
+    }
+    let a = server.accounts().get(ALICE).await.unwrap();
+    assert!(a.block.is_some(), "the thief lifted the block");
+    assert!(a.totp.pending.is_none(), "the thief's enrolment was kept");
+    let owner = Origin::portal("127.0.0.1".parse().unwrap());
     server
         .accounts()
         .set_password(ALICE, "the owner's own new one", &owner)

@@ -17,37 +17,17 @@ pub mod password;
 pub mod signin;
 pub mod two_factor;
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Portal;
 use super::html;
-use super::session::{Auth, Notice, Session};
-use crate::accounts::{Account, BlockKind};
+use super::session::{Auth, Session};
 
 const STYLE: &str = include_str!("../style.css");
 /// Device passwords need an OTP passed in this web session this recently.
 const OTP_FRESH_SECS: u64 = 15 * 60;
-
-/// Whether a change from `ip` comes from a network the policy block marks
-/// as abusive (it is recorded but does not count towards the unblock rule).
-fn from_abuse_network(a: &Account, ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    a.block.as_ref().is_some_and(|b| {
-        b.kind == BlockKind::Policy && b.abuse_networks.iter().any(|n| n.contains(&ip))
-    })
-}
-
-fn abuse_network_notice(at: &'static str) -> Notice {
-    Notice::info("This change does not lift the block").detail(
-        "It was saved, but it was made from a network that was used in the abuse of your account. \
-         Please make it again from another connection, for example your phone's mobile data or your home internet.",
-    )
-    .at(at)
-}
 
 /// When a signed-in session last passed an OTP (`None`: not since 2FA
 /// went off).

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use super::{abuse_network_notice, from_abuse_network};
 use crate::accounts::check_password_rule;
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
@@ -87,9 +86,6 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
                 &post.session,
                 Notice::success("Password changed").detail(detail).at(AT),
             );
-            if from_abuse_network(&post.account, post.ip) {
-                p.notice(&post.session, abuse_network_notice(AT));
-            }
         }
         Err(e) => p.account_error(&post.session, e, AT),
     }

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use super::{abuse_network_notice, from_abuse_network, set_otp_at};
+use super::set_otp_at;
 use crate::accounts::AccountError;
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
@@ -81,9 +81,6 @@ pub async fn verify_2fa(State(p): State<Portal>, post: SignedIn) -> Response {
                     "Signing in here now also asks for a code from your app. Desktop email programs need a device password (below).",
                 ).at(AT),
             );
-            if from_abuse_network(&post.account, post.ip) {
-                p.notice(&post.session, abuse_network_notice(AT));
-            }
         }
         Err(AccountError::State(_)) => {
             p.notice(

@@ -406,3 +406,36 @@ pub fn base32_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Makes `source`'s /24 a trusted network of `account` the only way an
+/// owner does: accepted mail from it on three days over eight days
+/// (`[accounts]` defaults: 3 days spanning 7). Moves the test clock 9 days.
+pub async fn send_from_home_for_a_week(
+    server: &TestServer,
+    clock: &mailwarden::clock::ManualClock,
+    account: &str,
+    password: &str,
+    source: &str,
+) {
+    const DAY: u64 = 24 * 3600;
+    for day in 0..3 {
+        let (mut c, _) = client::Client::implicit_tls_from(
+            server.submissions(),
+            Some(source.parse().unwrap()),
+            &server.cert_path(),
+        )
+        .await;
+        c.ehlo().await;
+        assert_eq!(c.auth_plain(account, password).await.code, 235);
+        let reply = c
+            .try_send(
+                account,
+                &[format!("friend{day}@example.net")],
+                "hello",
+                "see you soon",
+            )
+            .await;
+        assert!(reply.starts_with("250"), "day {day}: {reply}");
+        clock.advance(Duration::from_secs(if day < 2 { 4 * DAY } else { DAY }));
+    }
+}
