@@ -285,3 +285,125 @@ async fn guessing_on_the_portal_counts_against_smtp_auth_too() {
     c.ehlo().await;
     assert_eq!(c.auth_plain(ALICE, PASSWORD).await.line(), LOCKED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_spray_over_many_accounts_is_refused_per_network_while_the_owner_logs_in() {
+    let server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    let victims: Vec<String> = (0..29).map(|i| format!("user{i}@example.com")).collect();
+    for v in &victims {
+        server.add_account(v, PASSWORD).await;
+    }
+    // Alice logged in once from her neighbour's address in the sprayer's /24.
+    assert_eq!(
+        auth_from(&server, "127.0.5.7", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+    // 9 common passwords × 30 accounts (Alice among them), password by
+    // password, from one address: 270 tries.
+    let accounts: Vec<&str> = victims
+        .iter()
+        .map(String::as_str)
+        .chain([ALICE])
+        .collect();
+    let (mut checked, mut refused) = (0, 0);
+    for p in 0..9 {
+        for account in &accounts {
+            let guess = format!("Spring2026!{p}");
+            let reply = auth_from(&server, "127.0.5.9", account, &guess).await;
+            match reply.as_str() {
+                LOCKED => refused += 1,
+                r if r.starts_with("535 ") => checked += 1,
+                other => panic!("{account}: {other}"),
+            }
+        }
+    }
+    // `network_accounts_per_hour` = 10: the 11th account tried is refused,
+    // and so is everything after it, except Alice (she logged in from this
+    // /24 before): her 9 wrong guesses are checked, and answered 535.
+    // (Before: 270 checked, 0 refused.)
+    assert_eq!((checked, refused), (10 + 9, 270 - 19));
+    let lockout = server
+        .events
+        .snapshot()
+        .into_iter()
+        .find(|e| e.name() == "auth.lockout" && e.scope == Some("network"))
+        .expect("an auth.lockout event for the network");
+    assert_eq!(lockout.network.as_deref(), Some("127.0.5.9/32"));
+    // The owner logs in, from the sprayer's own address and from next door;
+    // another account from next door too (the /24's limit is 4× higher).
+    for (source, user) in [
+        ("127.0.5.9", ALICE),
+        ("127.0.5.7", ALICE),
+        ("127.0.5.8", "user3@example.com"),
+    ] {
+        assert_eq!(
+            auth_from(&server, source, user, PASSWORD).await,
+            "235 2.7.0 Authentication successful",
+            "{user} from {source}"
+        );
+    }
+    // An account that never logged in from the sprayer's address is
+    // refused even with its right password (454 says nothing about it).
+    assert_eq!(
+        auth_from(&server, "127.0.5.9", "user20@example.com", PASSWORD).await,
+        LOCKED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_signs_in_on_a_trusted_network_while_a_thief_holds_every_lockout() {
+    use crate::common::web::{Web, enable_2fa_with, otp_step, sign_in};
+    let (server, clock) = crate::common::server_with_clock("").await;
+    crate::common::send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1")
+        .await;
+    let portal = server.running().portal;
+    let code_now = |secret: &[u8]| {
+        clock.advance(Duration::from_secs(30));
+        totp::code_at(secret, mailwarden::clock::Clock::unix(&*clock))
+    };
+    let mut home = Web::from(portal, "127.0.0.1");
+    assert_eq!(
+        sign_in(&mut home, ALICE, PASSWORD).await.location(),
+        "/my-account"
+    );
+    let (secret, _) = enable_2fa_with(&mut home, code_now).await;
+    // The thief has the password, but not the authenticator: five wrong
+    // codes from his network, then ten wrong passwords.
+    let mut thief = Web::from(portal, "127.0.3.9");
+    assert_eq!(
+        sign_in(&mut thief, ALICE, PASSWORD).await.location(),
+        "/signin/otp"
+    );
+    for _ in 0..5 {
+        otp_step(&mut thief, "000000").await;
+    }
+    let r = otp_step(&mut thief, &code_now(&secret)).await;
+    assert_ne!(r.location(), "/my-account", "the thief's OTP step is locked");
+    for _ in 0..10 {
+        let mut w = Web::from(portal, "127.0.3.9");
+        sign_in(&mut w, ALICE, "the same wrong password").await;
+    }
+    let mut w = Web::from(portal, "127.0.4.9");
+    assert_eq!(
+        sign_in(&mut w, ALICE, PASSWORD).await.location(),
+        "/",
+        "every untrusted network shares the account's locked bucket"
+    );
+    // The owner, at home: password, then a code, and in.
+    let mut owner = Web::from(portal, "127.0.0.1");
+    assert_eq!(
+        sign_in(&mut owner, ALICE, PASSWORD).await.location(),
+        "/signin/otp"
+    );
+    let r = otp_step(&mut owner, &code_now(&secret)).await;
+    assert_eq!(r.location(), "/my-account");
+    let scopes: Vec<_> = server
+        .events
+        .snapshot()
+        .into_iter()
+        .filter(|e| e.name() == "auth.lockout")
+        .filter_map(|e| e.scope)
+        .collect();
+    assert!(scopes.contains(&"otp"), "{scopes:?}");
+}
