@@ -524,7 +524,7 @@ impl Ops {
                     })?;
                 let account = accounts.trust_network(&address, network, admin).await?;
                 let mut view = AccountView::from(account.clone());
-                view.trusted_networks = Some(trusted_views(&accounts, &account));
+                view.trusted_networks = Some(trusted_views(accounts, &account));
                 to_json(view)
             }
             Request::AccountReset { address, password } => to_json(AccountView::from(
@@ -574,7 +574,7 @@ impl Ops {
                 let account = accounts.get(&address).await?;
                 let mut view = AccountView::from(account.clone());
                 view.policy = Some(self.ledger.view(&view.address));
-                view.trusted_networks = Some(trusted_views(&accounts, &account));
+                view.trusted_networks = Some(trusted_views(accounts, &account));
                 to_json(view)
             }
             Request::AccountDelete { address } => {

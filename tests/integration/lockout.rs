@@ -301,11 +301,7 @@ async fn a_password_spray_over_many_accounts_is_refused_per_network_while_the_ow
     );
     // 9 common passwords × 30 accounts (Alice among them), password by
     // password, from one address: 270 tries.
-    let accounts: Vec<&str> = victims
-        .iter()
-        .map(String::as_str)
-        .chain([ALICE])
-        .collect();
+    let accounts: Vec<&str> = victims.iter().map(String::as_str).chain([ALICE]).collect();
     let (mut checked, mut refused) = (0, 0);
     for p in 0..9 {
         for account in &accounts {
@@ -355,8 +351,7 @@ async fn a_password_spray_over_many_accounts_is_refused_per_network_while_the_ow
 async fn the_owner_signs_in_on_a_trusted_network_while_a_thief_holds_every_lockout() {
     use crate::common::web::{Web, enable_2fa_with, otp_step, sign_in};
     let (server, clock) = crate::common::server_with_clock("").await;
-    crate::common::send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1")
-        .await;
+    crate::common::send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
     let portal = server.running().portal;
     let code_now = |secret: &[u8]| {
         clock.advance(Duration::from_secs(30));
@@ -379,7 +374,11 @@ async fn the_owner_signs_in_on_a_trusted_network_while_a_thief_holds_every_locko
         otp_step(&mut thief, "000000").await;
     }
     let r = otp_step(&mut thief, &code_now(&secret)).await;
-    assert_ne!(r.location(), "/my-account", "the thief's OTP step is locked");
+    assert_ne!(
+        r.location(),
+        "/my-account",
+        "the thief's OTP step is locked"
+    );
     for _ in 0..10 {
         let mut w = Web::from(portal, "127.0.3.9");
         sign_in(&mut w, ALICE, "the same wrong password").await;

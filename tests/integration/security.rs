@@ -583,3 +583,86 @@ async fn the_block_notice_says_where_my_account_is() {
         assert!(text.contains(says), "{text}");
     }
 }
+
+/// One message from `source` as `user`; the final reply line.
+async fn send_from(server: &TestServer, source: &str, user: &str, password: &str) -> String {
+    let (mut c, _) = Client::implicit_tls_from(
+        server.submissions(),
+        Some(source.parse().unwrap()),
+        &server.cert_path(),
+    )
+    .await;
+    c.ehlo().await;
+    let r = c.auth_plain(user, password).await;
+    assert_eq!(r.code, 235, "{r:?}");
+    c.try_send(ALICE, &["bob@example.org".to_string()], "hi", "hello")
+        .await
+}
+
+#[tokio::test]
+async fn a_password_change_from_an_untrusted_network_blocks_the_mail_that_follows_from_one() {
+    use crate::common::web::{Web, act, sign_in};
+    let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
+    // From a network Alice never sent from, someone with her password
+    // changes it in the portal. Before any block, that is allowed...
+    let mut w = Web::from(server.running().portal, "127.0.6.9");
+    assert_eq!(
+        sign_in(&mut w, ALICE, PASSWORD).await.location(),
+        "/my-account"
+    );
+    let changed_at = mailwarden::clock::Clock::unix(&*clock);
+    act(
+        &mut w,
+        "/my-account/password",
+        &[
+            ("current", PASSWORD),
+            ("new", NEW_PASSWORD),
+            ("repeat", NEW_PASSWORD),
+        ],
+    )
+    .await;
+    let last = server
+        .accounts()
+        .get(ALICE)
+        .await
+        .unwrap()
+        .history
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (last.change.as_str(), last.untrusted),
+        ("password_changed", true)
+    );
+    let event = server.wait_event("account.untrusted_change").await;
+    assert_eq!(event.ip, Some("127.0.6.9".parse().unwrap()));
+    // ... and notified, saying where from.
+    let mut notice = None;
+    for _ in 0..500 {
+        notice = crate::common::read_outbox(&server.outbox())
+            .into_iter()
+            .map(|(_, m)| String::from_utf8_lossy(&m).into_owned())
+            .find(|m| m.contains("Subject: Your password was changed"));
+        if notice.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let notice = notice.expect("a password notice");
+    assert!(
+        notice.contains("made from a network (127.0.6.9) you have not sent mail from before"),
+        "{notice}"
+    );
+    // Mail from home is still Alice's (she may have changed it at a hotel).
+    clock.advance(Duration::from_secs(60));
+    let home = send_from(&server, "127.0.0.1", ALICE, NEW_PASSWORD).await;
+    assert!(home.starts_with("250 "), "{home}");
+    // The first message from an untrusted network blocks the account.
+    clock.advance(Duration::from_secs(60));
+    let away = send_from(&server, "127.0.7.9", ALICE, NEW_PASSWORD).await;
+    assert_eq!(away, POLICY_554);
+    let block = server.accounts().get(ALICE).await.unwrap().block.unwrap();
+    assert!(block.detail.unwrap().contains("untrusted_change="));
+    // The thief arrived with the change: trust earned since does not count.
+    assert_eq!(block.abuse_start, Some(changed_at));
+}
