@@ -54,6 +54,12 @@ pub enum EventKind {
     AccountUntrustedChange,
     /// ... or refused (during a block: it needs a qualifying network).
     AccountChangeRefused,
+    /// A recovery address was set (waiting for its confirmation) ...
+    AccountRecoverySet,
+    /// ... and confirmed by the link sent to it.
+    AccountRecoveryConfirmed,
+    /// A recovery link opened a portal session during a block.
+    AccountRecoveryLinkUsed,
     PortalSignin,
     PortalSigninFailure,
     DeliverySuccess,
@@ -96,6 +102,9 @@ impl EventKind {
         Self::AccountNetworkTrusted,
         Self::AccountUntrustedChange,
         Self::AccountChangeRefused,
+        Self::AccountRecoverySet,
+        Self::AccountRecoveryConfirmed,
+        Self::AccountRecoveryLinkUsed,
         Self::PortalSignin,
         Self::PortalSigninFailure,
         Self::DeliverySuccess,
@@ -135,6 +144,9 @@ impl EventKind {
             Self::AccountNetworkTrusted => "account.network_trusted",
             Self::AccountUntrustedChange => "account.untrusted_change",
             Self::AccountChangeRefused => "account.change_refused",
+            Self::AccountRecoverySet => "account.recovery_set",
+            Self::AccountRecoveryConfirmed => "account.recovery_confirmed",
+            Self::AccountRecoveryLinkUsed => "account.recovery_link_used",
             Self::PortalSignin => "portal.signin",
             Self::PortalSigninFailure => "portal.signin_failure",
             Self::DeliverySuccess => "delivery.success",

@@ -9,6 +9,7 @@ mod guard;
 pub mod lockout;
 mod notify;
 pub mod password;
+pub mod recovery;
 mod security;
 pub mod totp;
 pub mod trust;
@@ -21,8 +22,8 @@ pub use password::Passwords;
 pub use security::{BlockRequest, TotpEnrolment};
 
 pub use crate::store::record::account::{
-    Account, Block, BlockKind, DevicePassword, HistoryEntry, Origin, TotpSecret, TotpState,
-    TrustMark,
+    Account, Block, BlockKind, DevicePassword, HistoryEntry, OneTimeToken, Origin, Recovery,
+    TotpSecret, TotpState, TrustMark,
 };
 pub use trust::{NetworkHistory, NetworkUses, TrustRule, Trusted};
 

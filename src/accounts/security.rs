@@ -59,7 +59,7 @@ fn cancel_other_enrolments(a: &mut Account, now: u64, origin: &Origin) {
 
 /// Marks the change just recorded: its credit towards the unblock rule,
 /// and whether it came from an untrusted network.
-fn mark(a: &mut Account, credit: bool, vetted: Vetted) {
+pub(super) fn mark(a: &mut Account, credit: bool, vetted: Vetted) {
     let last = a.history.last_mut().expect("just recorded");
     last.unblock_credit = credit;
     last.untrusted = vetted.untrusted;
@@ -79,6 +79,7 @@ fn lift_if_due(a: &mut Account, now: u64) -> Option<Block> {
     let block = a.block.take()?;
     // Suspended device passwords never send again.
     a.device_passwords.clear();
+    a.recovery_link = None;
     a.record(
         now,
         "unblocked",
@@ -86,6 +87,7 @@ fn lift_if_due(a: &mut Account, now: u64) -> Option<Block> {
             via: "rule",
             ip: None,
             enrolment: None,
+            recovery_for: None,
         },
     );
     Some(block)
@@ -351,7 +353,7 @@ impl Accounts {
     }
 
     /// The words a notice adds for a change from an untrusted network.
-    fn extra_words(
+    pub(super) fn extra_words(
         &self,
         address: &str,
         origin: &Origin,
@@ -532,6 +534,8 @@ impl Accounts {
                     BlockKind::Operator => "blocked_operator",
                 };
                 let abuse_start = trust::abuse_start(a, &uses, &req.abuse_networks, now);
+                // A link sent for an earlier block opens nothing now.
+                a.recovery_link = None;
                 let seq = a.record(now, change, &origin2);
                 a.block = Some(Block {
                     kind: req.kind,
@@ -598,6 +602,7 @@ impl Accounts {
                 if block.kind == BlockKind::Policy {
                     a.device_passwords.clear();
                 }
+                a.recovery_link = None;
                 a.record(now, "unblocked", &origin2);
                 Ok(block)
             })

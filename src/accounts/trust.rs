@@ -293,6 +293,21 @@ pub fn recent_untrusted_change(account: &Account, now: u64, window: u64) -> Opti
         .filter(|at| at + window > now)
 }
 
+/// A recovery address counts when it was set this long before the abuse
+/// start: a thief who just set his own cannot use it.
+pub const RECOVERY_SETTLE: u64 = 7 * DAY;
+
+/// Whether the account's recovery address may receive a recovery link:
+/// confirmed, set from a trusted network or by the operator, and set at
+/// least `RECOVERY_SETTLE` before the cut-off (the block's abuse start).
+pub fn recovery_qualifies(account: &Account, now: u64) -> bool {
+    account.recovery.as_ref().is_some_and(|r| {
+        r.confirmed_at.is_some()
+            && r.set_trusted
+            && r.set_at + RECOVERY_SETTLE <= cutoff(account, now)
+    })
+}
+
 /// Whether a policy block is on (the kind the owner may lift).
 pub fn policy_blocked(account: &Account) -> bool {
     account

@@ -66,6 +66,12 @@ pub enum Request {
     AccountUnblock {
         address: String,
     },
+    /// Set the recovery address (`account recovery`); it is sent a link to
+    /// confirm it.
+    AccountRecovery {
+        address: String,
+        recovery: String,
+    },
     /// Mark a network trusted for the account (`account trust`).
     AccountTrust {
         address: String,
@@ -135,6 +141,7 @@ impl Request {
             Self::AccountBlock { .. } => "account_block",
             Self::AccountUnblock { .. } => "account_unblock",
             Self::AccountTrust { .. } => "account_trust",
+            Self::AccountRecovery { .. } => "account_recovery",
             Self::AccountReset { .. } => "account_reset",
             Self::TotpEnable { .. } => "totp_enable",
             Self::TotpVerify { .. } => "totp_verify",
@@ -235,9 +242,21 @@ pub struct AccountView {
     /// The scorer's counters and score (account show only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyView>,
+    /// The recovery address, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryView>,
     /// Networks trusted for the account now, and why (account show only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_networks: Option<Vec<TrustedView>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoveryView {
+    pub address: String,
+    pub set_at: u64,
+    pub confirmed: bool,
+    /// Set by the operator or from a trusted network.
+    pub set_trusted: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -291,6 +310,12 @@ impl From<Account> for AccountView {
         Self {
             totp: a.totp_status().to_string(),
             totp_pending: a.totp.pending.is_some(),
+            recovery: a.recovery.as_ref().map(|r| RecoveryView {
+                address: r.address.clone(),
+                set_at: r.set_at,
+                confirmed: r.confirmed_at.is_some(),
+                set_trusted: r.set_trusted,
+            }),
             block: a.block.map(|b| BlockView {
                 kind: b.kind,
                 reason: b.reason,
@@ -512,6 +537,9 @@ impl Ops {
             Request::AccountUnblock { address } => {
                 to_json(AccountView::from(accounts.unblock(&address, admin).await?))
             }
+            Request::AccountRecovery { address, recovery } => to_json(AccountView::from(
+                accounts.set_recovery(&address, &recovery, admin).await?,
+            )),
             Request::AccountTrust { address, network } => {
                 let network = network
                     .parse::<ipnet::IpNet>()

@@ -138,6 +138,10 @@ pub enum AccountCommand {
     /// from it may lift a block (the office; the owner's networks after a
     /// migration). Logged and notified to the account.
     Trust { email: String, network: String },
+    /// Set the recovery address; it is sent a link to confirm it. Once
+    /// confirmed, and 7 days after it was set, it can receive a recovery
+    /// link during a block, and it gets a copy of security notices.
+    Recovery { email: String, recovery: String },
     /// Recovery: new password, 2FA off, device passwords revoked, operator block.
     Reset {
         email: String,
@@ -258,6 +262,10 @@ pub(super) fn account_request(command: AccountCommand) -> anyhow::Result<Request
             abuse_networks,
         },
         AccountCommand::Unblock { email } => Request::AccountUnblock { address: email },
+        AccountCommand::Recovery { email, recovery } => Request::AccountRecovery {
+            address: email,
+            recovery,
+        },
         AccountCommand::Trust { email, network } => Request::AccountTrust {
             address: email,
             network,

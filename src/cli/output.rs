@@ -121,6 +121,13 @@ pub(super) fn describe(request: &Request) -> Describe {
         Request::AccountUnblock { .. } => {
             Box::new(move |v| format!("unblocked {}", s(v, "address")))
         }
+        Request::AccountRecovery { .. } => Box::new(move |v| {
+            format!(
+                "recovery address of {} set to {}; a link to confirm it was sent there",
+                s(v, "address"),
+                text(&v["recovery"]["address"])
+            )
+        }),
         Request::AccountTrust { .. } => Box::new(move |v| {
             format!(
                 "{} now trusts: {}",
@@ -302,10 +309,18 @@ fn account_text(v: &serde_json::Value) -> String {
         }
     }
     line("trusted", trusted_text(&v["trusted_networks"]));
+    if let Some(r) = v["recovery"].as_object() {
+        let state = match (r["confirmed"] == true, r["set_trusted"] == true) {
+            (true, true) => "confirmed",
+            (true, false) => "confirmed, but set from an untrusted network: no recovery links",
+            (false, _) => "waiting for its confirmation",
+        };
+        line("recovery", format!("{} ({state})", text(&r["address"])));
+    }
     if v["block"].is_object() {
         let lift = match text(&v["block"]["kind"]) {
             "policy" => {
-                "a new password and 2FA from a trusted network, or the operator (`account unblock`)"
+                "a new password and 2FA from a trusted network or a recovery link, or the operator (`account unblock`)"
             }
             _ => "the operator only (`account unblock`)",
         };

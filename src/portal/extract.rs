@@ -31,6 +31,9 @@ pub struct Fields {
     pub repeat: String,
     pub otp: String,
     pub name: String,
+    /// A recovery link's kind (`confirm`, `open`) and token.
+    pub kind: String,
+    pub token: String,
 }
 
 /// A form POST past the gate (`Portal::gate`): the client, its live
@@ -55,7 +58,13 @@ impl SignedIn {
     /// client (the unblock rule ignores a block's abuse networks).
     pub fn origin(&self) -> Origin {
         Origin {
+            via: if self.session.recovery_for.is_some() {
+                "recovery"
+            } else {
+                "portal"
+            },
             enrolment: self.session.enrolment,
+            recovery_for: self.session.recovery_for,
             ..Origin::portal(self.ip)
         }
     }

@@ -231,6 +231,8 @@ pub struct AccountView<'a> {
     pub support_contact: Option<&'a str>,
     /// Changes from this browser's network may lift the block (`trust`).
     pub network_qualifies: bool,
+    /// The recovery address may receive a recovery link for this block.
+    pub recovery_link: bool,
 }
 
 pub fn account_page(ctx: &Ctx, v: &AccountView) -> String {
@@ -238,10 +240,11 @@ pub fn account_page(ctx: &Ctx, v: &AccountView) -> String {
     let mut body = String::with_capacity(8 * 1024);
     body.push_str("<h1>My account</h1>\n");
     body.push_str(&notices_at(v.notices, None));
-    body.push_str(&block_banner(v));
+    body.push_str(&block_banner(ctx, v));
     body.push_str(&password_section(ctx, v));
     body.push_str(&two_factor_section(ctx, v));
     body.push_str(&devices_section(ctx, v));
+    body.push_str(&recovery_section(ctx, v));
     layout(ctx, "My account", Some(&a.address), &body)
 }
 
@@ -253,7 +256,7 @@ fn step_done(a: &Account, change: &str) -> bool {
         .any(|h| h.seq > block.seq && h.unblock_credit && h.change == change)
 }
 
-fn block_banner(v: &AccountView) -> String {
+fn block_banner(ctx: &Ctx, v: &AccountView) -> String {
     let a = v.account;
     let Some(block) = &a.block else {
         return String::new();
@@ -287,9 +290,20 @@ fn block_banner(v: &AccountView) -> String {
                         Some(c) => format!(" at <strong>{}</strong>", esc(c)),
                         None => String::new(),
                     };
+                    let link = if v.recovery_link {
+                        format!(
+                            r#"{}<p>Or we send a recovery link to your recovery address; open it in this browser and do both steps here.</p>
+<button type="submit">Email me a recovery link</button>
+</form>
+"#,
+                            ctx.form("/my-account/recovery/link", "")
+                        )
+                    } else {
+                        String::new()
+                    };
                     format!(
                         r#"<p class="safety"><strong>For your safety, this change needs a network you have sent mail from before.</strong> Sign in from a computer or phone on a network you usually send mail from (your home or office) and do both steps there, or contact support{contact}.</p>
-"#
+{link}"#
                     )
                 },
                 s1 = step(
@@ -440,6 +454,74 @@ fn qr_block(e: &TotpEnrolment) -> String {
 "#,
         key = esc(&e.key),
     )
+}
+
+fn recovery_section(ctx: &Ctx, v: &AccountView) -> String {
+    let state = match &v.account.recovery {
+        None => "You have no recovery address.".to_string(),
+        Some(r) if r.confirmed_at.is_some() => format!(
+            "Your recovery address is <strong>{}</strong>.",
+            esc(&r.address)
+        ),
+        Some(r) => format!(
+            "Your recovery address will be <strong>{}</strong> once you open the link we sent to it.",
+            esc(&r.address)
+        ),
+    };
+    format!(
+        r#"<section class="card" id="recovery" aria-labelledby="recovery-title">
+<h2 id="recovery-title">Recovery address</h2>
+<p>Another mailbox of yours. It gets a copy of every security notice, and if your account is ever blocked while you cannot reach your usual network, a recovery link. It counts 7 days after you set it from a network you send mail from.</p>
+<p>{state}</p>
+{notices}{form}
+<label for="recovery-address">Recovery address</label>
+<input type="text" id="recovery-address" name="email" inputmode="email" autocomplete="email" autocapitalize="none" spellcheck="false" required>
+<button type="submit">Set recovery address</button>
+</form>
+</section>
+"#,
+        notices = notices_at(v.notices, Some("recovery")),
+        form = ctx.form("/my-account/recovery", ""),
+    )
+}
+
+/// The page a recovery mail's link opens: one button, so a mail scanner
+/// that follows links uses nothing up.
+pub fn recovery_page(ctx: &Ctx, address: &str, kind: &str, token: &str) -> String {
+    let (title, lead, button) = match kind {
+        "confirm" => (
+            "Confirm recovery address",
+            format!(
+                "Confirm that this mailbox is the recovery address of {}.",
+                esc(address)
+            ),
+            "Confirm",
+        ),
+        _ => (
+            "Recover your account",
+            format!(
+                "Continue to My account for {} in this browser, and do the steps there.",
+                esc(address)
+            ),
+            "Continue",
+        ),
+    };
+    let body = format!(
+        r#"<h1>{title}</h1>
+<p class="lead">{lead}</p>
+{form}
+<input type="hidden" name="email" value="{a}">
+<input type="hidden" name="kind" value="{k}">
+<input type="hidden" name="token" value="{t}">
+<button type="submit">{button}</button>
+</form>
+"#,
+        form = ctx.form("/recovery", "card"),
+        a = esc(address),
+        k = esc(kind),
+        t = esc(token),
+    );
+    layout(ctx, title, None, &body)
 }
 
 fn devices_section(ctx: &Ctx, v: &AccountView) -> String {

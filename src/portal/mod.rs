@@ -37,7 +37,7 @@ use axum::routing::{any, get, post};
 use crate::accounts::{Accounts, Passwords};
 use crate::clock::Clock;
 use crate::events::Events;
-use pages::{account, devices, otp, password, signin, two_factor};
+use pages::{account, devices, otp, password, recovery, signin, two_factor};
 use session::SessionStore;
 use signin_guard::SigninGuard;
 
@@ -173,6 +173,12 @@ impl Portal {
             .route(
                 &at("/my-account/devices/revoke"),
                 post(devices::revoke_device),
+            )
+            .route(&at("/my-account/recovery"), post(recovery::set_recovery))
+            .route(&at("/my-account/recovery/link"), post(recovery::send_link))
+            .route(
+                &at("/recovery"),
+                get(recovery::link_page).post(recovery::use_link),
             )
             .route(&at("/signout"), post(account::signout))
             .route(&at("/style.css"), get(pages::stylesheet));

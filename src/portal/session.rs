@@ -121,6 +121,8 @@ pub struct Session {
     pub seen_block: Option<u64>,
     /// The section of the last action, where its notices show.
     pub last_section: Option<&'static str>,
+    /// Opened by a recovery link: the block it was sent for.
+    pub recovery_for: Option<u64>,
 }
 
 impl Session {
@@ -191,6 +193,7 @@ impl SessionStore {
             enrolment: None,
             seen_block: None,
             last_section: None,
+            recovery_for: None,
         };
         let mut map = self.sessions.lock_or_recover();
         if map.len() >= MAX_SESSIONS {

@@ -21,6 +21,7 @@ mod policy;
 mod portal;
 mod proxy;
 mod real_clients;
+mod recovery;
 mod relay;
 mod replies;
 mod security;

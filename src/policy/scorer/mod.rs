@@ -412,6 +412,7 @@ impl Scorer {
             via: "policy",
             ip: None,
             enrolment: None,
+            recovery_for: None,
         };
         if let Err(e) = self.accounts.block(address, request, &origin).await {
             tracing::error!(event = "policy.block_failed", account = address, error = %e);

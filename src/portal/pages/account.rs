@@ -53,6 +53,9 @@ pub async fn account_page(
     } else {
         None
     };
+    // A session a recovery link opened for this block may do the steps.
+    let recovering = session.recovery_for.is_some()
+        && account.block.as_ref().map(|b| b.seq) == session.recovery_for;
     let otp_fresh = matches!(session.auth, Auth::SignedIn { otp_at: Some(t), .. }
         if p.now() < t + OTP_FRESH_SECS);
     let view = AccountView {
@@ -63,7 +66,10 @@ pub async fn account_page(
         enrolment: enrolment.as_ref(),
         otp_fresh,
         support_contact: p.inner.support_contact.as_deref(),
-        network_qualifies: account.block.is_none() || p.inner.accounts.qualifies_from(&account, ip),
+        network_qualifies: account.block.is_none()
+            || recovering
+            || p.inner.accounts.qualifies_from(&account, ip),
+        recovery_link: account.policy_blocked() && p.inner.accounts.recovery_qualifies(&account),
     };
     p.page(
         StatusCode::OK,

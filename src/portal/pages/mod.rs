@@ -14,6 +14,7 @@ pub mod account;
 pub mod devices;
 pub mod otp;
 pub mod password;
+pub mod recovery;
 pub mod signin;
 pub mod two_factor;
 

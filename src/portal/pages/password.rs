@@ -24,11 +24,15 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
         p.account_error(&post.session, e, AT);
         return p.back_to(AT);
     }
-    if p.inner
-        .signin
-        .check(post.ip, &post.account.address)
-        .is_err()
-    {
+    // A session a recovery link opened for this block does not need the
+    // current password (a thief may have changed it before the block).
+    let recovering = post.session.recovery_for.is_some()
+        && post.account.block.as_ref().map(|b| b.seq) == post.session.recovery_for;
+    let bucket = p
+        .inner
+        .accounts
+        .lockout_bucket(&post.account, Some(post.ip));
+    if p.inner.signin.check(post.ip, &bucket).is_err() {
         p.notice(
             &post.session,
             Notice::error("Too many wrong passwords")
@@ -37,15 +41,18 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
         );
         return p.back_to(AT);
     }
-    match p
-        .inner
-        .passwords
-        .verify(&post.form.current, Some(&post.account.password_hash))
-        .await
-    {
+    let verified = if recovering {
+        Ok(true)
+    } else {
+        p.inner
+            .passwords
+            .verify(&post.form.current, Some(&post.account.password_hash))
+            .await
+    };
+    match verified {
         Ok(true) => {}
         Ok(false) => {
-            p.inner.signin.failure(post.ip, &post.account.address);
+            p.inner.signin.failure(post.ip, &bucket);
             p.notice(
                 &post.session,
                 Notice::error("The current password is not right").at(AT),
@@ -62,7 +69,7 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
             return p.back_to(AT);
         }
     }
-    if post.form.new == post.form.current {
+    if !recovering && post.form.new == post.form.current {
         p.notice(
             &post.session,
             Notice::error("The new password must be different from your current password").at(AT),

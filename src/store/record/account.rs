@@ -27,6 +27,12 @@ pub struct Account {
     /// The operator's per-account policy limits (`account policy set`).
     #[serde(default)]
     pub policy_overrides: std::collections::BTreeMap<String, f64>,
+    /// Where recovery links and copies of security notices go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+    /// A recovery link sent during a block, not used yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_link: Option<OneTimeToken>,
     /// Networks an operator marked trusted (`account trust`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_networks: Vec<TrustMark>,
@@ -67,6 +73,34 @@ pub struct DevicePassword {
     pub last_used: Option<u64>,
     #[serde(default)]
     pub last_ip: Option<IpAddr>,
+}
+
+/// The account's recovery address. It counts for a recovery link only
+/// once confirmed by a link sent to it, when it was set from a trusted
+/// network or by the operator, at least 7 days before the abuse start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Recovery {
+    pub address: String,
+    pub set_at: u64,
+    /// Set by the operator or from a network trusted for the account.
+    pub set_trusted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<u64>,
+    /// The confirmation link waiting to be opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<OneTimeToken>,
+}
+
+/// A link's secret as stored: an HMAC under the server key, never the
+/// token itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OneTimeToken {
+    pub hash: String,
+    pub created: u64,
+    pub expires: u64,
+    /// A recovery link works only for the block it was sent for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_seq: Option<u64>,
 }
 
 /// A network an operator marked trusted for the account.
@@ -149,6 +183,8 @@ impl Account {
             block: None,
             policy_overrides: Default::default(),
             trusted_networks: Vec::new(),
+            recovery: None,
+            recovery_link: None,
             seq: 0,
             history: Vec::new(),
         }
@@ -203,6 +239,9 @@ pub struct Origin {
     /// The pending 2FA enrolment this requester started (its history
     /// sequence number): a password change keeps it and cancels any other.
     pub enrolment: Option<u64>,
+    /// A portal session opened by a recovery link: the block it was sent
+    /// for (its changes qualify while that block is on).
+    pub recovery_for: Option<u64>,
 }
 
 impl Origin {
@@ -210,6 +249,15 @@ impl Origin {
         via: "admin",
         ip: None,
         enrolment: None,
+        recovery_for: None,
+    };
+
+    /// A recovery mail's link (confirming the address, opening a session).
+    pub const RECOVERY: Origin = Origin {
+        via: "recovery",
+        ip: None,
+        enrolment: None,
+        recovery_for: None,
     };
 
     pub fn portal(ip: IpAddr) -> Self {
@@ -217,6 +265,7 @@ impl Origin {
             via: "portal",
             ip: Some(ip),
             enrolment: None,
+            recovery_for: None,
         }
     }
 }
