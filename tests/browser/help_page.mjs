@@ -65,6 +65,16 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   viewport: { width: 1100, height: 820 },
 });
 const page = context.pages()[0] ?? (await context.newPage());
+// A second browser, signed in to the same account before the password
+// change: the change must sign it out.
+const otherDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mailwarden-chromium-'));
+const other = await chromium.launchPersistentContext(otherDir, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+const otherPage = other.pages()[0] ?? (await other.newPage());
+otherPage.setDefaultTimeout(20_000);
 page.setDefaultTimeout(20_000);
 const problems = [];
 page.on('console', (m) => {
@@ -104,6 +114,13 @@ try {
     }
   });
 
+  current = 'other-browser-signs-in';
+  await otherPage.goto(portalUrl);
+  await otherPage.getByLabel('Email', { exact: true }).fill(email);
+  await otherPage.getByLabel('Password', { exact: true }).fill(password);
+  await otherPage.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await otherPage.getByRole('heading', { name: 'My account', exact: true }).waitFor();
+
   // STEP 1 - Change Your Password
   await step('change-password', async () => {
     await label('Current password').fill(password);
@@ -114,6 +131,10 @@ try {
     await button('Change password').click();
     await text('Password changed').waitFor();
   });
+  current = 'other-browser-signed-out';
+  await otherPage.reload();
+  await otherPage.getByRole('heading', { name: 'Sign in', exact: true }).waitFor();
+  console.log('OTHER_BROWSER=signed_out');
 
   // STEP 3 - Enable Two-factor Authentication (2FA)
   await step('my-account', async () => {
@@ -204,5 +225,7 @@ try {
   process.exitCode = 1;
 } finally {
   await context.close();
+  await other.close();
   fs.rmSync(userDataDir, { recursive: true, force: true });
+  fs.rmSync(otherDir, { recursive: true, force: true });
 }

@@ -160,6 +160,8 @@ async fn a_blocked_user_follows_the_help_page_in_a_real_browser() {
         });
         assert!(found, "no screenshot {n:02}-*.png in {}", outdir.display());
     }
+    // A second browser signed in before the password change was signed out.
+    assert_eq!(printed(&stdout, "OTHER_BROWSER"), "signed_out");
     let device = printed(&stdout, "DEVICE_PASSWORD");
     let new_password = printed(&stdout, "NEW_PASSWORD");
 

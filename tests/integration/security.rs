@@ -666,3 +666,69 @@ async fn a_password_change_from_an_untrusted_network_blocks_the_mail_that_follow
     // The thief arrived with the change: trust earned since does not count.
     assert_eq!(block.abuse_start, Some(changed_at));
 }
+
+#[tokio::test]
+async fn during_a_block_no_credential_change_from_an_untrusted_network_is_made() {
+    let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
+    // 2FA on before the block (from home), so turning it off is a target.
+    enable_2fa(
+        &server,
+        &clock,
+        &Origin::portal("127.0.0.1".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    server
+        .accounts()
+        .block(ALICE, policy_block(&["203.0.113.0/24"]), &Origin::ADMIN)
+        .await
+        .unwrap();
+    let before = server.accounts().get(ALICE).await.unwrap();
+    let accounts = server.accounts();
+    let mut made = Vec::new();
+    let mut tried = 0;
+    for ip in ["203.0.113.9", "203.0.113.200", "192.0.2.44", "2001:db8::1"] {
+        let o = Origin::portal(ip.parse().unwrap());
+        let results = [
+            (
+                "password",
+                accounts.set_password(ALICE, NEW_PASSWORD, &o).await.err(),
+            ),
+            ("2fa enrolment", accounts.totp_enable(ALICE, &o).await.err()),
+            (
+                "2fa off",
+                accounts.totp_disable(ALICE, Some("123456"), &o).await.err(),
+            ),
+            (
+                "device password",
+                accounts.device_password_add(ALICE, "x", &o).await.err(),
+            ),
+            (
+                "recovery address",
+                accounts
+                    .set_recovery(ALICE, "thief@example.net", &o)
+                    .await
+                    .err(),
+            ),
+        ];
+        for (what, err) in results {
+            tried += 1;
+            if !matches!(err, Some(AccountError::NeedsTrustedNetwork)) {
+                made.push(format!("{what} from {ip}: {err:?}"));
+            }
+        }
+    }
+    assert_eq!((tried, made.len()), (20, 0), "{made:#?}");
+    let after = server.accounts().get(ALICE).await.unwrap();
+    assert_eq!(after.history, before.history);
+    assert_eq!(after.password_hash, before.password_hash);
+    assert!(after.recovery.is_none() && after.totp.pending.is_none());
+    let refused = server
+        .events
+        .snapshot()
+        .iter()
+        .filter(|e| e.name() == "account.change_refused")
+        .count();
+    assert_eq!(refused, 20);
+}
