@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::lockout::Lockouts;
+use crate::accounts::lockout::{self, Lockouts};
 use crate::accounts::{Accounts, AccountsParts, Passwords, TrustRule};
 use crate::admin::Ops;
 use crate::clock::{Clock, SystemClock};
@@ -69,6 +69,8 @@ pub struct App {
     pub scorer: Arc<Scorer>,
     /// The portal's own argon2 budget, apart from SMTP AUTH's.
     pub portal_passwords: Arc<Passwords>,
+    /// The brute-force counters (also inside `accounts`), saved by `serve`.
+    pub lockouts: Arc<Lockouts>,
     /// Background work that must finish before the process ends (notice
     /// mails being queued).
     tasks: TaskTracker,
@@ -123,14 +125,25 @@ impl App {
             sink,
         ]));
         let portal_passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
+        let lockouts = Arc::new(Lockouts::new(
+            config.lockout.clone(),
+            clock.clone(),
+            ledger.clone(),
+            key.derive_key("lockout counters"),
+        ));
+        // `serve` carries on with the counters it had (a restart is no
+        // way out of a lockout).
+        if how == Open::CreateIfMissing
+            && let Some(saved) = store
+                .meta_get(lockout::META_KEY)
+                .context("cannot read the saved lockout counters")?
+        {
+            lockouts.restore(&saved);
+        }
         let accounts = Accounts::new(AccountsParts {
             store: store.clone(),
             passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
-            lockouts: Arc::new(Lockouts::new(
-                config.lockout.clone(),
-                clock.clone(),
-                ledger.clone(),
-            )),
+            lockouts: lockouts.clone(),
             clock: clock.clone(),
             events: events.clone(),
             key: key.clone(),
@@ -163,6 +176,7 @@ impl App {
             accounts,
             scorer,
             portal_passwords,
+            lockouts,
             tasks,
         })
     }

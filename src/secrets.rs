@@ -58,7 +58,7 @@ impl ServerKey {
     }
 
     /// A key for one purpose, so no two uses share key material.
-    fn derive(&self, purpose: &str) -> [u8; 32] {
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
         let mut out = [0u8; 32];
         out.copy_from_slice(&self.mac(format!("mailwarden derive\0{purpose}").as_bytes()));
         out
@@ -69,7 +69,7 @@ impl ServerKey {
     /// another account. Returns base64 of nonce and ciphertext.
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> String {
         let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &self.derive("seal")).expect("a 32-byte AES key"),
+            UnboundKey::new(&AES_256_GCM, &self.derive_key("seal")).expect("a 32-byte AES key"),
         );
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("randomness");
@@ -92,7 +92,7 @@ impl ServerKey {
             return None;
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.derive("seal")).ok()?);
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.derive_key("seal")).ok()?);
         let mut buffer = ciphertext.to_vec();
         let plain = key
             .open_in_place(

@@ -141,12 +141,18 @@ impl Listeners {
     }
 }
 
-/// The queue gauges and the evidence sweep.
+/// The queue gauges, the evidence sweep, saving the lockout counters.
 fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) {
     tracker.spawn(crate::spool::watch_queue(
         app.metrics.clone(),
         app.spool.clone(),
         Duration::from_secs(15),
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::accounts::lockout::keep_saved(
+        app.lockouts.clone(),
+        app.store.clone(),
+        Duration::from_secs(5),
         shutdown.clone(),
     ));
     tracker.spawn(crate::policy::evidence::run(

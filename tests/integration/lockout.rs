@@ -406,3 +406,32 @@ async fn the_owner_signs_in_on_a_trusted_network_while_a_thief_holds_every_locko
         .collect();
     assert!(scopes.contains(&"otp"), "{scopes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockout_survives_a_restart_and_the_owner_still_logs_in() {
+    let mut server = TestServer::start().await;
+    server.add_account(ALICE, PASSWORD).await;
+    // The owner logs in from home first.
+    assert_eq!(
+        auth_from(&server, "127.0.0.21", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+    // A guesser at another address: 10 distinct wrong passwords.
+    for i in 0..10 {
+        auth_from(&server, "127.0.0.22", ALICE, &format!("guess number {i}")).await;
+    }
+    assert_eq!(
+        auth_from(&server, "127.0.0.22", ALICE, PASSWORD).await,
+        LOCKED
+    );
+    server.restart().await;
+    assert_eq!(
+        auth_from(&server, "127.0.0.22", ALICE, PASSWORD).await,
+        LOCKED,
+        "a restart ended the lockout"
+    );
+    assert_eq!(
+        auth_from(&server, "127.0.0.21", ALICE, PASSWORD).await,
+        "235 2.7.0 Authentication successful"
+    );
+}

@@ -25,6 +25,10 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use ipnet::IpNet;
 
+mod saved;
+
+pub use saved::{META_KEY, keep_saved};
+
 use super::trust::NetworkHistory;
 use crate::clock::Clock;
 use crate::config::LockoutConfig;
@@ -156,6 +160,8 @@ pub struct Lockouts {
     config: LockoutConfig,
     clock: Arc<dyn Clock>,
     key: hmac::Key,
+    /// Changed since last saved (`saved`).
+    dirty: std::sync::atomic::AtomicBool,
     /// Successful logins as the scorer's ledger keeps them (persistent).
     history: Arc<dyn NetworkHistory>,
     state: Mutex<State>,
@@ -178,21 +184,26 @@ fn secs(d: Duration) -> u64 {
 }
 
 impl Lockouts {
+    /// `key` keys the hashes of wrong secrets: derived from the server key,
+    /// so counters saved in the store mean the same after a restart.
     pub fn new(
         config: LockoutConfig,
         clock: Arc<dyn Clock>,
         history: Arc<dyn NetworkHistory>,
+        key: [u8; 32],
     ) -> Self {
-        // A per-process key: the hashes mean nothing outside this process.
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("randomness");
         Self {
             config,
             clock,
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            dirty: Default::default(),
             history,
             state: Mutex::new(State::default()),
         }
+    }
+
+    fn touch(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn hash(&self, secret: &str) -> u64 {
@@ -205,6 +216,20 @@ impl Lockouts {
             .trusted
             .get(&(account.to_string(), network))
             .is_some_and(|at| at + trust > now)
+    }
+
+    /// Whether `account` logged in successfully from `ip`'s network within
+    /// `trusted_network_for`: in this process, or as the persistent login
+    /// history says (so a restart does not lock the owner out).
+    fn known_network(&self, state: &State, account: &str, ip: IpAddr, now: u64) -> bool {
+        let trust = secs(self.config.trusted_network_for);
+        Self::trusted(state, account, client_network(ip), now, trust)
+            || self
+                .history
+                .uses(account)
+                .of(ip)
+                .and_then(|u| u.last_login)
+                .is_some_and(|at| at + trust > now)
     }
 
     /// Whether `account` ever logged in successfully from `ip`'s network:
@@ -251,7 +276,7 @@ impl Lockouts {
         {
             return Err(Scope::Network);
         }
-        if Self::trusted(&state, login, network, now, secs(c.trusted_network_for)) {
+        if self.known_network(&state, login, ip, now) {
             return Ok(());
         }
         if let Some(w) = state.accounts.get_mut(login) {
@@ -270,6 +295,7 @@ impl Lockouts {
         let (now, network, hash) = (self.clock.unix(), client_network(ip), self.hash(secret));
         let mut state = self.state.lock_or_recover();
         self.maybe_prune(&mut state, now);
+        self.touch();
         let mut started = Vec::new();
         let window = secs(c.network_window);
         let (account_key, pair_key) = (self.hash(login), self.hash(&format!("{login}\0{secret}")));
@@ -300,7 +326,7 @@ impl Lockouts {
                 network: Some(network),
             });
         }
-        if !Self::trusted(&state, login, network, now, secs(c.trusted_network_for)) {
+        if !self.known_network(&state, login, ip, now) {
             let w = state.accounts.entry(login.to_string()).or_default();
             if w.record(
                 now,
@@ -343,6 +369,7 @@ impl Lockouts {
         let mut state = self.state.lock_or_recover();
         if let Some(o) = state.otp.get_mut(account) {
             o.failures.clear();
+            self.touch();
         }
     }
 
@@ -351,6 +378,7 @@ impl Lockouts {
         let c = &self.config;
         let now = self.clock.unix();
         let mut state = self.state.lock_or_recover();
+        self.touch();
         let o = state.otp.entry(account.to_string()).or_default();
         while o
             .failures
@@ -375,9 +403,13 @@ impl Lockouts {
     /// is still in its window.
     fn maybe_prune(&self, state: &mut State, now: u64) {
         state.operations += 1;
-        if !state.operations.is_multiple_of(PRUNE_EVERY) {
-            return;
+        if state.operations.is_multiple_of(PRUNE_EVERY) {
+            self.prune_all(state, now);
         }
+    }
+
+    /// Drops every expired entry.
+    fn prune_all(&self, state: &mut State, now: u64) {
         let c = &self.config;
         state.networks.retain(|_, w| {
             w.prune(now, secs(c.ip_window));
@@ -420,7 +452,12 @@ mod tests {
             UNIX_EPOCH + Duration::from_secs(1_000_000),
         ));
         (
-            Lockouts::new(LockoutConfig::default(), clock.clone(), Arc::new(NoHistory)),
+            Lockouts::new(
+                LockoutConfig::default(),
+                clock.clone(),
+                Arc::new(NoHistory),
+                [7; 32],
+            ),
             clock,
         )
     }
