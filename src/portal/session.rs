@@ -15,6 +15,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
+use crate::accounts::Account;
 use crate::clock::Clock;
 use crate::locks::Recover;
 
@@ -230,6 +231,20 @@ impl SessionStore {
                 .unwrap_or(session);
         }
         session
+    }
+
+    /// Ends `old` and starts a signed-in session for `account` (`otp_at`:
+    /// when an OTP was passed on the way in).
+    pub fn sign_in(&self, old: &str, account: &Account, otp_at: Option<u64>) -> Session {
+        self.rotate(
+            old,
+            Auth::SignedIn {
+                address: account.address.clone(),
+                otp_at,
+                password_hash: account.password_hash.clone(),
+                credentials: account.credentials_seq(),
+            },
+        )
     }
 
     /// Changes a live session; returns it as changed.

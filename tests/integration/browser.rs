@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mailwarden::accounts::{BlockKind, BlockRequest, Origin};
-
 use crate::common::client::Client;
 use crate::common::web::{Web, act, sign_in};
-use crate::common::{PASSWORD, TestServer, send_from_home_for_a_week, server_with_clock};
+use crate::common::{
+    PASSWORD, TestServer, policy_block_on, send_from_home_for_a_week, server_with_clock,
+};
 
 const SAFETY: &str = "For your safety, this change needs a network you have sent mail from before";
 
@@ -107,20 +107,7 @@ async fn a_blocked_user_follows_the_help_page_in_a_real_browser() {
     // with her password sends from 127.0.1.9 and the scorer blocks her.
     let (server, clock) = server_with_clock("").await;
     send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
-    server
-        .accounts()
-        .block(
-            ALICE,
-            BlockRequest {
-                kind: BlockKind::Policy,
-                reason: "sending to many new recipients".into(),
-                detail: Some("score 14: 60 new recipients in 1h".into()),
-                abuse_networks: vec!["127.0.1.0/24".parse().unwrap()],
-            },
-            &Origin::ADMIN,
-        )
-        .await
-        .unwrap();
+    policy_block_on(&server, ALICE, &["127.0.1.0/24"]).await;
     // The thief, from the abuse network and from a fresh one, tries every
     // step of the help page, and each is refused.
     for thief in ["127.0.1.9", "127.0.2.9"] {

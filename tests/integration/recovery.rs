@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use mailwarden::accounts::{BlockKind, BlockRequest, Origin, totp};
+use mailwarden::accounts::{Origin, totp};
 use mailwarden::clock::{Clock, ManualClock};
 
 use crate::common::web::{Web, account_page, act, enable_2fa_with, sign_in};
-use crate::common::{ALICE, PASSWORD, TestServer, send_from_home_for_a_week, server_with_clock};
+use crate::common::{
+    ALICE, PASSWORD, TestServer, policy_block_on, send_from_home_for_a_week, server_with_clock,
+};
 
 const BACKUP: &str = "alice.backup@example.net";
 const DAY: u64 = 24 * 3600;
@@ -107,20 +109,7 @@ async fn a_recovery_link_lets_the_owner_lift_a_block_from_any_browser() {
     // Eight days later a thief sends from 127.0.1.0/24 and is blocked,
     // while Alice is travelling (127.0.8.8, never used for mail).
     clock.advance(Duration::from_secs(8 * DAY));
-    server
-        .accounts()
-        .block(
-            ALICE,
-            BlockRequest {
-                kind: BlockKind::Policy,
-                reason: "sending to many new recipients".into(),
-                detail: None,
-                abuse_networks: vec!["127.0.1.0/24".parse().unwrap()],
-            },
-            &Origin::ADMIN,
-        )
-        .await
-        .unwrap();
+    policy_block_on(&server, ALICE, &["127.0.1.0/24"]).await;
     // The block notice also reaches the recovery address.
     mail_to(
         &server,
@@ -200,20 +189,7 @@ async fn a_recovery_address_set_during_the_abuse_or_from_an_untrusted_network_ge
     let confirm = mail_to(&server, BACKUP, "Confirm your recovery address").await;
     open_link(&server, "127.0.7.7", &link_in(&confirm)).await;
     clock.advance(Duration::from_secs(8 * DAY));
-    server
-        .accounts()
-        .block(
-            ALICE,
-            BlockRequest {
-                kind: BlockKind::Policy,
-                reason: "sending to many new recipients".into(),
-                detail: None,
-                abuse_networks: vec!["127.0.1.0/24".parse().unwrap()],
-            },
-            &Origin::ADMIN,
-        )
-        .await
-        .unwrap();
+    policy_block_on(&server, ALICE, &["127.0.1.0/24"]).await;
     let a = server.accounts().get(ALICE).await.unwrap();
     assert!(a.recovery.as_ref().unwrap().confirmed_at.is_some());
     assert!(!server.accounts().recovery_qualifies(&a));
@@ -238,20 +214,7 @@ async fn a_recovery_address_set_during_the_abuse_or_from_an_untrusted_network_ge
     let confirm = mail_to(&server, BACKUP, "Confirm your recovery address").await;
     open_link(&server, "127.0.0.1", &link_in(&confirm)).await;
     clock.advance(Duration::from_secs(2 * DAY));
-    server
-        .accounts()
-        .block(
-            ALICE,
-            BlockRequest {
-                kind: BlockKind::Policy,
-                reason: "sending to many new recipients".into(),
-                detail: None,
-                abuse_networks: Vec::new(),
-            },
-            &Origin::ADMIN,
-        )
-        .await
-        .unwrap();
+    policy_block_on(&server, ALICE, &[]).await;
     let a = server.accounts().get(ALICE).await.unwrap();
     assert!(!server.accounts().recovery_qualifies(&a));
 }

@@ -66,15 +66,10 @@ pub async fn otp(State(p): State<Portal>, post: Post) -> Response {
                     return p.to_signin(Notice::error("Please sign in again"));
                 }
             };
-            let s = p.inner.sessions.rotate(
-                &post.session.id,
-                Auth::SignedIn {
-                    address: address.clone(),
-                    otp_at: Some(p.now()),
-                    password_hash,
-                    credentials: current.credentials_seq(),
-                },
-            );
+            let s = p
+                .inner
+                .sessions
+                .sign_in(&post.session.id, &current, Some(p.now()));
             p.signin_event(EventKind::PortalSignin, &address, post.ip, "otp");
             p.see_other_with("/my-account", &s)
         }

@@ -103,15 +103,7 @@ pub async fn use_link(State(p): State<Portal>, post: Post) -> Response {
         },
         Some(LinkKind::Open) => match accounts.open_recovery_link(address, token).await {
             Ok((account, seq)) => {
-                let s = p.inner.sessions.rotate(
-                    &post.session.id,
-                    Auth::SignedIn {
-                        address: account.address.clone(),
-                        otp_at: None,
-                        password_hash: account.password_hash.clone(),
-                        credentials: account.credentials_seq(),
-                    },
-                );
+                let s = p.inner.sessions.sign_in(&post.session.id, &account, None);
                 let s = p
                     .inner
                     .sessions

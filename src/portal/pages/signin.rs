@@ -139,15 +139,7 @@ pub async fn signin(State(p): State<Portal>, post: Post) -> Response {
         );
         return p.see_other_with("/signin/otp", &s);
     }
-    let s = p.inner.sessions.rotate(
-        &post.session.id,
-        Auth::SignedIn {
-            address: account.address.clone(),
-            otp_at: None,
-            password_hash: account.password_hash.clone(),
-            credentials: account.credentials_seq(),
-        },
-    );
+    let s = p.inner.sessions.sign_in(&post.session.id, &account, None);
     p.signin_event(
         EventKind::PortalSignin,
         &account.address,

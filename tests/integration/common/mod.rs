@@ -439,3 +439,23 @@ pub async fn send_from_home_for_a_week(
         clock.advance(Duration::from_secs(if day < 2 { 4 * DAY } else { DAY }));
     }
 }
+
+/// A policy block on `account`, as the scorer makes one, with the thief's
+/// `abuse_networks`.
+pub async fn policy_block_on(server: &TestServer, account: &str, abuse_networks: &[&str]) {
+    use mailwarden::accounts::{BlockKind, BlockRequest, Origin};
+    server
+        .accounts()
+        .block(
+            account,
+            BlockRequest {
+                kind: BlockKind::Policy,
+                reason: "sending to many new recipients".into(),
+                detail: Some("score 14: 60 new recipients in 1h".into()),
+                abuse_networks: abuse_networks.iter().map(|n| n.parse().unwrap()).collect(),
+            },
+            &Origin::ADMIN,
+        )
+        .await
+        .unwrap();
+}
