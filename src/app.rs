@@ -21,9 +21,9 @@ use crate::policy::notice::OperatorNotices;
 use crate::policy::scorer::{Ledger, Preload, Scorer};
 use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
-use crate::store::Store;
 #[cfg(feature = "testing")]
 use crate::store::fault::FaultSwitch;
+use crate::store::{Store, identity};
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
 
 /// How the store and the server key are found.
@@ -45,6 +45,9 @@ pub type SpoolWrapper = Box<dyn FnOnce(Arc<dyn Spool>) -> Arc<dyn Spool> + Send>
 #[derive(Default)]
 pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
+    /// `serve --init`: a new, empty store where an old one is missing,
+    /// empty or foreign (`store::identity`).
+    pub init: bool,
     /// Open the store on a disk whose fsyncs this switch can make fail.
     #[cfg(feature = "testing")]
     pub store_faults: Option<Arc<FaultSwitch>>,
@@ -88,6 +91,7 @@ impl App {
         let store = open_store(
             config,
             how,
+            overrides.init,
             #[cfg(feature = "testing")]
             overrides.store_faults,
         )?;
@@ -202,9 +206,13 @@ impl App {
 fn open_store(
     config: &Config,
     how: Open,
+    init: bool,
     #[cfg(feature = "testing")] faults: Option<Arc<FaultSwitch>>,
 ) -> anyhow::Result<Store> {
     let dir = &config.server.data_dir;
+    if how == Open::CreateIfMissing {
+        identity::check_before_create(dir, &[&config.secret_key_file()], init)?;
+    }
     let opened = match how {
         #[cfg(feature = "testing")]
         Open::CreateIfMissing if let Some(switch) = faults => {
@@ -214,7 +222,11 @@ fn open_store(
         Open::Existing => Store::open_existing(dir),
     };
     // The cause stays a `StoreError`: the CLI words `Locked` and `Missing`.
-    opened.map_err(anyhow::Error::new)
+    let store = opened.map_err(anyhow::Error::new)?;
+    if how == Open::CreateIfMissing {
+        store.check_identity(dir, init)?;
+    }
+    Ok(store)
 }
 
 fn load_key(config: &Config, how: Open, store: &Store) -> anyhow::Result<ServerKey> {

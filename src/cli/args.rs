@@ -32,6 +32,10 @@ pub enum Command {
     Serve {
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormat,
+        /// Start a new, empty store even though this data folder was used
+        /// before (its store file is missing, empty or not its own).
+        #[arg(long)]
+        init: bool,
     },
     /// Configuration tools.
     Config {

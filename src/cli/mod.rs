@@ -40,12 +40,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let config_path = cli.config.as_ref();
     match cli.command {
-        Command::Serve { log_format } => {
+        Command::Serve { log_format, init } => {
             telemetry::init(log_format);
             let config = load_config(config_path)?;
             runtime.block_on(async {
-                let running =
-                    crate::server::start(config, Arc::new(TracingEvents::default())).await?;
+                let overrides = crate::app::Overrides {
+                    init,
+                    ..Default::default()
+                };
+                let running = crate::server::start_with(
+                    config,
+                    Arc::new(TracingEvents::default()),
+                    overrides,
+                )
+                .await?;
                 running.until_signal().await
             })
         }

@@ -100,6 +100,10 @@ impl Store {
             copy_all(&backup, &target)?
         };
         std::fs::rename(&tmp, &live).map_err(|e| io_error("replace", &live, e))?;
+        // The data folder's marker now names the restored store.
+        Self::open_existing(data_dir)?
+            .adopt_identity(data_dir)
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
         Ok(summary)
     }
 }

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod backup;
+pub mod identity;
 pub mod record;
 
 pub use backup::BackupSummary;

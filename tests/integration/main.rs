@@ -27,4 +27,5 @@ mod replies;
 mod security;
 mod spool;
 mod store_compat;
+mod store_identity;
 mod submission;
