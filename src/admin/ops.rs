@@ -118,6 +118,8 @@ pub enum Request {
         id: String,
     },
     /// Writes a consistent snapshot of the store to `path` (absolute).
+    /// Read every table and record of the store (`store check`).
+    StoreCheck,
     Backup {
         path: PathBuf,
     },
@@ -155,6 +157,7 @@ impl Request {
             Self::QueueRelease { .. } => "queue_release",
             Self::QueueDelete { .. } => "queue_delete",
             Self::Backup { .. } => "backup",
+            Self::StoreCheck => "store_check",
         }
     }
 }
@@ -684,6 +687,23 @@ impl Ops {
                     ));
                 }
                 Ok(json!({"id": id.to_string(), "deleted": true}))
+            }
+            Request::StoreCheck => {
+                let store = self.store.clone();
+                let report = tokio::task::spawn_blocking(move || store.check())
+                    .await
+                    .map_err(|e| OpError::new(OpErrorKind::Internal, e.to_string()))??;
+                if !report.ok() {
+                    return Err(OpError::new(
+                        OpErrorKind::Conflict,
+                        format!(
+                            "the store has {} problem(s):\n{}",
+                            report.problems.len(),
+                            report.problems.join("\n")
+                        ),
+                    ));
+                }
+                to_json(report)
             }
             Request::Backup { path } => {
                 if !path.is_absolute() {

@@ -69,6 +69,17 @@ pub enum Command {
     },
     /// Replace the store with a backup (the server must be stopped).
     Restore { file: PathBuf },
+    /// Store tools.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Read every table and record; exit 1 and list what is wrong.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,7 +22,7 @@ use crate::telemetry;
 use args::account_request;
 pub use args::{
     AccountCommand, AccountPolicyCommand, AliasCommand, CertCommand, Cli, Command, ConfigCommand,
-    DevicePasswordCommand, PolicyCommand, QueueCommand, TotpCommand,
+    DevicePasswordCommand, PolicyCommand, QueueCommand, StoreCommand, TotpCommand,
 };
 use target::run_op;
 
@@ -144,6 +144,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(config_path)?;
             let path = std::path::absolute(&out).context("cannot resolve the backup path")?;
             runtime.block_on(run_op(&config, Request::Backup { path }, cli.json))
+        }
+        Command::Store {
+            command: StoreCommand::Check,
+        } => {
+            let config = load_config(config_path)?;
+            runtime.block_on(run_op(&config, Request::StoreCheck, cli.json))
         }
         Command::Restore { file } => {
             let config = load_config(config_path)?;

@@ -81,6 +81,15 @@ pub(super) fn describe(request: &Request) -> Describe {
         }
         Request::QueueRelease { .. } => Box::new(move |v| format!("released {}", s(v, "id"))),
         Request::QueueDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "id"))),
+        Request::StoreCheck => Box::new(|v| {
+            let rows: Vec<String> = v["rows"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("{} {}", r[0].as_str().unwrap_or_default(), r[1]))
+                .collect();
+            format!("store ok: {}", rows.join(", "))
+        }),
         Request::Backup { .. } => Box::new(|v| {
             format!(
                 "backup written to {} ({} accounts, {} queued messages)",

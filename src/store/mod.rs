@@ -6,6 +6,7 @@
 
 mod accounts;
 mod backup;
+pub mod check;
 pub mod identity;
 pub mod record;
 
@@ -61,6 +62,23 @@ pub enum StoreError {
     Failed(String),
 }
 
+/// Runs a store-library call on `path`, turning a panic inside the library
+/// (a damaged file) into an error that names the file and what to do.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(StoreError::Failed(format!(
+            "the store file {} is damaged ({what}): restore the last backup with \
+             `mailwarden restore`",
+            path.display()
+        )))
+    })
+}
+
 fn is_no_space(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
@@ -114,10 +132,12 @@ impl Store {
         let file = Self::private_file(data_dir, &path)?;
         let backend =
             redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
-        let db = Database::builder()
-            .create_with_backend(backend)
-            .map_err(|e| Self::open_error(e, &path))?;
-        Self::init(db, path)
+        let opened = guarded(&path, || {
+            Database::builder()
+                .create_with_backend(backend)
+                .map_err(|e| Self::open_error(e, &path))
+        })?;
+        guarded(&path.clone(), || Self::init(opened, path))
     }
 
     /// The store file, created 0600 in a 0700 folder when missing
@@ -162,8 +182,10 @@ impl Store {
                 )));
             }
         }
-        let db = Database::open(&path).map_err(|e| Self::open_error(e, &path))?;
-        Self::init(db, path)
+        let db = guarded(&path, || {
+            Database::open(&path).map_err(|e| Self::open_error(e, &path))
+        })?;
+        guarded(&path.clone(), || Self::init(db, path))
     }
 
     /// The error names the store file (a bare "Permission denied" does

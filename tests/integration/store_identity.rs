@@ -139,3 +139,34 @@ fn another_folders_store_is_refused_and_serve_init_starts_afresh_on_purpose() {
     let (ok, out, _) = cli(&config_a, &["account", "list"], "");
     assert!(ok && !out.contains(ALICE), "{out}");
 }
+
+#[test]
+fn store_check_reads_every_table_and_says_what_is_wrong() {
+    let (_dir, config) = setup();
+    let data = used(&config);
+    let (ok, _, err) = cli(
+        &config,
+        &["account", "alias", "add", ALICE, "al@example.com"],
+        "",
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&config, &["store", "check"], "");
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with("store ok: accounts 1, aliases 1, queue "),
+        "{out}"
+    );
+    // 8 KiB of garbage in the middle of the file.
+    let store = data.join("mailwarden.redb");
+    let mut bytes = std::fs::read(&store).unwrap();
+    let at = bytes.len() / 2;
+    let end = (at + 8192).min(bytes.len());
+    bytes[at..end].fill(0xA5);
+    std::fs::write(&store, &bytes).unwrap();
+    let (ok, out, err) = cli(&config, &["store", "check"], "");
+    assert!(!ok, "a corrupted store passed: {out}");
+    assert!(
+        err.contains("is damaged") && err.contains("mailwarden restore"),
+        "{err}"
+    );
+}
