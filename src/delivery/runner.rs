@@ -34,6 +34,7 @@ use crate::events::{Event, EventKind, Events};
 use crate::locks::Recover;
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
 use crate::store::StoreError;
+use crate::telemetry::health::Health;
 
 /// How retries and reports work (the `[delivery]` keys).
 #[derive(Debug, Clone)]
@@ -59,7 +60,13 @@ pub struct Runner {
     pub clock: Arc<dyn Clock>,
     pub settings: QueueSettings,
     pub events: Arc<dyn Events>,
+    /// Every worker registers here (readiness); a panic in one is reported.
+    pub health: Arc<Health>,
 }
+
+/// The names the delivery tasks have for readiness and in `task.panicked`.
+pub const WORKER: &str = "delivery worker";
+pub const RETRY: &str = "delivery outcome retry";
 
 /// A worker closes its idle connection after this long without work.
 const IDLE: Duration = Duration::from_secs(10);
@@ -85,21 +92,22 @@ pub async fn run_queue(
     let unrecorded = Arc::new(Unrecorded::new());
     // Stopped after the workers, so it sees every outcome they kept.
     let stop_retry = CancellationToken::new();
-    let retry = tokio::spawn(unrecorded.clone().retry(
+    let retry = tokio::spawn(runner.health.register(RETRY).run(unrecorded.clone().retry(
         runner.clone(),
         in_flight.clone(),
         stop_retry.clone(),
-    ));
+    )));
     let workers = TaskTracker::new();
     for transport in transports {
-        workers.spawn(worker(
+        // A panic ends this worker only: reported, and readiness turns red.
+        workers.spawn(runner.health.register(WORKER).run(worker(
             runner.clone(),
             transport,
             queue.clone(),
             in_flight.clone(),
             unrecorded.clone(),
             shutdown.clone(),
-        ));
+        )));
     }
     workers.close();
     dispatch(&runner, jobs, &in_flight, &shutdown).await;

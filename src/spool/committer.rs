@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{CommitHook, QueueWrite};
 use crate::store::{Store, StoreError};
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 /// Caps one commit, so a burst of huge messages does not stall everyone.
@@ -24,6 +25,8 @@ const MAX_BATCH_WRITES: usize = 1024;
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// The longest a commit waits for messages still being received.
 const WINDOW: Duration = Duration::from_millis(5);
+/// Its name for readiness and in `task.panicked`.
+pub const THREAD: &str = "spool commit thread";
 /// With the hook's rows waiting and no commit coming, write them after this.
 const HOOK_FLUSH: Duration = Duration::from_secs(1);
 
@@ -49,13 +52,21 @@ impl Drop for Pending {
 }
 
 impl Committer {
-    pub fn start(store: Store, metrics: Arc<Metrics>, hook: Option<Arc<dyn CommitHook>>) -> Self {
+    /// Starts the commit thread. A panic in it is caught and reported
+    /// (`health`); the writes waiting then get an error, never a 250.
+    pub fn start(
+        store: Store,
+        metrics: Arc<Metrics>,
+        hook: Option<Arc<dyn CommitHook>>,
+        health: &Arc<Health>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = in_flight.clone();
+        let alive = health.register(THREAD);
         let thread = std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || run(store, rx, metrics, counter, hook))
+            .spawn(move || alive.run_blocking(|| run(store, rx, metrics, counter, hook)))
             .expect("spawn the spool commit thread");
         Self {
             jobs: Some(tx),

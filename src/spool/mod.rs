@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 pub use crate::store::record::queue::{
@@ -128,18 +129,20 @@ pub struct StoreSpool {
 
 impl StoreSpool {
     pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        Self::with_hook(store, clock, metrics, None)
+        Self::with_hook(store, clock, metrics, None, &Health::new())
     }
 
-    /// A spool whose every commit also carries `hook`'s changed rows.
+    /// A spool whose every commit also carries `hook`'s changed rows; its
+    /// commit thread registers with `health`.
     pub fn with_hook(
         store: Store,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         hook: Option<Arc<dyn CommitHook>>,
+        health: &Arc<Health>,
     ) -> Self {
         Self {
-            committer: committer::Committer::start(store.clone(), metrics, hook),
+            committer: committer::Committer::start(store.clone(), metrics, hook, health),
             store,
             clock,
             last_id: AtomicU64::new(0),
