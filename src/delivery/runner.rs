@@ -70,6 +70,8 @@ pub const RETRY: &str = "delivery outcome retry";
 
 /// A worker closes its idle connection after this long without work.
 const IDLE: Duration = Duration::from_secs(10);
+/// How often a worker looks again whether the store takes writes.
+const WRITES_REFUSED: Duration = Duration::from_millis(250);
 /// Due messages read from the schedule per pass; a longer backlog is
 /// handed out slice by slice.
 const DUE_PER_PASS: usize = 1024;
@@ -187,6 +189,14 @@ async fn worker(
                 _ = shutdown.cancelled() => break,
             }
         }
+        // Another write met an I/O error: the store takes none until it
+        // is reopened.
+        if !runner.spool.accepts_writes() {
+            tokio::select! {
+                _ = tokio::time::sleep(WRITES_REFUSED) => continue,
+                _ = shutdown.cancelled() => break,
+            }
+        }
         let next = tokio::select! {
             next = tokio::time::timeout(IDLE, async { queue.lock().await.recv().await }) => next,
             _ = shutdown.cancelled() => break,
@@ -199,7 +209,7 @@ async fn worker(
                 continue;
             }
         };
-        if unrecorded.is_stalled() {
+        if unrecorded.is_stalled() || !runner.spool.accepts_writes() {
             // Handed out as the spool began to fail: not sent, so it goes
             // back to the dispatcher.
             in_flight.lock_or_recover().remove(&id);

@@ -117,24 +117,22 @@ fn run(
             .count()
     };
     loop {
-        // With a hook, look at its rows every HOOK_FLUSH even when no
-        // commit comes: some change without one (delivery feedback, logins).
-        let first = if hook.is_some() {
-            match jobs.recv_timeout(HOOK_FLUSH) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if hook.as_ref().is_some_and(|h| h.has_dirty()) {
-                        commit_hook_rows(&store, &metrics, hook.as_deref());
-                    }
-                    continue;
+        // Another writer (an account change, the readiness probe) may have
+        // met the I/O error: the store refuses writes until reopened.
+        if store.failure().is_some() && !recover(&store, &jobs) {
+            break;
+        }
+        // Look at the hook's rows every HOOK_FLUSH even when no commit
+        // comes: some change without one (delivery feedback, logins).
+        let first = match jobs.recv_timeout(HOOK_FLUSH) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if hook.as_ref().is_some_and(|h| h.has_dirty()) {
+                    commit_hook_rows(&store, &metrics, hook.as_deref());
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                continue;
             }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let deadline = Instant::now() + WINDOW;
         let mut inserted = inserts(&first);
@@ -184,6 +182,7 @@ fn run(
                 }
             }
             Err(e) => {
+                let e = store.failed(e);
                 tracing::error!(event = "store.commit_failed", writes = flat.len(), error = %e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -193,6 +192,49 @@ fn run(
     }
     // Shutting down: what the hook still holds.
     commit_hook_rows(&store, &metrics, hook.as_deref());
+}
+
+/// The first wait before reopening the store after an I/O error; each
+/// failed reopen doubles it, up to `LAST_REOPEN`, so space freed is used
+/// within seconds.
+const FIRST_REOPEN: Duration = Duration::from_millis(250);
+const LAST_REOPEN: Duration = Duration::from_secs(2);
+
+/// The store refuses writes until it is reopened: answers every write
+/// meanwhile with its error (clients get 452 or 451, never 250), and tries
+/// to reopen it now and then. False: the spool closed meanwhile.
+fn recover(store: &Store, jobs: &mpsc::Receiver<Job>) -> bool {
+    let mut wait = FIRST_REOPEN;
+    let mut tries = 0u32;
+    loop {
+        let until = Instant::now() + wait;
+        loop {
+            match jobs.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok((_, reply)) => {
+                    let _ = reply.send(Err(store.unavailable_error()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        tries += 1;
+        match store.reopen() {
+            Ok(()) => {
+                tracing::warn!(
+                    event = "store.reopened",
+                    tries,
+                    "the store takes writes again"
+                );
+                return true;
+            }
+            Err(e) => {
+                if tries == 1 || tries.is_multiple_of(30) {
+                    tracing::error!(event = "store.reopen_failed", tries, error = %e, "the store still refuses writes; trying again");
+                }
+                wait = (wait * 2).min(LAST_REOPEN);
+            }
+        }
+    }
 }
 
 /// Writes every row the hook holds, in a commit of their own.
@@ -211,6 +253,7 @@ fn commit_hook_rows(store: &Store, metrics: &Metrics, hook: Option<&dyn CommitHo
                 .increment(written.len() as u64);
         }
         Err(e) => {
+            let e = store.failed(e);
             tracing::error!(event = "store.commit_failed", error = %e);
         }
     }

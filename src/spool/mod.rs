@@ -71,6 +71,13 @@ pub trait Spool: Send + Sync + 'static {
     /// Unix seconds now, by the spool's clock.
     fn now(&self) -> u64;
 
+    /// False once a write failed in a way that stops every later one (an
+    /// I/O error), until the store takes writes again: delivery sends
+    /// nothing whose outcome it could not record.
+    fn accepts_writes(&self) -> bool {
+        true
+    }
+
     /// Announces a mail transaction (held from MAIL until its message is
     /// inserted or refused), so a group commit can wait for it.
     fn pending(&self) -> Option<Pending> {
@@ -228,6 +235,10 @@ impl Spool for StoreSpool {
 
     fn now(&self) -> u64 {
         self.clock.unix()
+    }
+
+    fn accepts_writes(&self) -> bool {
+        self.store.failure().is_none()
     }
 
     fn pending(&self) -> Option<Pending> {

@@ -57,7 +57,10 @@ impl Store {
         writes: &[QueueWrite],
         more: impl FnOnce() -> Vec<QueueWrite>,
     ) -> Result<Vec<bool>, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         let more = more();
         let mut results = Vec::with_capacity(writes.len() + more.len());
         {
@@ -141,12 +144,12 @@ impl Store {
                 results.push(found);
             }
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(results)
     }
 
     pub fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(QUEUE)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -163,7 +166,7 @@ impl Store {
         now: u64,
         limit: usize,
     ) -> Result<(Vec<QueueId>, Option<u64>), StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let schedule = tx.open_table(SCHEDULE)?;
         let mut due = Vec::new();
         for row in schedule.range(..(now.saturating_add(1), 0))?.take(limit) {
@@ -179,7 +182,7 @@ impl Store {
     }
 
     pub fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(QUEUE)?;
         match table.get(id.0)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
@@ -188,7 +191,7 @@ impl Store {
     }
 
     pub fn queue_body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(BODIES)?;
         Ok(table.get(id.0)?.map(|v| v.value().to_vec()))
     }
