@@ -116,10 +116,13 @@ fn run(
             .filter(|w| matches!(w, QueueWrite::Insert { .. }))
             .count()
     };
+    // Messages answered with an I/O error, to remove once the store is
+    // reopened.
+    let mut undo: Vec<QueueWrite> = Vec::new();
     loop {
         // Another writer (an account change, the readiness probe) may have
         // met the I/O error: the store refuses writes until reopened.
-        if store.failure().is_some() && !recover(&store, &jobs) {
+        if store.failure().is_some() && !recover(&store, &jobs, &mut undo) {
             break;
         }
         // Look at the hook's rows every HOOK_FLUSH even when no commit
@@ -183,6 +186,14 @@ fn run(
             }
             Err(e) => {
                 let e = store.failed(e);
+                if e.needs_reopen() {
+                    // Refused, yet perhaps on disk (the data was written, its
+                    // fsync failed): taken out again once the store is back.
+                    undo.extend(flat.iter().filter_map(|w| match w {
+                        QueueWrite::Insert { entry, .. } => Some(QueueWrite::Remove(entry.id)),
+                        _ => None,
+                    }));
+                }
                 tracing::error!(event = "store.commit_failed", writes = flat.len(), error = %e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -202,8 +213,11 @@ const LAST_REOPEN: Duration = Duration::from_secs(2);
 
 /// The store refuses writes until it is reopened: answers every write
 /// meanwhile with its error (clients get 452 or 451, never 250), and tries
-/// to reopen it now and then. False: the spool closed meanwhile.
-fn recover(store: &Store, jobs: &mpsc::Receiver<Job>) -> bool {
+/// to reopen it now and then. Once reopened, first removes the messages in
+/// `undo`: their commit failed, so their clients were told to send them
+/// again, but the data may have reached the disk all the same. False: the
+/// spool closed meanwhile.
+fn recover(store: &Store, jobs: &mpsc::Receiver<Job>, undo: &mut Vec<QueueWrite>) -> bool {
     let mut wait = FIRST_REOPEN;
     let mut tries = 0u32;
     loop {
@@ -218,16 +232,20 @@ fn recover(store: &Store, jobs: &mpsc::Receiver<Job>) -> bool {
             }
         }
         tries += 1;
-        match store.reopen() {
-            Ok(()) => {
+        match store.reopen(undo) {
+            Ok(found) => {
+                let removed = found.iter().filter(|f| **f).count();
                 tracing::warn!(
                     event = "store.reopened",
                     tries,
+                    refused_removed = removed,
                     "the store takes writes again"
                 );
+                undo.clear();
                 return true;
             }
             Err(e) => {
+                let e = store.failed(e);
                 if tries == 1 || tries.is_multiple_of(30) {
                     tracing::error!(event = "store.reopen_failed", tries, error = %e, "the store still refuses writes; trying again");
                 }

@@ -42,6 +42,11 @@ impl FaultSwitch {
         self.0.store(v, Ordering::SeqCst);
     }
 
+    /// The error the next fsync gets, if any.
+    pub fn fault(&self) -> Option<std::io::Error> {
+        self.error()
+    }
+
     fn error(&self) -> Option<std::io::Error> {
         match self.0.load(Ordering::SeqCst) {
             1 => Some(std::io::Error::from_raw_os_error(5)),
