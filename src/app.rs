@@ -24,6 +24,7 @@ use crate::spool::{CommitHook, Spool, StoreSpool};
 #[cfg(feature = "testing")]
 use crate::store::fault::FaultSwitch;
 use crate::store::{Store, identity};
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
 
 /// How the store and the server key are found.
@@ -63,6 +64,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub key: Arc<ServerKey>,
     pub metrics: Arc<Metrics>,
+    /// Which workers are alive (readiness); panics are reported here.
+    pub health: Arc<Health>,
     /// The scorer's per-account windows.
     pub ledger: Arc<Ledger>,
     pub spool: Arc<dyn Spool>,
@@ -106,11 +109,13 @@ impl App {
         };
         let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store, preload)
             .context("cannot read the scorer's saved state")?;
+        let health = Health::new();
         let spool = spool(
             &store,
             &clock,
             &metrics,
             &ledger,
+            &health,
             #[cfg(feature = "testing")]
             overrides.spool,
         );
@@ -128,6 +133,7 @@ impl App {
             Arc::new(notices),
             sink,
         ]));
+        health.report_to(events.clone());
         let portal_passwords = Arc::new(Passwords::new(config.lockout.auth_queue)?);
         let lockouts = Arc::new(Lockouts::new(
             config.lockout.clone(),
@@ -174,6 +180,7 @@ impl App {
             clock,
             key,
             metrics,
+            health,
             ledger,
             spool,
             events,
@@ -242,6 +249,7 @@ fn spool(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     ledger: &Arc<Ledger>,
+    health: &Arc<Health>,
     #[cfg(feature = "testing")] wrap: Option<SpoolWrapper>,
 ) -> Arc<dyn Spool> {
     // The ledger's changed rows ride along with the spool's group commits.
@@ -251,6 +259,7 @@ fn spool(
         clock.clone(),
         metrics.clone(),
         Some(hook),
+        health,
     ));
     #[cfg(feature = "testing")]
     if let Some(wrap) = wrap {

@@ -69,6 +69,14 @@ pub enum EventKind {
     DeliveryDsn,
     /// What the next hop accepted (`delivered`) and refused for good (`bounced`) of one account's message: the scorer's bounce signal.
     DeliveryOutcome,
+    /// The spool refused to record what a delivery did: every worker stops
+    /// sending until it can (`messages` = outcomes kept, `error`).
+    DeliveryPaused,
+    /// The kept outcomes are on disk: delivery goes on (`messages`).
+    DeliveryResumed,
+    /// A worker or the commit thread panicked (`target` = which, `error` =
+    /// the panic's message); readiness turns red.
+    TaskPanicked,
 }
 
 impl EventKind {
@@ -112,6 +120,9 @@ impl EventKind {
         Self::DeliveryFailed,
         Self::DeliveryDsn,
         Self::DeliveryOutcome,
+        Self::DeliveryPaused,
+        Self::DeliveryResumed,
+        Self::TaskPanicked,
     ];
 
     /// The stable name in the log's `event` field.
@@ -154,6 +165,9 @@ impl EventKind {
             Self::DeliveryFailed => "delivery.failed",
             Self::DeliveryDsn => "delivery.dsn",
             Self::DeliveryOutcome => "delivery.outcome",
+            Self::DeliveryPaused => "delivery.paused",
+            Self::DeliveryResumed => "delivery.resumed",
+            Self::TaskPanicked => "task.panicked",
         }
     }
 
@@ -171,6 +185,8 @@ impl EventKind {
                 | Self::AccountUntrustedChange
                 | Self::AccountChangeRefused
                 | Self::Refusal
+                | Self::DeliveryPaused
+                | Self::TaskPanicked
         )
     }
 
@@ -230,6 +246,9 @@ pub struct Event {
     pub delivered: Option<usize>,
     /// Recipients the next hop refused for good (`DeliveryOutcome`).
     pub bounced: Option<usize>,
+    /// What went wrong, as the failing part said it (a store error, a
+    /// panic's message): never client input.
+    pub error: Option<String>,
 }
 
 impl Event {
@@ -259,6 +278,7 @@ impl Event {
             elapsed: None,
             delivered: None,
             bounced: None,
+            error: None,
         }
     }
 
@@ -270,6 +290,10 @@ impl Event {
     pub fn outcome(mut self, delivered: usize, bounced: usize) -> Self {
         self.delivered = Some(delivered);
         self.bounced = Some(bounced);
+        self
+    }
+    pub fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
         self
     }
     pub fn session(mut self, id: u64, ip: IpAddr) -> Self {
@@ -484,6 +508,7 @@ impl Listener for TracingEvents {
                     bounced = e.bounced,
                     stage = e.stage,
                     enhanced = e.enhanced.as_deref(),
+                    error = e.error.as_deref(),
                 )
             };
         }

@@ -283,7 +283,7 @@ fn serve_admin_and_metrics(
         (
             "Metrics",
             metrics_listener,
-            admin::metrics::router(app.metrics.clone(), app.store.clone()),
+            admin::metrics::router(app.metrics.clone(), app.store.clone(), app.health.clone()),
         ),
     ];
     for (kind, listener, router) in http {
@@ -341,8 +341,11 @@ impl Delivery {
                     delay_warning: config.delivery.delay_warning,
                 },
                 events: app.events.clone(),
+                health: app.health.clone(),
             })
         };
+        // The dispatcher (and the outbox writer) is a part readiness waits for.
+        let health = &app.health;
         match self {
             Self::Mx(mx, dkim) => {
                 tracing::info!(
@@ -352,7 +355,11 @@ impl Delivery {
                     connections_per_host = mx.per_host,
                 );
                 let transports = signed(delivery::MxTransport::pool(*mx), &dkim);
-                tracker.spawn(delivery::run_queue(runner(), transports, shutdown.clone()));
+                tracker.spawn(health.register(DISPATCHER).run(delivery::run_queue(
+                    runner(),
+                    transports,
+                    shutdown.clone(),
+                )));
             }
             Self::Relay(relay, dkim) => {
                 let relay_config = config
@@ -382,7 +389,11 @@ impl Delivery {
                     delivery::RelayTransport::pool(relay, relay_config.connections),
                     &dkim,
                 );
-                tracker.spawn(delivery::run_queue(runner(), transports, shutdown.clone()));
+                tracker.spawn(health.register(DISPATCHER).run(delivery::run_queue(
+                    runner(),
+                    transports,
+                    shutdown.clone(),
+                )));
             }
             Self::Outbox => {
                 let outbox = config.server.data_dir.join("outbox");
@@ -396,16 +407,22 @@ impl Delivery {
                 } else {
                     tracing::warn!(event = "delivery.outbox_mode", outbox = %outbox.display(), "delivery.mode = \"outbox\": messages stay in the local outbox folder");
                 }
-                tracker.spawn(delivery::run_outbox(
-                    app.spool.clone(),
-                    outbox,
-                    app.events.clone(),
-                    shutdown.clone(),
-                ));
+                tracker.spawn(
+                    health
+                        .register(delivery::runner::WORKER)
+                        .run(delivery::run_outbox(
+                            app.spool.clone(),
+                            outbox,
+                            app.events.clone(),
+                            shutdown.clone(),
+                        )),
+                );
             }
         }
     }
 }
+
+const DISPATCHER: &str = "delivery dispatcher";
 
 /// Wraps the transports in DKIM signing when keys are configured.
 fn signed(

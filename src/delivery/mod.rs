@@ -10,6 +10,7 @@ mod outbox;
 pub mod relay;
 pub mod runner;
 pub mod transport;
+mod unrecorded;
 
 pub use dkim::{DkimKeys, SigningTransport};
 pub use mx::{MxSettings, MxTransport};

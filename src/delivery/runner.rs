@@ -13,9 +13,12 @@
 //! worker (and the messages being accepted meanwhile) into one fsync. The
 //! message stays "in flight" until its outcome is durable, so it is never
 //! handed out twice.
+//!
+//! If that commit fails, the message was still sent: its outcome is kept in
+//! memory and retried (`unrecorded`), the message stays in flight, and no
+//! worker sends anything until the spool takes the outcomes.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,10 +28,13 @@ use tokio_util::task::TaskTracker;
 
 use super::dsn::{self, Action, Report};
 use super::transport::{Diagnostic, Outcome, Outgoing, Transport};
+use super::unrecorded::Unrecorded;
 use crate::clock::Clock;
 use crate::events::{Event, EventKind, Events};
 use crate::locks::Recover;
 use crate::spool::{QueueEntry, QueueId, QueueState, QueueWrite, RcptStatus, Spool};
+use crate::store::StoreError;
+use crate::telemetry::health::Health;
 
 /// How retries and reports work (the `[delivery]` keys).
 #[derive(Debug, Clone)]
@@ -54,10 +60,18 @@ pub struct Runner {
     pub clock: Arc<dyn Clock>,
     pub settings: QueueSettings,
     pub events: Arc<dyn Events>,
+    /// Every worker registers here (readiness); a panic in one is reported.
+    pub health: Arc<Health>,
 }
+
+/// The names the delivery tasks have for readiness and in `task.panicked`.
+pub const WORKER: &str = "delivery worker";
+pub const RETRY: &str = "delivery outcome retry";
 
 /// A worker closes its idle connection after this long without work.
 const IDLE: Duration = Duration::from_secs(10);
+/// How often a worker looks again whether the store takes writes.
+const WRITES_REFUSED: Duration = Duration::from_millis(250);
 /// Due messages read from the schedule per pass; a longer backlog is
 /// handed out slice by slice.
 const DUE_PER_PASS: usize = 1024;
@@ -67,7 +81,8 @@ const DUE_PER_PASS: usize = 1024;
 /// message that arrives.
 const GATHER: Duration = Duration::from_millis(5);
 
-/// Runs until `shutdown`: one dispatcher and one worker per transport.
+/// Runs until `shutdown`: one dispatcher and one worker per transport,
+/// and the task that retries outcomes the spool refused.
 pub async fn run_queue(
     runner: Arc<Runner>,
     transports: Vec<Box<dyn Transport>>,
@@ -76,19 +91,31 @@ pub async fn run_queue(
     let (jobs, queue) = mpsc::channel::<QueueId>(transports.len());
     let queue = Arc::new(tokio::sync::Mutex::new(queue));
     let in_flight: Arc<Mutex<HashSet<QueueId>>> = Arc::default();
+    let unrecorded = Arc::new(Unrecorded::new());
+    // Stopped after the workers, so it sees every outcome they kept.
+    let stop_retry = CancellationToken::new();
+    let retry = tokio::spawn(runner.health.register(RETRY).run(unrecorded.clone().retry(
+        runner.clone(),
+        in_flight.clone(),
+        stop_retry.clone(),
+    )));
     let workers = TaskTracker::new();
     for transport in transports {
-        workers.spawn(worker(
+        // A panic ends this worker only: reported, and readiness turns red.
+        workers.spawn(runner.health.register(WORKER).run(worker(
             runner.clone(),
             transport,
             queue.clone(),
             in_flight.clone(),
+            unrecorded.clone(),
             shutdown.clone(),
-        ));
+        )));
     }
     workers.close();
     dispatch(&runner, jobs, &in_flight, &shutdown).await;
     workers.wait().await;
+    stop_retry.cancel();
+    let _ = retry.await;
 }
 
 /// Lists the spool, sends every due message not already in flight to the
@@ -148,17 +175,25 @@ async fn worker(
     mut transport: Box<dyn Transport>,
     queue: Arc<tokio::sync::Mutex<mpsc::Receiver<QueueId>>>,
     in_flight: Arc<Mutex<HashSet<QueueId>>>,
+    unrecorded: Arc<Unrecorded>,
     shutdown: CancellationToken,
 ) {
     let commits = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
     let recorders = TaskTracker::new();
-    // Set by a recorder whose commit failed: the spool is failing, and
-    // delivering more would only send mail whose outcome cannot be kept.
-    let failing = Arc::new(AtomicBool::new(false));
     loop {
-        if failing.swap(false, Ordering::Relaxed) {
+        // Outcomes are waiting for the spool: whatever is sent now could
+        // not be recorded either.
+        if unrecorded.is_stalled() {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = unrecorded.resumed() => continue,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // Another write met an I/O error: the store takes none until it
+        // is reopened.
+        if !runner.spool.accepts_writes() {
+            tokio::select! {
+                _ = tokio::time::sleep(WRITES_REFUSED) => continue,
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -174,6 +209,12 @@ async fn worker(
                 continue;
             }
         };
+        if unrecorded.is_stalled() || !runner.spool.accepts_writes() {
+            // Handed out as the spool began to fail: not sent, so it goes
+            // back to the dispatcher.
+            in_flight.lock_or_recover().remove(&id);
+            continue;
+        }
         let attempted = match runner.attempt(&mut *transport, id).await {
             Ok(Some(attempted)) => attempted,
             Ok(None) => {
@@ -181,22 +222,34 @@ async fn worker(
                 continue;
             }
             Err(e) => {
+                // Nothing was sent: the message can be handed out again.
                 tracing::error!(event = "delivery.error", message_id = %id, error = %e);
                 in_flight.lock_or_recover().remove(&id);
                 // The spool is failing: do not spin on it.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
                 continue;
             }
         };
         let Ok(permit) = commits.clone().acquire_owned().await else {
             break;
         };
-        let (runner, in_flight, failing) = (runner.clone(), in_flight.clone(), failing.clone());
+        let (runner, in_flight, unrecorded) =
+            (runner.clone(), in_flight.clone(), unrecorded.clone());
         recorders.spawn(async move {
-            if !runner.record(attempted).await {
-                failing.store(true, Ordering::Relaxed);
+            match runner.record(attempted).await {
+                Ok(()) => {
+                    in_flight.lock_or_recover().remove(&id);
+                }
+                // Sent but not recorded: kept, and still in flight, so it
+                // is not handed out again.
+                Err((attempted, e)) => {
+                    tracing::error!(event = "delivery.error", message_id = %id, error = %e, "sent, but the outcome could not be recorded: kept, not sent again");
+                    unrecorded.keep(&runner, attempted, &e);
+                }
             }
-            in_flight.lock_or_recover().remove(&id);
             drop(permit);
         });
     }
@@ -217,6 +270,12 @@ pub struct Attempted {
     target: String,
     dsn_id: Option<QueueId>,
     finished: bool,
+}
+
+impl Attempted {
+    pub fn id(&self) -> QueueId {
+        self.entry.id
+    }
 }
 
 /// What one attempt did, for the events after the commit.
@@ -392,23 +451,31 @@ impl Runner {
     }
 
     /// Makes an attempt's outcome durable, then tells the events and the
-    /// scorer. If the spool fails (false), the recipients stay pending and
-    /// are tried again.
-    pub async fn record(&self, attempted: Attempted) -> bool {
-        let Attempted {
-            entry,
-            tally,
-            writes,
-            target,
-            dsn_id,
-            finished,
-        } = attempted;
+    /// scorer. If the spool fails, the attempt comes back with the error:
+    /// its recipients were sent, so it must be kept, not tried again.
+    pub async fn record(&self, attempted: Attempted) -> Result<(), (Attempted, StoreError)> {
+        self.record_all(vec![attempted])
+            .await
+            .map_err(|(mut back, e)| (back.remove(0), e))
+    }
+
+    /// `record` for several attempts, in one commit.
+    pub(super) async fn record_all(
+        &self,
+        attempts: Vec<Attempted>,
+    ) -> Result<(), (Vec<Attempted>, StoreError)> {
+        // A copy: on failure the writes are needed again.
+        let writes = attempts
+            .iter()
+            .flat_map(|a| a.writes.iter().cloned())
+            .collect();
         if let Err(e) = self.spool.apply(writes).await {
-            tracing::error!(event = "delivery.error", message_id = %entry.id, error = %e);
-            return false;
+            return Err((attempts, e));
         }
-        self.report(&entry, &tally, target, dsn_id, finished);
-        true
+        for a in attempts {
+            self.report(&a.entry, &a.tally, a.target, a.dsn_id, a.finished);
+        }
+        Ok(())
     }
 
     /// The events (the scorer hears the outcome), once the outcome is durable.

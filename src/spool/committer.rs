@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{CommitHook, QueueWrite};
 use crate::store::{Store, StoreError};
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 /// Caps one commit, so a burst of huge messages does not stall everyone.
@@ -24,6 +25,8 @@ const MAX_BATCH_WRITES: usize = 1024;
 const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// The longest a commit waits for messages still being received.
 const WINDOW: Duration = Duration::from_millis(5);
+/// Its name for readiness and in `task.panicked`.
+pub const THREAD: &str = "spool commit thread";
 /// With the hook's rows waiting and no commit coming, write them after this.
 const HOOK_FLUSH: Duration = Duration::from_secs(1);
 
@@ -49,13 +52,21 @@ impl Drop for Pending {
 }
 
 impl Committer {
-    pub fn start(store: Store, metrics: Arc<Metrics>, hook: Option<Arc<dyn CommitHook>>) -> Self {
+    /// Starts the commit thread. A panic in it is caught and reported
+    /// (`health`); the writes waiting then get an error, never a 250.
+    pub fn start(
+        store: Store,
+        metrics: Arc<Metrics>,
+        hook: Option<Arc<dyn CommitHook>>,
+        health: &Arc<Health>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = in_flight.clone();
+        let alive = health.register(THREAD);
         let thread = std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || run(store, rx, metrics, counter, hook))
+            .spawn(move || alive.run_blocking(|| run(store, rx, metrics, counter, hook)))
             .expect("spawn the spool commit thread");
         Self {
             jobs: Some(tx),
@@ -105,25 +116,26 @@ fn run(
             .filter(|w| matches!(w, QueueWrite::Insert { .. }))
             .count()
     };
+    // Messages answered with an I/O error, to remove once the store is
+    // reopened.
+    let mut undo: Vec<QueueWrite> = Vec::new();
     loop {
-        // With a hook, look at its rows every HOOK_FLUSH even when no
-        // commit comes: some change without one (delivery feedback, logins).
-        let first = if hook.is_some() {
-            match jobs.recv_timeout(HOOK_FLUSH) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if hook.as_ref().is_some_and(|h| h.has_dirty()) {
-                        commit_hook_rows(&store, &metrics, hook.as_deref());
-                    }
-                    continue;
+        // Another writer (an account change, the readiness probe) may have
+        // met the I/O error: the store refuses writes until reopened.
+        if store.failure().is_some() && !recover(&store, &jobs, &mut undo) {
+            break;
+        }
+        // Look at the hook's rows every HOOK_FLUSH even when no commit
+        // comes: some change without one (delivery feedback, logins).
+        let first = match jobs.recv_timeout(HOOK_FLUSH) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if hook.as_ref().is_some_and(|h| h.has_dirty()) {
+                    commit_hook_rows(&store, &metrics, hook.as_deref());
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                continue;
             }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let deadline = Instant::now() + WINDOW;
         let mut inserted = inserts(&first);
@@ -173,6 +185,15 @@ fn run(
                 }
             }
             Err(e) => {
+                let e = store.failed(e);
+                if e.needs_reopen() {
+                    // Refused, yet perhaps on disk (the data was written, its
+                    // fsync failed): taken out again once the store is back.
+                    undo.extend(flat.iter().filter_map(|w| match w {
+                        QueueWrite::Insert { entry, .. } => Some(QueueWrite::Remove(entry.id)),
+                        _ => None,
+                    }));
+                }
                 tracing::error!(event = "store.commit_failed", writes = flat.len(), error = %e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -182,6 +203,56 @@ fn run(
     }
     // Shutting down: what the hook still holds.
     commit_hook_rows(&store, &metrics, hook.as_deref());
+}
+
+/// The first wait before reopening the store after an I/O error; each
+/// failed reopen doubles it, up to `LAST_REOPEN`, so space freed is used
+/// within seconds.
+const FIRST_REOPEN: Duration = Duration::from_millis(250);
+const LAST_REOPEN: Duration = Duration::from_secs(2);
+
+/// The store refuses writes until it is reopened: answers every write
+/// meanwhile with its error (clients get 452 or 451, never 250), and tries
+/// to reopen it now and then. Once reopened, first removes the messages in
+/// `undo`: their commit failed, so their clients were told to send them
+/// again, but the data may have reached the disk all the same. False: the
+/// spool closed meanwhile.
+fn recover(store: &Store, jobs: &mpsc::Receiver<Job>, undo: &mut Vec<QueueWrite>) -> bool {
+    let mut wait = FIRST_REOPEN;
+    let mut tries = 0u32;
+    loop {
+        let until = Instant::now() + wait;
+        loop {
+            match jobs.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok((_, reply)) => {
+                    let _ = reply.send(Err(store.unavailable_error()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        tries += 1;
+        match store.reopen(undo) {
+            Ok(found) => {
+                let removed = found.iter().filter(|f| **f).count();
+                tracing::warn!(
+                    event = "store.reopened",
+                    tries,
+                    refused_removed = removed,
+                    "the store takes writes again"
+                );
+                undo.clear();
+                return true;
+            }
+            Err(e) => {
+                let e = store.failed(e);
+                if tries == 1 || tries.is_multiple_of(30) {
+                    tracing::error!(event = "store.reopen_failed", tries, error = %e, "the store still refuses writes; trying again");
+                }
+                wait = (wait * 2).min(LAST_REOPEN);
+            }
+        }
+    }
 }
 
 /// Writes every row the hook holds, in a commit of their own.
@@ -200,6 +271,7 @@ fn commit_hook_rows(store: &Store, metrics: &Metrics, hook: Option<&dyn CommitHo
                 .increment(written.len() as u64);
         }
         Err(e) => {
+            let e = store.failed(e);
             tracing::error!(event = "store.commit_failed", error = %e);
         }
     }

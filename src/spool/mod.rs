@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 pub use crate::store::record::queue::{
@@ -69,6 +70,13 @@ pub trait Spool: Send + Sync + 'static {
     async fn wait_for_work(&self, max: Duration);
     /// Unix seconds now, by the spool's clock.
     fn now(&self) -> u64;
+
+    /// False once a write failed in a way that stops every later one (an
+    /// I/O error), until the store takes writes again: delivery sends
+    /// nothing whose outcome it could not record.
+    fn accepts_writes(&self) -> bool {
+        true
+    }
 
     /// Announces a mail transaction (held from MAIL until its message is
     /// inserted or refused), so a group commit can wait for it.
@@ -128,18 +136,20 @@ pub struct StoreSpool {
 
 impl StoreSpool {
     pub fn new(store: Store, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        Self::with_hook(store, clock, metrics, None)
+        Self::with_hook(store, clock, metrics, None, &Health::new())
     }
 
-    /// A spool whose every commit also carries `hook`'s changed rows.
+    /// A spool whose every commit also carries `hook`'s changed rows; its
+    /// commit thread registers with `health`.
     pub fn with_hook(
         store: Store,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         hook: Option<Arc<dyn CommitHook>>,
+        health: &Arc<Health>,
     ) -> Self {
         Self {
-            committer: committer::Committer::start(store.clone(), metrics, hook),
+            committer: committer::Committer::start(store.clone(), metrics, hook, health),
             store,
             clock,
             last_id: AtomicU64::new(0),
@@ -225,6 +235,10 @@ impl Spool for StoreSpool {
 
     fn now(&self) -> u64 {
         self.clock.unix()
+    }
+
+    fn accepts_writes(&self) -> bool {
+        self.store.failure().is_none()
     }
 
     fn pending(&self) -> Option<Pending> {

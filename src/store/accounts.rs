@@ -14,7 +14,7 @@ pub struct AlsoWrite {
 
 impl Store {
     pub fn account_get(&self, address: &str) -> Result<Option<Account>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(ACCOUNTS)?;
         let Some(value) = table.get(address)? else {
             return Ok(None);
@@ -25,7 +25,10 @@ impl Store {
     /// Inserts a new account; `false` if the address is taken (by an
     /// account or an alias, also in `+tag` form).
     pub fn account_create(&self, account: &Account) -> Result<bool, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         {
             let mut table = tx.open_table(ACCOUNTS)?;
             let aliases = tx.open_table(ALIASES)?;
@@ -35,7 +38,7 @@ impl Store {
             let bytes = serde_json::to_vec(account)?;
             table.insert(account.address.as_str(), bytes.as_slice())?;
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(true)
     }
 
@@ -49,7 +52,10 @@ impl Store {
         address: &str,
         change: impl FnOnce(&mut Account, &mut AlsoWrite) -> Result<T, E>,
     ) -> Result<Option<Result<T, E>>, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         let result = {
             let mut table = tx.open_table(ACCOUNTS)?;
             let Some(value) = table.get(address)? else {
@@ -71,13 +77,13 @@ impl Store {
             }
         };
         if result.is_ok() {
-            tx.commit()?;
+            self.commit(tx)?;
         }
         Ok(Some(result))
     }
 
     pub fn account_list(&self) -> Result<Vec<Account>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(ACCOUNTS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -89,7 +95,10 @@ impl Store {
 
     /// Deletes an account and frees its aliases.
     pub fn account_delete(&self, address: &str) -> Result<bool, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         let existed = {
             let mut accounts = tx.open_table(ACCOUNTS)?;
             let mut aliases = tx.open_table(ALIASES)?;
@@ -102,7 +111,7 @@ impl Store {
             }
             removed.is_some()
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(existed)
     }
 }

@@ -113,7 +113,10 @@ impl Store {
             &mut Account,
         ) -> Result<Option<AliasChange>, StoreError>,
     ) -> Result<AliasChange, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         let outcome = {
             let mut accounts = tx.open_table(ACCOUNTS)?;
             let mut aliases = tx.open_table(ALIASES)?;
@@ -127,7 +130,7 @@ impl Store {
             write(&mut accounts, &account)?;
             AliasChange::Done(Box::new(account))
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(outcome)
     }
 }

@@ -69,7 +69,7 @@ impl Store {
         let _ = std::fs::remove_file(&tmp);
         let summary = {
             let target = create_private_db(&tmp)?;
-            copy_all(self.db(), &target)?
+            copy_all(&*self.db()?, &target)?
         };
         std::fs::rename(&tmp, path).map_err(|e| io_error("write", path, e))?;
         Ok(summary)

@@ -63,7 +63,7 @@ fn table(
 impl Store {
     /// Reads every table in one read transaction and checks each record.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let mut report = CheckReport::default();
         let mut seen = Seen::default();
         table(&mut report, "accounts", |r| {

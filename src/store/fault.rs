@@ -1,6 +1,7 @@
 //! Fault injection for the store's disk: a redb backend that can be told to
 //! fail its next fsyncs, as a dying disk or a full one would. Tests use it to
-//! prove that a failed commit is answered 451/452 and never 250.
+//! prove that a failed commit is answered 451/452 and never 250, and that a
+//! panic inside the store is caught and turns readiness red.
 
 use std::fmt;
 use std::ops::Bound;
@@ -17,6 +18,9 @@ pub enum Fault {
     Io,
     /// fsync fails with ENOSPC.
     NoSpace,
+    /// fsync panics, as a bug in the store library would: the thread
+    /// committing dies.
+    Panic,
 }
 
 /// Shared switch: flip it while the server runs.
@@ -33,8 +37,14 @@ impl FaultSwitch {
             Fault::None => 0,
             Fault::Io => 1,
             Fault::NoSpace => 2,
+            Fault::Panic => 3,
         };
         self.0.store(v, Ordering::SeqCst);
+    }
+
+    /// The error the next fsync gets, if any.
+    pub fn fault(&self) -> Option<std::io::Error> {
+        self.error()
     }
 
     fn error(&self) -> Option<std::io::Error> {
@@ -76,6 +86,9 @@ impl StorageBackend for FaultyBackend {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> IoResult<()> {
+        if self.switch.0.load(Ordering::SeqCst) == 3 {
+            panic!("injected panic in fsync (FaultSwitch)");
+        }
         match self.switch.error() {
             Some(e) => Err(e),
             None => self.inner.sync_data(),

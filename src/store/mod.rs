@@ -1,5 +1,7 @@
 //! The embedded store: one redb file in the data folder holding accounts and
 //! the spool. A commit returns only after fsync (`Durability::Immediate`).
+//! After an I/O error redb refuses every write until the file is opened
+//! again: `reopen` does that in the running process.
 //!
 //! The rest of the server sees this through the `Authenticator` and `Spool`
 //! seams, so a shared store can replace it without touching the protocol.
@@ -15,14 +17,17 @@ mod aliases;
 #[cfg(feature = "testing")]
 pub mod fault;
 mod queue;
+mod reopen;
 
 pub use accounts::AlsoWrite;
 pub use aliases::AliasChange;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::{Database, TableDefinition};
+
+use crate::locks::RecoverRw;
 
 pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 pub(crate) const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
@@ -51,6 +56,10 @@ pub enum StoreError {
     /// The disk is full: `452 4.3.1`.
     #[error("store: no space left on device ({0})")]
     NoSpace(String),
+    /// The disk failed (or failed before: redb then refuses every write
+    /// until the store is reopened): `451 4.3.0`.
+    #[error("store: I/O error ({0})")]
+    Io(String),
     /// Another process holds the store open.
     #[error("store {} is in use by another process", .0.display())]
     Locked(PathBuf),
@@ -83,10 +92,20 @@ fn is_no_space(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
+impl StoreError {
+    /// The store refuses writes after this until it is reopened.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, Self::NoSpace(_) | Self::Io(_))
+    }
+}
+
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
         match &e {
             redb::Error::Io(io) if is_no_space(io) => Self::NoSpace(e.to_string()),
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
+                Self::Io(e.to_string())
+            }
             _ => Self::Failed(e.to_string()),
         }
     }
@@ -116,8 +135,27 @@ impl From<serde_json::Error> for StoreError {
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     path: PathBuf,
+}
+
+/// What every clone of a `Store` sees: one database handle, replaced when
+/// the store is reopened.
+struct Shared {
+    /// None while the store is being reopened (or could not be).
+    db: RwLock<Option<Arc<Database>>>,
+    /// How the file is opened again.
+    backend: Backend,
+    /// The I/O error that stopped writes, until a reopen works.
+    failure: Mutex<Option<StoreError>>,
+}
+
+/// The disk under the store.
+#[derive(Clone)]
+enum Backend {
+    File,
+    #[cfg(feature = "testing")]
+    Faulty(Arc<fault::FaultSwitch>),
 }
 
 impl Store {
@@ -137,7 +175,7 @@ impl Store {
                 .create_with_backend(backend)
                 .map_err(|e| Self::open_error(e, &path))
         })?;
-        guarded(&path.clone(), || Self::init(opened, path))
+        guarded(&path.clone(), || Self::init(opened, path, Backend::File))
     }
 
     /// The store file, created 0600 in a 0700 folder when missing
@@ -161,9 +199,9 @@ impl Store {
         let inner =
             redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
         let db = Database::builder()
-            .create_with_backend(fault::FaultyBackend::new(inner, switch))
+            .create_with_backend(fault::FaultyBackend::new(inner, switch.clone()))
             .map_err(|e| Self::open_error(e, &path))?;
-        Self::init(db, path)
+        Self::init(db, path, Backend::Faulty(switch))
     }
 
     /// Opens an existing store; never creates one.
@@ -185,7 +223,7 @@ impl Store {
         let db = guarded(&path, || {
             Database::open(&path).map_err(|e| Self::open_error(e, &path))
         })?;
-        guarded(&path.clone(), || Self::init(db, path))
+        guarded(&path.clone(), || Self::init(db, path, Backend::File))
     }
 
     /// The error names the store file (a bare "Permission denied" does
@@ -203,7 +241,21 @@ impl Store {
         }
     }
 
-    fn init(db: Database, path: PathBuf) -> Result<Self, StoreError> {
+    fn init(db: Database, path: PathBuf, backend: Backend) -> Result<Self, StoreError> {
+        Self::create_tables(&db)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db: RwLock::new(Some(Arc::new(db))),
+                backend,
+                failure: Mutex::new(None),
+            }),
+            path,
+        })
+    }
+
+    /// Every table exists (one write transaction: it also proves the store
+    /// takes a write).
+    fn create_tables(db: &Database) -> Result<(), StoreError> {
         let tx = db.begin_write()?;
         tx.open_table(ACCOUNTS)?;
         tx.open_table(QUEUE)?;
@@ -213,23 +265,31 @@ impl Store {
         tx.open_table(ALIASES)?;
         queue::build_schedule_once(&tx)?;
         tx.commit()?;
-        Ok(Self {
-            db: Arc::new(db),
-            path,
-        })
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The database handle; an error while the store is being reopened.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.shared
+            .db
+            .read_or_recover()
+            .clone()
+            .ok_or_else(|| self.unavailable())
+    }
+
+    /// Commits `tx`; an I/O error is remembered (the store then refuses
+    /// writes until it is reopened).
+    pub(crate) fn commit(&self, tx: redb::WriteTransaction) -> Result<(), StoreError> {
+        tx.commit().map_err(|e| self.failed(e.into()))
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         use redb::ReadableDatabase;
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(META)?;
         Ok(table.get(key)?.map(|v| v.value().to_vec()))
     }
@@ -237,7 +297,7 @@ impl Store {
     /// One account's scorer state.
     pub fn policy_state(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
         use redb::ReadableDatabase;
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(POLICY)?;
         Ok(table.get(account)?.map(|v| v.value().to_vec()))
     }
@@ -245,7 +305,7 @@ impl Store {
     /// Every account's scorer state.
     pub fn policy_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable};
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(POLICY)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -256,9 +316,11 @@ impl Store {
     }
 
     pub fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         tx.open_table(META)?.insert(key, value)?;
-        tx.commit()?;
-        Ok(())
+        self.commit(tx)
     }
 }

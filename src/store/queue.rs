@@ -40,6 +40,96 @@ pub(super) fn build_schedule_once(tx: &redb::WriteTransaction) -> Result<(), Sto
     Ok(())
 }
 
+/// Applies `writes` in `tx`: queue, bodies, scorer rows and the schedule.
+/// Each result says whether the write found (or created) its message.
+pub(super) fn write_queue<'a>(
+    tx: &redb::WriteTransaction,
+    writes: impl Iterator<Item = &'a QueueWrite>,
+) -> Result<Vec<bool>, StoreError> {
+    let mut results = Vec::new();
+    {
+        let mut queue = tx.open_table(QUEUE)?;
+        let mut bodies = tx.open_table(BODIES)?;
+        let mut policy = tx.open_table(POLICY)?;
+        let mut schedule = tx.open_table(SCHEDULE)?;
+        let stored =
+            |queue: &redb::Table<u64, &[u8]>, id: u64| -> Result<Option<QueueEntry>, StoreError> {
+                match queue.get(id)? {
+                    Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+                    None => Ok(None),
+                }
+            };
+        // Moves an entry's schedule key from `old` to `new`.
+        let mut reschedule =
+            |old: Option<(u64, u64)>, new: Option<(u64, u64)>| -> Result<(), StoreError> {
+                if old != new {
+                    if let Some(key) = old {
+                        schedule.remove(key)?;
+                    }
+                    if let Some(key) = new {
+                        schedule.insert(key, ())?;
+                    }
+                }
+                Ok(())
+            };
+        for write in writes {
+            let found = match write {
+                // Always a fresh id (`Spool::new_id`): nothing to unschedule.
+                QueueWrite::Insert { entry, body } => {
+                    queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
+                    bodies.insert(entry.id.0, body.as_slice())?;
+                    reschedule(None, slot(entry))?;
+                    true
+                }
+                QueueWrite::Update(entry) => match stored(&queue, entry.id.0)? {
+                    Some(old) => {
+                        queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
+                        reschedule(slot(&old), slot(entry))?;
+                        true
+                    }
+                    None => false,
+                },
+                QueueWrite::Progress(entry) => match stored(&queue, entry.id.0)? {
+                    Some(old) => {
+                        let mut entry = entry.clone();
+                        entry.state = old.state;
+                        queue.insert(entry.id.0, serde_json::to_vec(&entry)?.as_slice())?;
+                        reschedule(slot(&old), slot(&entry))?;
+                        true
+                    }
+                    None => false,
+                },
+                QueueWrite::SetState(id, state) => match stored(&queue, id.0)? {
+                    Some(old) => {
+                        let mut entry = old.clone();
+                        entry.state = *state;
+                        queue.insert(id.0, serde_json::to_vec(&entry)?.as_slice())?;
+                        reschedule(slot(&old), slot(&entry))?;
+                        true
+                    }
+                    None => false,
+                },
+                QueueWrite::PolicyState { account, state } => {
+                    match state {
+                        Some(bytes) => policy.insert(account.as_str(), bytes.as_slice())?,
+                        None => policy.remove(account.as_str())?,
+                    };
+                    true
+                }
+                QueueWrite::Remove(id) => {
+                    // An unreadable row was never scheduled; remove it anyway.
+                    let old = stored(&queue, id.0).ok().flatten();
+                    bodies.remove(id.0)?;
+                    reschedule(old.as_ref().and_then(slot), None)?;
+                    queue.remove(id.0)?.is_some()
+                }
+            };
+            results.push(found);
+        }
+    }
+    Ok(results)
+}
+
 impl Store {
     /// Applies every write in one transaction; durable once this returns.
     /// Each result says whether the write found (or created) its message.
@@ -57,96 +147,18 @@ impl Store {
         writes: &[QueueWrite],
         more: impl FnOnce() -> Vec<QueueWrite>,
     ) -> Result<Vec<bool>, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self
+            .db()?
+            .begin_write()
+            .map_err(|e| self.failed(e.into()))?;
         let more = more();
-        let mut results = Vec::with_capacity(writes.len() + more.len());
-        {
-            let mut queue = tx.open_table(QUEUE)?;
-            let mut bodies = tx.open_table(BODIES)?;
-            let mut policy = tx.open_table(POLICY)?;
-            let mut schedule = tx.open_table(SCHEDULE)?;
-            let stored = |queue: &redb::Table<u64, &[u8]>,
-                          id: u64|
-             -> Result<Option<QueueEntry>, StoreError> {
-                match queue.get(id)? {
-                    Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
-                    None => Ok(None),
-                }
-            };
-            // Moves an entry's schedule key from `old` to `new`.
-            let mut reschedule =
-                |old: Option<(u64, u64)>, new: Option<(u64, u64)>| -> Result<(), StoreError> {
-                    if old != new {
-                        if let Some(key) = old {
-                            schedule.remove(key)?;
-                        }
-                        if let Some(key) = new {
-                            schedule.insert(key, ())?;
-                        }
-                    }
-                    Ok(())
-                };
-            for write in writes.iter().chain(&more) {
-                let found = match write {
-                    // Always a fresh id (`Spool::new_id`): nothing to unschedule.
-                    QueueWrite::Insert { entry, body } => {
-                        queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
-                        bodies.insert(entry.id.0, body.as_slice())?;
-                        reschedule(None, slot(entry))?;
-                        true
-                    }
-                    QueueWrite::Update(entry) => match stored(&queue, entry.id.0)? {
-                        Some(old) => {
-                            queue.insert(entry.id.0, serde_json::to_vec(entry)?.as_slice())?;
-                            reschedule(slot(&old), slot(entry))?;
-                            true
-                        }
-                        None => false,
-                    },
-                    QueueWrite::Progress(entry) => match stored(&queue, entry.id.0)? {
-                        Some(old) => {
-                            let mut entry = entry.clone();
-                            entry.state = old.state;
-                            queue.insert(entry.id.0, serde_json::to_vec(&entry)?.as_slice())?;
-                            reschedule(slot(&old), slot(&entry))?;
-                            true
-                        }
-                        None => false,
-                    },
-                    QueueWrite::SetState(id, state) => match stored(&queue, id.0)? {
-                        Some(old) => {
-                            let mut entry = old.clone();
-                            entry.state = *state;
-                            queue.insert(id.0, serde_json::to_vec(&entry)?.as_slice())?;
-                            reschedule(slot(&old), slot(&entry))?;
-                            true
-                        }
-                        None => false,
-                    },
-                    QueueWrite::PolicyState { account, state } => {
-                        match state {
-                            Some(bytes) => policy.insert(account.as_str(), bytes.as_slice())?,
-                            None => policy.remove(account.as_str())?,
-                        };
-                        true
-                    }
-                    QueueWrite::Remove(id) => {
-                        // An unreadable row was never scheduled; remove it anyway.
-                        let old = stored(&queue, id.0).ok().flatten();
-                        bodies.remove(id.0)?;
-                        reschedule(old.as_ref().and_then(slot), None)?;
-                        queue.remove(id.0)?.is_some()
-                    }
-                };
-                results.push(found);
-            }
-        }
-        tx.commit()?;
+        let results = write_queue(&tx, writes.iter().chain(&more))?;
+        self.commit(tx)?;
         Ok(results)
     }
 
     pub fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(QUEUE)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -163,7 +175,7 @@ impl Store {
         now: u64,
         limit: usize,
     ) -> Result<(Vec<QueueId>, Option<u64>), StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let schedule = tx.open_table(SCHEDULE)?;
         let mut due = Vec::new();
         for row in schedule.range(..(now.saturating_add(1), 0))?.take(limit) {
@@ -179,7 +191,7 @@ impl Store {
     }
 
     pub fn queue_get(&self, id: QueueId) -> Result<Option<QueueEntry>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(QUEUE)?;
         match table.get(id.0)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
@@ -188,7 +200,7 @@ impl Store {
     }
 
     pub fn queue_body(&self, id: QueueId) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db().begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let table = tx.open_table(BODIES)?;
         Ok(table.get(id.0)?.map(|v| v.value().to_vec()))
     }

@@ -96,6 +96,10 @@ const HELP: &[(&str, &str)] = &[
         SMTP_REJECTS,
         "Every 4xx/5xx reply an SMTP session sent, by stage, code and reason.",
     ),
+    (
+        TASK_PANICS,
+        "Panics caught in a delivery worker or the spool commit thread, by part.",
+    ),
 ];
 pub const QUEUE_DEPTH: &str = "mailwarden_queue_messages";
 pub const QUEUE_HELD: &str = "mailwarden_queue_held_messages";
@@ -105,6 +109,8 @@ pub const BLOCKS: &str = "mailwarden_account_blocks_total";
 pub const UNBLOCKS: &str = "mailwarden_account_unblocks_total";
 /// Every 4xx/5xx an SMTP session sent, by stage, code and reason.
 pub const SMTP_REJECTS: &str = "mailwarden_smtp_rejects_total";
+/// Panics caught in a worker or the commit thread, by part.
+pub const TASK_PANICS: &str = "mailwarden_task_panics_total";
 
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -230,6 +236,10 @@ impl Listener for MetricsEvents {
                 m.counter(BLOCKS, &[("kind", kind)]).increment(1)
             }
             EventKind::AccountUnblocked => m.counter(UNBLOCKS, &[]).increment(1),
+            EventKind::TaskPanicked => {
+                let task = event.target.clone().unwrap_or_default();
+                m.counter(TASK_PANICS, &[("task", task)]).increment(1)
+            }
             // Bounded labels: a fixed set of stages and reasons, and codes.
             EventKind::Refusal => m
                 .counter(

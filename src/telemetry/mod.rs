@@ -1,7 +1,8 @@
 //! Logging set-up: human-readable on a terminal, one JSON object per line
 //! with `--log-format json`. `RUST_LOG` overrides the level. Metric names
-//! live in `metrics`.
+//! live in `metrics`; which parts are alive (readiness) in `health`.
 
+pub mod health;
 pub mod metrics;
 
 use clap::ValueEnum;

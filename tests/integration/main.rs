@@ -20,6 +20,7 @@ mod pipelining;
 mod policy;
 mod portal;
 mod proxy;
+mod readiness;
 mod real_clients;
 mod recovery;
 mod relay;

@@ -14,12 +14,14 @@ wins; "times" limits how often a rule fires (0 or absent: always):
   [{"when": "rcpt", "match": "bounce@", "reply": "550 5.1.1 No such user"},
    {"when": "rcpt", "match": "later@", "reply": "451 4.3.0 Try again later", "times": 1},
    {"when": "data", "match": "slow@", "reply": "451 4.3.0 Not now", "times": 2},
-   {"when": "data", "match": "crash@", "kill": "after_reply", "times": 1}]
+   {"when": "data", "match": "crash@", "kill": "after_reply", "times": 1},
+   {"when": "data", "match": "wait@", "delay": 2.0}]
 
 "match" is a regular expression searched in the recipient address (for data
 rules: in any accepted recipient). A "kill" rule stores the message, then
 sends SIGKILL to the pid in --kill-pidfile: "before_reply" kills before the
-250 is sent, "after_reply" right after it.
+250 is sent, "after_reply" right after it. A "delay" rule stores the
+message, then waits that many seconds before its 250.
 
 Usage: sink.py DIR [--host 127.0.0.X] [--port N] [--tls none|starttls|implicit --cert PEM --key PEM]
                    [--auth USER:PASS] [--no-8bitmime] [--no-smtputf8]
@@ -132,6 +134,8 @@ class Handler:
         reply = "250 2.0.0 Ok: queued as %s" % qid
         self.log(session, "DATA", ",".join(envelope.rcpt_tos), reply)
         print("sink: #%s from=<%s> to=%s" % (qid, envelope.mail_from, ",".join(envelope.rcpt_tos)), flush=True)
+        if rule and rule.get("delay"):
+            await asyncio.sleep(rule["delay"])
         if rule and rule.get("kill"):
             if rule["kill"] == "before_reply":
                 self.kill()

@@ -151,7 +151,7 @@ pub struct RcptState {
 }
 
 /// One change to the spool; a batch of them is one commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum QueueWrite {
     Insert {
         entry: QueueEntry,

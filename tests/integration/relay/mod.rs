@@ -5,6 +5,7 @@
 mod crash;
 mod delivery;
 mod rate;
+mod store_faults;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
