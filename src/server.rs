@@ -44,6 +44,9 @@ pub struct Running {
     ledger: Arc<Ledger>,
     smtp: Arc<SmtpShared>,
     config: Config,
+    /// The config file's text as the server started with it: SIGHUP names
+    /// the keys changed since that it cannot apply.
+    config_text: Option<String>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -87,6 +90,10 @@ pub async fn start_with(
         ledger: app.ledger.clone(),
         smtp: smtp.clone(),
         config: config.clone(),
+        config_text: match &config.source {
+            ConfigSource::File(path) => std::fs::read_to_string(path).ok(),
+            ConfigSource::EmbeddedDefault => None,
+        },
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     };
@@ -457,6 +464,9 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         })
 }
 
+/// What SIGHUP applies: the certificate and the outbound policy.
+const RELOADABLE: &[&str] = &["policy", "tls.cert", "tls.key"];
+
 impl Running {
     /// Stops accepting, answers 421 to idle sessions, waits for the rest.
     pub async fn shutdown(self) {
@@ -475,16 +485,28 @@ impl Running {
 
     /// SIGHUP: reads the config file again and applies its certificate and
     /// `[policy]`. Open connections keep their TLS session; new ones get
-    /// the new certificate. Anything wrong keeps the old settings.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let config = match &self.config.source {
-            ConfigSource::File(path) => Config::load(path)?,
-            ConfigSource::EmbeddedDefault => self.config.clone(),
+    /// the new certificate. Anything wrong keeps the old settings. Returns
+    /// the keys changed since the start that only a restart applies.
+    pub fn reload(&self) -> anyhow::Result<Vec<String>> {
+        let (config, text) = match &self.config.source {
+            ConfigSource::File(path) => (Config::load(path)?, std::fs::read_to_string(path).ok()),
+            ConfigSource::EmbeddedDefault => (self.config.clone(), None),
         };
         let tls = tls::server_config(&config)?;
         *self.smtp.tls.write_or_recover() = TlsAcceptor::from(tls);
         self.ledger.set_config(config.policy.clone());
-        Ok(())
+        let unapplied = match (&self.config_text, &text) {
+            (Some(old), Some(new)) => crate::config::diff::changed_keys(old, new)
+                .into_iter()
+                .filter(|k| {
+                    !RELOADABLE
+                        .iter()
+                        .any(|r| k == r || k.starts_with(&format!("{r}.")))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(unapplied)
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down; SIGHUP reloads.
@@ -492,12 +514,24 @@ impl Running {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
+        // From here on SIGHUP reloads and SIGTERM stops cleanly (before,
+        // their default actions end the process).
+        tracing::info!(event = "server.signals_ready");
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => match self.reload() {
-                    Ok(()) => tracing::info!(event = "server.reloaded", "certificate and [policy] reloaded"),
+                    Ok(unapplied) => {
+                        if !unapplied.is_empty() {
+                            tracing::warn!(
+                                event = "server.reload_incomplete",
+                                keys = %unapplied.join(","),
+                                "these changed keys take effect only after a restart"
+                            );
+                        }
+                        tracing::info!(event = "server.reloaded", "certificate and [policy] reloaded")
+                    }
                     Err(e) => tracing::error!(event = "server.reload_failed", error = %format!("{e:#}"), "kept the previous settings"),
                 },
             }

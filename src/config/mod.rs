@@ -9,6 +9,7 @@
 mod accounts;
 mod autoconfig;
 mod delivery;
+pub mod diff;
 mod listeners;
 mod lockout;
 mod parse;

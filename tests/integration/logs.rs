@@ -541,3 +541,43 @@ fn every_event_kind_is_one_json_object_with_one_key_per_field() {
         assert_eq!(v["target"], "relay:smtp.example.net", "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_names_the_changed_keys_it_cannot_apply() {
+    use crate::common::serve::ServeProcess;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailwarden.toml");
+    std::fs::write(&config, test_config_text("")).unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    server
+        .wait_log("server.signals_ready", |log| {
+            log.iter().any(|v| v["event"] == "server.signals_ready")
+        })
+        .await;
+    // A key only a restart applies, and a [policy] key SIGHUP applies.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[smtp]\nmax_message_size = 12345\n\n[policy]\nblock_score = 20.0\n"),
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    server
+        .wait_log("server.reloaded", |log| {
+            log.iter().any(|v| v["event"] == "server.reloaded")
+        })
+        .await;
+    let log = server.log();
+    let incomplete: Vec<_> = log
+        .iter()
+        .filter(|v| v["event"] == "server.reload_incomplete")
+        .collect();
+    assert_eq!(incomplete.len(), 1, "{log:#?}");
+    assert_eq!(incomplete[0]["keys"], "smtp.max_message_size");
+    assert_eq!(incomplete[0]["level"], "WARN");
+    server.stop();
+}
