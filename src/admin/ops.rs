@@ -111,6 +111,10 @@ pub enum Request {
     QueueRetry {
         id: String,
     },
+    /// Every queued message now, or those with a recipient at `domain`.
+    QueueRetryMany {
+        domain: Option<String>,
+    },
     QueueRelease {
         id: String,
     },
@@ -154,6 +158,7 @@ impl Request {
             Self::QueueList { .. } => "queue_list",
             Self::QueueShow { .. } => "queue_show",
             Self::QueueRetry { .. } => "queue_retry",
+            Self::QueueRetryMany { .. } => "queue_retry_many",
             Self::QueueRelease { .. } => "queue_release",
             Self::QueueDelete { .. } => "queue_delete",
             Self::Backup { .. } => "backup",
@@ -657,6 +662,32 @@ impl Ops {
                 entry.next_attempt = 0;
                 self.spool.apply(vec![QueueWrite::Update(entry)]).await?;
                 Ok(json!({"id": id, "retry": "now"}))
+            }
+            Request::QueueRetryMany { domain } => {
+                let domain = domain.map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase());
+                let at_domain = |address: &str| match &domain {
+                    None => true,
+                    Some(d) => address
+                        .rsplit_once('@')
+                        .is_some_and(|(_, host)| host.eq_ignore_ascii_case(d)),
+                };
+                let writes: Vec<QueueWrite> = self
+                    .spool
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.state == QueueState::Queued)
+                    .filter(|e| e.envelope.recipients.iter().any(|r| at_domain(&r.address)))
+                    .map(|mut e| {
+                        e.next_attempt = 0;
+                        QueueWrite::Update(e)
+                    })
+                    .collect();
+                let n = writes.len();
+                if n > 0 {
+                    self.spool.apply(writes).await?;
+                }
+                Ok(json!({"retried": n, "domain": domain}))
             }
             Request::QueueRelease { id } => {
                 let id = queue_id(&id)?;

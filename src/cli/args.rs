@@ -236,8 +236,17 @@ pub enum QueueCommand {
     },
     /// Show one message's envelope, state and header.
     Show { id: String },
-    /// Try to deliver a message now.
-    Retry { id: String },
+    /// Try to deliver a message now; or with --all every queued message,
+    /// or with --domain those with a recipient at DOMAIN (held mail stays
+    /// held).
+    Retry {
+        #[arg(required_unless_present_any = ["all", "domain"], conflicts_with_all = ["all", "domain"])]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "domain")]
+        all: bool,
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
+    },
     /// Release a held message for delivery.
     Release { id: String },
     /// Delete a message from the queue (it is not delivered).

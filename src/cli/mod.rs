@@ -122,7 +122,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let request = match command {
                 QueueCommand::List { held } => Request::QueueList { held },
                 QueueCommand::Show { id } => Request::QueueShow { id },
-                QueueCommand::Retry { id } => Request::QueueRetry { id },
+                QueueCommand::Retry { id: Some(id), .. } => Request::QueueRetry { id },
+                QueueCommand::Retry {
+                    id: None, domain, ..
+                } => Request::QueueRetryMany { domain },
                 QueueCommand::Release { id } => Request::QueueRelease { id },
                 QueueCommand::Delete { id } => Request::QueueDelete { id },
             };

@@ -79,6 +79,13 @@ pub(super) fn describe(request: &Request) -> Describe {
         Request::QueueRetry { .. } => {
             Box::new(move |v| format!("{} will be retried now", s(v, "id")))
         }
+        Request::QueueRetryMany { .. } => Box::new(move |v| match v["domain"].as_str() {
+            Some(d) => format!(
+                "{} queued messages to {d} will be retried now",
+                v["retried"]
+            ),
+            None => format!("{} queued messages will be retried now", v["retried"]),
+        }),
         Request::QueueRelease { .. } => Box::new(move |v| format!("released {}", s(v, "id"))),
         Request::QueueDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "id"))),
         Request::StoreCheck => Box::new(|v| {

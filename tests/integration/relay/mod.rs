@@ -5,6 +5,7 @@
 mod crash;
 mod delivery;
 mod rate;
+mod retry;
 mod store_faults;
 
 use std::io::{BufRead, BufReader};
