@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod events;
 pub mod files;
 pub mod locks;
+pub mod memory;
 pub mod policy;
 pub mod portal;
 pub mod secrets;

@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    mailwarden::memory::return_large_blocks();
     mailwarden::tls::install_provider();
     let cli = mailwarden::cli::Cli::parse();
     match mailwarden::cli::run(cli) {

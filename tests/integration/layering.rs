@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "locks",
             "cms",
             "files",
+            "memory",
         ],
     ),
 ];
