@@ -363,3 +363,20 @@ async fn dovecot_device_password_login_costs_at_most_5ms_over_a_passwd_file() {
         "device-password login {through:.2} ms vs passwd-file {own:.2} ms"
     );
 }
+
+#[test]
+fn dovecot_conf_in_the_operator_guide_is_the_tested_one() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/operator-guide.md"
+    ))
+    .unwrap();
+    assert!(guide.contains(&format!("```\n{}```", dovecot::CONF_SNIPPET)));
+    // The script's two settings, as the guide names them.
+    for line in [
+        "http://127.0.0.1:8091/dovecot/auth",
+        "/etc/dovecot/mailwarden.token",
+    ] {
+        assert!(dovecot::LUA_SCRIPT.contains(line) && guide.contains(line));
+    }
+}
