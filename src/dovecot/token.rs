@@ -42,3 +42,33 @@ pub(super) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     };
     given.as_bytes().ct_eq(token.as_bytes()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_must_be_long_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m));
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        mode(0o644).unwrap();
+        assert!(read_token(&path).is_err(), "world-readable");
+        mode(0o640).unwrap();
+        assert_eq!(
+            read_token(&path).unwrap(),
+            "0123456789abcdef0123456789abcdef"
+        );
+        std::fs::write(&path, "short").unwrap();
+        assert!(read_token(&path).is_err(), "too short");
+        assert!(read_token(&dir.path().join("missing")).is_err());
+
+        let mut headers = HeaderMap::new();
+        assert!(!bearer_matches(&headers, "secret"));
+        headers.insert(header::AUTHORIZATION, "Bearer secreT".parse().unwrap());
+        assert!(!bearer_matches(&headers, "secret"));
+        headers.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
+        assert!(bearer_matches(&headers, "secret"));
+    }
+}

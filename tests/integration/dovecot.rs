@@ -25,9 +25,21 @@ async fn with_dovecot(
     Dovecot,
     tempfile::TempDir,
 )> {
+    with_dovecot_and(clock, "").await
+}
+
+async fn with_dovecot_and(
+    clock: bool,
+    more: &str,
+) -> Option<(
+    TestServer,
+    Option<std::sync::Arc<ManualClock>>,
+    Dovecot,
+    tempfile::TempDir,
+)> {
     let binary = dovecot::binary()?;
     let keys = tempfile::tempdir().unwrap();
-    let extra = dovecot::mailwarden_config(&dovecot::write_token(keys.path()));
+    let extra = dovecot::mailwarden_config(&dovecot::write_token(keys.path())) + more;
     let (server, clock) = match clock {
         true => {
             let (s, c) = server_with_clock(&extra).await;
@@ -191,6 +203,45 @@ async fn dovecot_during_a_policy_block_only_networks_that_may_lift_it_read_mail(
         .filter(|e| e.name() == "auth.failure" && e.reason.as_deref() == Some("blocked_network"))
         .count();
     assert_eq!(refused, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dovecot_an_operator_block_refuses_imap_only_when_configured() {
+    let operator = || BlockRequest {
+        kind: BlockKind::Operator,
+        reason: "reported phishing".into(),
+        detail: None,
+        abuse_networks: Vec::new(),
+    };
+    // By default an operator block stops sending, not reading mail.
+    let Some((server, _, imap, _keys)) = with_dovecot(false).await else {
+        return;
+    };
+    server
+        .accounts()
+        .block(ALICE, operator(), &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(imap.login("127.0.0.2", ALICE, PASSWORD).await, "OK");
+    drop((server, imap));
+
+    let Some((server, _, imap, _keys)) =
+        with_dovecot_and(false, "refuse_during_operator_block = true\n").await
+    else {
+        return;
+    };
+    server
+        .accounts()
+        .block(ALICE, operator(), &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(imap.login("127.0.0.2", ALICE, PASSWORD).await, "FAILED");
+    server
+        .accounts()
+        .unblock(ALICE, &Origin::ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(imap.login("127.0.0.2", ALICE, PASSWORD).await, "OK");
 }
 
 /// `doveadm pw` output for `secret123`, one per supported scheme
