@@ -165,6 +165,39 @@ async fn dovecot_wrong_imap_passwords_count_towards_the_smtp_lockout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dovecot_a_full_argon2_queue_is_a_temporary_failure() {
+    // As small as the queue gets (one place per core).
+    let Some((_server, _, imap, _keys)) =
+        with_dovecot_and(false, "[lockout]\nauth_queue = 1\n").await
+    else {
+        return;
+    };
+    let sources: Vec<String> = (10..26).map(|i| format!("127.0.0.{i}")).collect();
+    let attempts: Vec<Attempt> = sources
+        .iter()
+        .map(|from| Attempt {
+            from,
+            user: ALICE,
+            password: PASSWORD,
+        })
+        .collect();
+    let results: Vec<String> = imap
+        .logins(&attempts, true)
+        .await
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    assert!(
+        results.iter().all(|r| r == "OK" || r == "TEMPFAIL"),
+        "{results:?}"
+    );
+    assert!(results.iter().any(|r| r == "TEMPFAIL"), "{results:?}");
+    assert!(results.iter().any(|r| r == "OK"), "{results:?}");
+    // A busy answer is not a failure: nobody is locked out.
+    assert_eq!(imap.login("127.0.0.10", ALICE, PASSWORD).await, "OK");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn dovecot_during_a_policy_block_only_networks_that_may_lift_it_read_mail() {
     let Some((server, clock, imap, _keys)) = with_dovecot(true).await else {
         return;
