@@ -27,6 +27,9 @@ pub enum SchemeError {
     NoScheme,
     #[error("the {0} hash is malformed")]
     Malformed(&'static str),
+    /// A cost no login should pay (each verify runs on the AUTH queue).
+    #[error("the {0} hash costs more than mailwarden verifies (at most {1})")]
+    TooCostly(&'static str, &'static str),
 }
 
 impl Scheme {
@@ -87,7 +90,44 @@ pub fn parse(value: &str) -> Result<(Scheme, String), SchemeError> {
     if !scheme.matches(hash) || !well_formed(scheme, hash) {
         return Err(SchemeError::Malformed(scheme.name()));
     }
+    if let Some(limit) = too_costly(scheme, hash) {
+        return Err(SchemeError::TooCostly(scheme.name(), limit));
+    }
     Ok((scheme, hash.to_string()))
+}
+
+/// The most an imported hash may cost, well above Dovecot's defaults
+/// (5000 rounds, bcrypt 05, argon2 32-64 MiB): past them one verify takes
+/// seconds or a large part of the server's memory.
+const MAX_SHA_ROUNDS: u32 = 1_000_000;
+const MAX_BCRYPT_COST: u32 = 14;
+const MAX_ARGON2_KIB: u32 = 256 * 1024;
+const MAX_ARGON2_PASSES: u32 = 16;
+
+/// The limit `hash` is over, if any.
+fn too_costly(scheme: Scheme, hash: &str) -> Option<&'static str> {
+    match scheme {
+        Scheme::Sha512Crypt | Scheme::Sha256Crypt => {
+            let rounds = hash[3..]
+                .strip_prefix("rounds=")
+                .and_then(|r| r.split('$').next())
+                .and_then(|r| r.parse::<u32>().ok());
+            rounds
+                .is_some_and(|r| r > MAX_SHA_ROUNDS)
+                .then_some("rounds=1000000")
+        }
+        Scheme::BlfCrypt => hash
+            .get(4..6)
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_none_or(|cost| cost > MAX_BCRYPT_COST)
+            .then_some("cost 14"),
+        Scheme::Argon2i | Scheme::Argon2id => {
+            let parsed = PasswordHash::new(hash).ok()?;
+            let get = |k: &str| parsed.params.get_decimal(k).unwrap_or(u32::MAX);
+            (get("m") > MAX_ARGON2_KIB || get("t") > MAX_ARGON2_PASSES || get("p") > 16)
+                .then_some("m=262144,t=16,p=16")
+        }
+    }
 }
 
 fn well_formed(scheme: Scheme, hash: &str) -> bool {
@@ -185,5 +225,25 @@ mod tests {
             parse("{BLF-CRYPT}$2y$05$short"),
             Err(SchemeError::Malformed("BLF-CRYPT"))
         );
+        // Costs no login should pay.
+        for (value, name) in [
+            (
+                "{SHA512-CRYPT}$6$rounds=999999999$Agfnv3WFlmzl1Pc.$AZzA/r0eol2ILbcQh0UCexI0kDORLPHv34Xg8cZlFXxPC7/o9cIIOiongoFM/q0gsQHJWL/eQWOiAG7X4EiFJ0",
+                "SHA512-CRYPT",
+            ),
+            (
+                "{BLF-CRYPT}$2y$20$KkACu2QIU/o4GgTwce539eOsY2Qj6BXleyauIeyFfjAxHN3xnguyu",
+                "BLF-CRYPT",
+            ),
+            (
+                "{ARGON2ID}$argon2id$v=19$m=4194304,t=3,p=1$KnTh0lBfYbDrAYkJac5W4w$5kuwCyQuBWSyaTF61wKKmKC3YaNTB/wM/2RwEp1FQy8",
+                "ARGON2ID",
+            ),
+        ] {
+            assert!(
+                matches!(parse(value), Err(SchemeError::TooCostly(n, _)) if n == name),
+                "{value}"
+            );
+        }
     }
 }
