@@ -41,6 +41,10 @@ pub enum EventKind {
     AccountAliasAdded,
     AccountAliasRemoved,
     AccountPasswordChanged,
+    /// An imported hash replaced by mailwarden's argon2id at a login.
+    AccountPasswordRehashed,
+    /// `account import` created accounts (`reason`: how many).
+    AccountImported,
     AccountTotpEnabled,
     AccountTotpDisabled,
     AccountDevicePasswordCreated,
@@ -101,6 +105,8 @@ impl EventKind {
         Self::AccountAliasAdded,
         Self::AccountAliasRemoved,
         Self::AccountPasswordChanged,
+        Self::AccountPasswordRehashed,
+        Self::AccountImported,
         Self::AccountTotpEnabled,
         Self::AccountTotpDisabled,
         Self::AccountDevicePasswordCreated,
@@ -146,6 +152,8 @@ impl EventKind {
             Self::AccountAliasAdded => "account.alias_added",
             Self::AccountAliasRemoved => "account.alias_removed",
             Self::AccountPasswordChanged => "account.password_changed",
+            Self::AccountPasswordRehashed => "account.password_rehashed",
+            Self::AccountImported => "account.imported",
             Self::AccountTotpEnabled => "account.totp_enabled",
             Self::AccountTotpDisabled => "account.totp_disabled",
             Self::AccountDevicePasswordCreated => "account.device_password_created",

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cms;
 pub mod config;
 pub mod delivery;
+pub mod dovecot;
 pub mod events;
 pub mod files;
 pub mod locks;

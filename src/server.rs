@@ -24,7 +24,7 @@ use crate::secrets::ServerKey;
 use crate::smtp::{self, PortKind, SmtpShared};
 use crate::spool::Spool;
 use crate::store::Store;
-use crate::{admin, delivery, portal, tls};
+use crate::{admin, delivery, dovecot, portal, tls};
 
 pub use crate::app::Overrides;
 #[cfg(feature = "testing")]
@@ -37,6 +37,8 @@ pub struct Running {
     pub portal: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
+    /// The Dovecot passdb endpoint (`[dovecot] listen`), when on.
+    pub dovecot: Option<SocketAddr>,
     pub store: Store,
     pub server_key: Arc<ServerKey>,
     pub accounts: crate::accounts::Accounts,
@@ -66,6 +68,7 @@ pub async fn start_with(
     // Delivery settings first: a bad relay or DKIM key stops the start
     // before anything is opened.
     let delivery = Delivery::from_config(&config)?;
+    let dovecot_token = dovecot_token(&config)?;
     // Before anything is created in it: the data folder and its files are
     // the owner's only (docs/security.md, "Files on disk").
     let data_dir = &config.server.data_dir;
@@ -83,6 +86,11 @@ pub async fn start_with(
         portal: listeners.portal.local_addr()?,
         admin: listeners.admin.local_addr()?,
         metrics: listeners.metrics.local_addr()?,
+        dovecot: listeners
+            .dovecot
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
         store: app.store.clone(),
         server_key: app.key.clone(),
         accounts: app.accounts.clone(),
@@ -115,6 +123,9 @@ pub async fn start_with(
         &tracker,
         &shutdown,
     )?;
+    if let (Some(listener), Some(token)) = (listeners.dovecot, dovecot_token) {
+        serve_dovecot(&app, listener, token, &tracker, &shutdown)?;
+    }
     delivery.spawn(&app, &tracker, &shutdown);
     Ok(running)
 }
@@ -126,6 +137,7 @@ struct Listeners {
     portal: TcpListener,
     admin: TcpListener,
     metrics: TcpListener,
+    dovecot: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -144,6 +156,10 @@ impl Listeners {
             portal: bind(config.listeners.portal).await?,
             admin: bind(config.listeners.admin).await?,
             metrics: bind(config.listeners.metrics).await?,
+            dovecot: match config.dovecot.listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
         })
     }
 }
@@ -306,6 +322,45 @@ fn serve_admin_and_metrics(
         });
         tracing::info!(event = "listener.ready", kind, addr = %addr);
     }
+    Ok(())
+}
+
+/// The Dovecot endpoint's token, read before anything starts.
+fn dovecot_token(config: &Config) -> anyhow::Result<Option<String>> {
+    match (config.dovecot.listen, config.dovecot.token_file.as_deref()) {
+        (Some(_), Some(file)) => dovecot::read_token(file).map(Some),
+        (Some(_), None) => anyhow::bail!("`dovecot.listen` needs `dovecot.token_file`"),
+        (None, _) => Ok(None),
+    }
+}
+
+/// The passdb endpoint Dovecot's Lua script asks (`[dovecot]`).
+fn serve_dovecot(
+    app: &App,
+    listener: TcpListener,
+    token: String,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let config = &app.config.dovecot;
+    let router = dovecot::router(dovecot::DovecotParts {
+        accounts: app.accounts.clone(),
+        authenticator: Arc::new(app.accounts.clone()),
+        events: app.events.clone(),
+        token,
+        refuse_during_operator_block: config.refuse_during_operator_block,
+    });
+    let addr = listener.local_addr()?;
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(event = "http.error", kind = "Dovecot", error = %e);
+        }
+    });
+    tracing::info!(event = "listener.ready", kind = "Dovecot", addr = %addr);
     Ok(())
 }
 

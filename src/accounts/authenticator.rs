@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 
-use super::{Accounts, device, normalize};
+use super::{Accounts, device, normalize, scheme};
 use crate::address;
 
 pub struct AuthRequest<'a> {
@@ -20,6 +20,8 @@ pub struct AuthRequest<'a> {
     pub secret: &'a str,
     pub ip: IpAddr,
     pub mechanism: &'static str,
+    /// Who asks: `smtp`, or the Dovecot service (`imap`, `pop3`).
+    pub service: &'static str,
 }
 
 /// Who a session is authenticated as.
@@ -141,11 +143,16 @@ impl Authenticator for Accounts {
             self.report_lockouts(&counter_key, Some(req.ip), started);
         }
         match (account, verified) {
-            (Some(a), true) => AuthOutcome::Success(Identity {
-                account: a.address.clone(),
-                aliases: a.aliases.clone(),
-                device: None,
-            }),
+            (Some(a), true) => {
+                if !scheme::is_native(&a.password_hash) {
+                    self.rehash(&a, req.secret, req.service).await;
+                }
+                AuthOutcome::Success(Identity {
+                    account: a.address.clone(),
+                    aliases: a.aliases.clone(),
+                    device: None,
+                })
+            }
             (None, _) => AuthOutcome::Failure {
                 reason: "unknown_account",
             },

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::locks::Recover;
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
+use argon2::password_hash::PasswordHasher;
 use tokio::sync::Semaphore;
 
 /// The verification queue is full.
@@ -109,13 +109,10 @@ pub fn hash_blocking(password: &str) -> Result<String, HashError> {
         .map_err(HashError::Argon2)
 }
 
+/// Checks a password against a stored hash: mailwarden's argon2id, or an
+/// imported Dovecot scheme (`scheme`).
 pub fn verify_blocking(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
+    super::scheme::verify(password, phc)
 }
 
 #[cfg(test)]

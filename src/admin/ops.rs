@@ -81,6 +81,11 @@ pub enum Request {
         address: String,
         password: String,
     },
+    /// `account import`: a passwd-file or CSV of Dovecot hashes, whole.
+    AccountImport {
+        text: String,
+        dry_run: bool,
+    },
     TotpEnable {
         address: String,
     },
@@ -149,6 +154,7 @@ impl Request {
             Self::AccountTrust { .. } => "account_trust",
             Self::AccountRecovery { .. } => "account_recovery",
             Self::AccountReset { .. } => "account_reset",
+            Self::AccountImport { .. } => "account_import",
             Self::TotpEnable { .. } => "totp_enable",
             Self::TotpVerify { .. } => "totp_verify",
             Self::TotpDisable { .. } => "totp_disable",
@@ -562,6 +568,11 @@ impl Ops {
                 let mut view = AccountView::from(account.clone());
                 view.trusted_networks = Some(trusted_views(accounts, &account));
                 to_json(view)
+            }
+            Request::AccountImport { text, dry_run } => {
+                let entries = crate::accounts::import::parse(&text)
+                    .map_err(|e| OpError::new(OpErrorKind::Invalid, e.to_string()))?;
+                to_json(accounts.import(entries, dry_run).await?)
             }
             Request::AccountReset { address, password } => to_json(AccountView::from(
                 accounts.reset(&address, &password, admin).await?,

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use super::read_new_password;
@@ -163,6 +164,17 @@ pub enum AccountCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Create accounts with their existing password hashes, from a
+    /// Dovecot passwd-file (`user@domain:{SCHEME}hash:...`) or a CSV
+    /// (`address,{SCHEME}hash`). Schemes: SHA512-CRYPT, SHA256-CRYPT,
+    /// BLF-CRYPT, ARGON2I, ARGON2ID. A bad line imports nothing; existing
+    /// accounts are never overwritten.
+    Import {
+        file: PathBuf,
+        /// Check the file and say what would happen, changing nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Two-factor authentication.
     Totp {
         #[command(subcommand)]
@@ -300,6 +312,11 @@ pub(super) fn account_request(command: AccountCommand) -> anyhow::Result<Request
         } => Request::AccountReset {
             address: email,
             password: read_new_password(password_stdin)?,
+        },
+        AccountCommand::Import { file, dry_run } => Request::AccountImport {
+            text: std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?,
+            dry_run,
         },
         AccountCommand::Totp { command } => match command {
             TotpCommand::Enable { email } => Request::TotpEnable { address: email },

@@ -151,6 +151,7 @@ pub(super) fn describe(request: &Request) -> Describe {
                 trusted_text(&v["trusted_networks"])
             )
         }),
+        Request::AccountImport { .. } => Box::new(import_text),
         Request::AccountReset { .. } => Box::new(move |v| {
             format!(
                 "reset {}: new password, 2FA off, device passwords revoked, blocked until `account unblock`",
@@ -251,6 +252,30 @@ fn delivery_line(d: &serde_json::Value) -> String {
         line.push_str(&format!("  last reply: {reply}"));
     }
     line
+}
+
+/// `account import`: the counts, then each skipped account and why.
+fn import_text(v: &serde_json::Value) -> String {
+    let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
+    let would = if v["dry_run"].as_bool() == Some(true) {
+        "dry run, nothing changed: would create"
+    } else {
+        "created"
+    };
+    let mut out = format!(
+        "{would} {}, unchanged {}, skipped {}",
+        count("created"),
+        count("unchanged"),
+        count("skipped")
+    );
+    for s in v["skipped"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nskipped {}: {}",
+            text(&s["address"]),
+            text(&s["reason"])
+        ));
+    }
+    out
 }
 
 /// Unix seconds as an RFC 3339 date (UTC).

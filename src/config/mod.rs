@@ -10,6 +10,7 @@ mod accounts;
 mod autoconfig;
 mod delivery;
 pub mod diff;
+mod dovecot;
 mod listeners;
 mod lockout;
 mod parse;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 pub use accounts::AccountsConfig;
 pub use autoconfig::{AutoconfigConfig, IncomingServer, is_dns_name};
 pub use delivery::{DeliveryConfig, DeliveryMode, DkimConfig, MxConfig, RelayConfig, RelayTls};
+pub use dovecot::DovecotConfig;
 pub use listeners::ListenersConfig;
 pub use lockout::LockoutConfig;
 pub use policy::{PolicyConfig, PolicyMode};
@@ -58,6 +60,8 @@ pub struct Config {
     pub lockout: LockoutConfig,
     #[serde(default)]
     pub autoconfig: AutoconfigConfig,
+    #[serde(default)]
+    pub dovecot: DovecotConfig,
     /// The folder relative paths were resolved against; not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -128,6 +132,7 @@ impl Config {
         self.tls.cert = self.tls.cert.as_deref().map(resolve);
         self.tls.key = self.tls.key.as_deref().map(resolve);
         self.policy.webhook_secret_file = self.policy.webhook_secret_file.as_deref().map(resolve);
+        self.dovecot.token_file = self.dovecot.token_file.as_deref().map(resolve);
         if let Some(relay) = &mut self.delivery.relay {
             relay.password_file = relay.password_file.as_deref().map(resolve);
             relay.ca_file = relay.ca_file.as_deref().map(resolve);
@@ -287,6 +292,7 @@ impl Config {
             }
         }
         self.autoconfig.validate()?;
+        self.dovecot.validate()?;
         PortalSettings::from_config(self)?;
         Ok(())
     }

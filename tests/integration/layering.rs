@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Left to right: a module may import its own layer and those after it.
 const LAYERS: &[(&str, &[&str])] = &[
     ("assembly", &["cli", "server", "app", "simulate"]),
-    ("front ends", &["smtp", "portal", "admin"]),
+    ("front ends", &["smtp", "portal", "admin", "dovecot"]),
     ("domain", &["policy", "accounts"]),
     ("queue", &["spool", "delivery", "secrets"]),
     ("store", &["store"]),

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod common;
 mod crash;
+mod dovecot;
 mod files;
 mod guide;
 mod headers;

@@ -48,6 +48,7 @@ impl Session {
                 secret: &credentials.password,
                 ip: self.ip(),
                 mechanism: name,
+                service: "smtp",
             })
             .await;
         let login = credentials.authcid.chars().take(254).collect::<String>();

@@ -2,6 +2,7 @@
 //! a temporary folder, and a small SMTP client that speaks TCP and TLS.
 
 pub mod client;
+pub mod dovecot;
 pub mod serve;
 pub mod web;
 
