@@ -306,7 +306,15 @@ fn serve_admin_and_metrics(
         (
             "Metrics",
             metrics_listener,
-            admin::metrics::router(app.metrics.clone(), app.store.clone(), app.health.clone()),
+            admin::metrics::router(
+                app.metrics.clone(),
+                app.store.clone(),
+                app.health.clone(),
+                admin::metrics::DiskCheck {
+                    dir: app.config.server.data_dir.clone(),
+                    min_free: app.config.server.min_free_disk,
+                },
+            ),
         ),
     ];
     for (kind, listener, router) in http {

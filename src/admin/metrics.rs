@@ -21,6 +21,7 @@ struct MetricsState {
     metrics: Arc<Metrics>,
     store: Store,
     health: Arc<Health>,
+    disk: DiskCheck,
     /// The last write probe: when, and what it found. One probe at a time;
     /// a scrape within `PROBE_FRESH` of it reuses its answer.
     probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
@@ -39,7 +40,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The META key the probe writes (the time of the probe).
 const PROBE_KEY: &str = "ready_probe";
 
-pub fn router(metrics: Arc<Metrics>, store: Store, health: Arc<Health>) -> Router {
+/// Where the data lives and how much free space readiness wants there.
+#[derive(Clone)]
+pub struct DiskCheck {
+    pub dir: std::path::PathBuf,
+    pub min_free: u64,
+}
+
+pub fn router(metrics: Arc<Metrics>, store: Store, health: Arc<Health>, disk: DiskCheck) -> Router {
     Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(health_check))
@@ -48,6 +56,7 @@ pub fn router(metrics: Arc<Metrics>, store: Store, health: Arc<Health>) -> Route
             metrics,
             store,
             health,
+            disk,
             probe: Arc::default(),
             writing: Arc::default(),
         })
@@ -72,13 +81,29 @@ async fn health_check(State(state): State<MetricsState>) -> impl IntoResponse {
     }
 }
 
-/// 200 `ready` when the store takes a write and the spool's commit thread
-/// and every delivery worker are alive; otherwise 503, one line per check
-/// that failed.
+/// 200 `ready` when the store takes a write, the data folder's disk has
+/// `server.min_free_disk` free, and the spool's commit thread and every
+/// delivery worker are alive; otherwise 503, one line per check that
+/// failed.
 async fn ready(State(state): State<MetricsState>) -> impl IntoResponse {
     let mut failing = Vec::new();
     if let Err(e) = probe(&state).await {
         failing.push(format!("store: cannot write: {e}"));
+    }
+    let disk = state.disk.clone();
+    let free = tokio::task::spawn_blocking(move || crate::files::free_space(&disk.dir))
+        .await
+        .ok()
+        .flatten();
+    if let Some(free) = free
+        && free < state.disk.min_free
+    {
+        failing.push(format!(
+            "disk: {} MiB free in {}, below server.min_free_disk ({} MiB)",
+            free >> 20,
+            state.disk.dir.display(),
+            state.disk.min_free >> 20
+        ));
     }
     for (part, stopped, all) in state.health.stopped() {
         failing.push(match all {

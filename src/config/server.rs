@@ -1,8 +1,11 @@
-//! `[server]`: the host name, the data folder and the operator's contact.
+//! `[server]`: the host name, the data folder, the operator's contact and
+//! the free space readiness wants.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+use super::parse::de_size;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -12,6 +15,10 @@ pub struct ServerConfig {
     /// Defaults to `<data_dir>/secret.key`.
     pub secret_key_file: Option<PathBuf>,
     pub support_contact: Option<String>,
+    /// Readiness (`/readyz`) turns red when the data folder's file system
+    /// has less free space than this (bytes, or "512MiB").
+    #[serde(deserialize_with = "de_size")]
+    pub min_free_disk: u64,
 }
 
 impl Default for ServerConfig {
@@ -21,6 +28,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./data"),
             secret_key_file: None,
             support_contact: None,
+            min_free_disk: 256 * 1024 * 1024,
         }
     }
 }

@@ -107,3 +107,18 @@ async fn a_panic_in_the_commit_thread_is_caught_counted_and_turns_readiness_red(
     let reply = c.send_message(ALICE, &["bob@example.org"], BODY).await;
     assert_eq!(reply.code, 451, "{reply:?}");
 }
+
+#[tokio::test]
+async fn readiness_is_red_while_the_data_disk_has_less_than_min_free_disk() {
+    // No disk this small is full; one this large is never free enough.
+    let server = TestServer::start_with("[server]\nmin_free_disk = \"1KiB\"\n").await;
+    assert_eq!(readyz(&server).await, (200, "ready\n".to_string()));
+    let server = TestServer::start_with("[server]\nmin_free_disk = \"1000 PiB\"\n").await;
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("disk: ")
+            && body.contains("below server.min_free_disk (1073741824000 MiB)"),
+        "{body}"
+    );
+}
