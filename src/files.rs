@@ -155,6 +155,23 @@ fn check_one(path: &Path, meta: &std::fs::Metadata, found: &mut Vec<TooOpen>) {
     });
 }
 
+/// Bytes free for unprivileged use on the file system holding `path`, or
+/// `None` when it cannot be asked.
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a buffer of the
+    // right type; statvfs writes it fully when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,21 +243,4 @@ mod tests {
         assert!(check_data_dir(&fresh).unwrap().is_empty());
         assert_eq!(mode(&fresh), 0o700);
     }
-}
-
-/// Bytes free for unprivileged use on the file system holding `path`, or
-/// `None` when it cannot be asked.
-pub fn free_space(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a buffer of the
-    // right type; statvfs writes it fully when it returns 0.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: initialised by the successful call above.
-    let st = unsafe { st.assume_init() };
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
