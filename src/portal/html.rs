@@ -160,9 +160,19 @@ pub fn signin_page(ctx: &Ctx, list: &[Notice]) -> String {
 <input type="password" id="password" name="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
 </form>
+<details class="card" id="recovery-request">
+<summary>Blocked, and the password no longer works?</summary>
+<p>If your account is blocked from sending and has a confirmed recovery address, we email a recovery link to it. Open it in this browser to change your password and enable 2FA.</p>
+{recovery}
+<label for="recovery-email">Your email address</label>
+<input type="text" id="recovery-email" name="email" inputmode="email" autocomplete="username" autocapitalize="none" spellcheck="false" required>
+<button type="submit">Email me a recovery link</button>
+</form>
+</details>
 "#,
         notices = notices(list),
         form = ctx.form("/signin", "card"),
+        recovery = ctx.form("/recovery/request", ""),
     );
     layout(ctx, "Sign in", None, &body)
 }

@@ -180,6 +180,7 @@ impl Portal {
                 &at("/recovery"),
                 get(recovery::link_page).post(recovery::use_link),
             )
+            .route(&at("/recovery/request"), post(recovery::request_link))
             .route(&at("/signout"), post(account::signout))
             .route(&at("/style.css"), get(pages::stylesheet));
         if !prefix.is_empty() {

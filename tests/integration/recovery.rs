@@ -218,3 +218,96 @@ async fn a_recovery_address_set_during_the_abuse_or_from_an_untrusted_network_ge
     let a = server.accounts().get(ALICE).await.unwrap();
     assert!(!server.accounts().recovery_qualifies(&a));
 }
+
+#[tokio::test]
+async fn an_owner_whose_password_the_thief_changed_gets_the_account_back_by_recovery_link() {
+    let (server, clock) = server_with_clock("").await;
+    send_from_home_for_a_week(&server, &clock, ALICE, PASSWORD, "127.0.0.1").await;
+    server
+        .accounts()
+        .set_recovery(ALICE, BACKUP, &Origin::portal("127.0.0.1".parse().unwrap()))
+        .await
+        .unwrap();
+    let confirm = mail_to(&server, BACKUP, "Confirm your recovery address").await;
+    open_link(&server, "127.0.0.1", &link_in(&confirm)).await;
+    clock.advance(Duration::from_secs(8 * DAY));
+    // The thief signs in from his network, changes the password, and
+    // mails: the first message blocks the account.
+    let mut thief = Web::from(server.running().portal, "127.0.6.6");
+    sign_in(&mut thief, ALICE, PASSWORD).await;
+    act(
+        &mut thief,
+        "/my-account/password",
+        &[
+            ("current", PASSWORD),
+            ("new", "the thief's password now"),
+            ("repeat", "the thief's password now"),
+        ],
+    )
+    .await;
+    let (mut c, _) = crate::common::client::Client::implicit_tls_from(
+        server.submissions(),
+        Some("127.0.6.6".parse().unwrap()),
+        &server.cert_path(),
+    )
+    .await;
+    c.ehlo().await;
+    assert_eq!(
+        c.auth_plain(ALICE, "the thief's password now").await.code,
+        235
+    );
+    let r = c
+        .try_send(ALICE, &["victim@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(r.starts_with("554 5.7.1"), "{r}");
+    // Alice's password no longer works; from the sign-in page she asks
+    // for a recovery link (the answer is the same for any address).
+    let mut home = Web::from(server.running().portal, "127.0.0.1");
+    assert_eq!(sign_in(&mut home, ALICE, PASSWORD).await.location(), "/");
+    for email in [ALICE, "nobody@example.com"] {
+        let page = home.get("/").await;
+        let r = home
+            .post(
+                "/recovery/request",
+                &[("csrf", &page.csrf()), ("email", email)],
+            )
+            .await;
+        assert_eq!(r.location(), "/");
+        assert!(
+            home.get("/")
+                .await
+                .body
+                .contains("If that account can get a recovery link, it is on its way")
+        );
+    }
+    let mail = mail_to(&server, BACKUP, "Your recovery link").await;
+    let (mut owner, to) = open_link(&server, "127.0.0.1", &link_in(&mail)).await;
+    assert_eq!(to, "/my-account");
+    act(
+        &mut owner,
+        "/my-account/password",
+        &[
+            ("current", "she does not know it"),
+            ("new", "alice's own again, longer"),
+            ("repeat", "alice's own again, longer"),
+        ],
+    )
+    .await;
+    assert!(
+        account_page(&mut owner)
+            .await
+            .body
+            .contains("Password changed")
+    );
+    let (_, page) = enable_2fa_with(&mut owner, |s| code_now(&clock, s)).await;
+    assert!(page.contains("Your account has been unblocked"), "{page}");
+    // The thief's session is over and his password is gone.
+    assert_eq!(thief.get("/my-account").await.location(), "/");
+    let mut again = Web::from(server.running().portal, "127.0.6.6");
+    assert_eq!(
+        sign_in(&mut again, ALICE, "the thief's password now")
+            .await
+            .location(),
+        "/"
+    );
+}

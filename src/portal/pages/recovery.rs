@@ -54,6 +54,29 @@ pub async fn send_link(State(p): State<Portal>, post: SignedIn) -> Response {
     p.see_other("/my-account")
 }
 
+/// POST /recovery/request (the sign-in page): for an owner who cannot
+/// sign in any more (a thief changed the password before the block). The
+/// same answer whatever the address, so it tells nobody anything; the
+/// link only ever goes to a qualifying recovery address.
+pub async fn request_link(State(p): State<Portal>, post: Post) -> Response {
+    if let Err(e) = p.inner.accounts.send_recovery_link(&post.form.email).await
+        && !matches!(
+            e,
+            crate::accounts::AccountError::State(_)
+                | crate::accounts::AccountError::NotFound(_)
+                | crate::accounts::AccountError::Address(_)
+        )
+    {
+        tracing::error!(event = "portal.error", error = %e);
+    }
+    p.restart_signin(
+        &post.session,
+        Notice::success("If that account can get a recovery link, it is on its way").detail(
+            "It goes to the account's confirmed recovery address, never anywhere else. Open it within 24 hours in this browser.",
+        ),
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct LinkQuery {
