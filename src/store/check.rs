@@ -192,3 +192,49 @@ impl Store {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_each_inconsistency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(dir.path()).unwrap();
+        let mut alice = Account::new("alice@example.com".into(), "x".into(), 1);
+        alice.aliases = vec!["al@example.com".into()];
+        let tx = store.db().unwrap().begin_write().unwrap();
+        {
+            let mut accounts = tx.open_table(ACCOUNTS).unwrap();
+            let json = serde_json::to_vec(&alice).unwrap();
+            accounts
+                .insert("alice@example.com", json.as_slice())
+                .unwrap();
+            accounts
+                .insert("bob@example.com", b"{not json".as_slice())
+                .unwrap();
+            let mut aliases = tx.open_table(ALIASES).unwrap();
+            aliases
+                .insert("ghost@example.com", "carol@example.com")
+                .unwrap();
+            let mut bodies = tx.open_table(BODIES).unwrap();
+            bodies.insert(42u64, b"orphan".as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        let report = store.check().unwrap();
+        let problems = report.problems.join("\n");
+        for expected in [
+            "account bob@example.com: does not decode",
+            "alias ghost@example.com: its account carol@example.com does not exist",
+            "account alice@example.com: alias al@example.com is missing from the alias table",
+            "body 42: no queued message holds it",
+            "meta: no store_id",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "{expected:?} not in:\n{problems}"
+            );
+        }
+        assert!(!report.ok());
+    }
+}
