@@ -13,6 +13,8 @@ pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod files;
+#[cfg(any(feature = "fuzzing", feature = "testing"))]
+pub mod fuzz_api;
 pub mod locks;
 pub mod policy;
 pub mod portal;
