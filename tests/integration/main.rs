@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod crash;
 mod files;
+mod fuzz_corpus;
 mod guide;
 mod headers;
 mod layering;
