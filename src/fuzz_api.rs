@@ -187,7 +187,13 @@ pub fn dsn(data: &[u8]) {
         UNIX_EPOCH + Duration::from_secs(1_795_852_900),
         Some(1_796_000_000),
     );
-    let boundary = format!("--{}/{HOSTNAME}", QueueId(2));
+    let text = String::from_utf8_lossy(&out);
+    let declared = text
+        .split_once("boundary=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .expect("the report declares its boundary")
+        .0;
+    let boundary = format!("--{declared}");
     let close = format!("{boundary}--");
     let lines = out
         .split(|b| *b == b'\n')
