@@ -14,6 +14,8 @@ pub mod delivery;
 pub mod dovecot;
 pub mod events;
 pub mod files;
+#[cfg(any(feature = "fuzzing", feature = "testing"))]
+pub mod fuzz_api;
 pub mod locks;
 pub mod memory;
 pub mod policy;

@@ -76,7 +76,6 @@ pub fn build(
 ) -> (Envelope, Vec<u8>) {
     let env = &original.envelope;
     let postmaster = format!("postmaster@{hostname}");
-    let boundary = format!("{id}/{hostname}");
     let failed = reports.iter().any(|r| r.action == Action::Failed);
     let delayed = reports.iter().any(|r| r.action == Action::Delayed);
     let subject = if failed {
@@ -88,18 +87,6 @@ pub fn build(
     };
     let full = env.mail_flags & MAIL_RET_FULL != 0;
     let date = |unix: u64| rfc5322_date(UNIX_EPOCH + Duration::from_secs(unix));
-
-    // Every part below is 7-bit (8-bit ones are base64-encoded): only a
-    // non-ASCII sender address in `To:` makes the report need SMTPUTF8.
-    let mut m = String::new();
-    m.push_str(&format!(
-        "From: Mail Delivery System <{postmaster}>\r\nTo: <{}>\r\nSubject: {subject}\r\n\
-         Date: {}\r\nMessage-ID: <{id}.dsn@{hostname}>\r\nAuto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\
-         \tboundary=\"{boundary}\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n",
-        env.from,
-        rfc5322_date(now),
-    ));
 
     // Part 1: for people.
     let mut text = format!("This is the mail system at host {hostname}.\r\n\r\n");
@@ -156,12 +143,6 @@ pub fn build(
             text.push_str("\r\n");
         }
     }
-    m.push_str(&part(
-        &boundary,
-        "Notification",
-        "text/plain; charset=utf-8",
-        text.as_bytes(),
-    ));
 
     // Part 2: for programs.
     let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
@@ -204,12 +185,6 @@ pub fn build(
     } else {
         "message/global-delivery-status"
     };
-    m.push_str(&part(
-        &boundary,
-        "Delivery report",
-        status_type,
-        status.as_bytes(),
-    ));
 
     // Part 3: the message, or its header. 8-bit content goes as
     // message/global (RFC 6532), base64-encoded, so the report itself stays
@@ -221,6 +196,35 @@ pub fn build(
         (false, false) => "text/rfc822-headers",
         (false, true) => "message/global-headers",
     };
+    let boundary = boundary(
+        format!("{id}/{hostname}"),
+        &[text.as_bytes(), status.as_bytes(), returned],
+    );
+
+    // Every part below is 7-bit (8-bit ones are base64-encoded): only a
+    // non-ASCII sender address in `To:` makes the report need SMTPUTF8.
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: Mail Delivery System <{postmaster}>\r\nTo: <{}>\r\nSubject: {subject}\r\n\
+         Date: {}\r\nMessage-ID: <{id}.dsn@{hostname}>\r\nAuto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n",
+        env.from,
+        rfc5322_date(now),
+    ));
+
+    m.push_str(&part(
+        &boundary,
+        "Notification",
+        "text/plain; charset=utf-8",
+        text.as_bytes(),
+    ));
+    m.push_str(&part(
+        &boundary,
+        "Delivery report",
+        status_type,
+        status.as_bytes(),
+    ));
     m.push_str(&part(&boundary, "Undelivered message", kind, returned));
     m.push_str(&format!("--{boundary}--\r\n"));
     let out = m.into_bytes();
@@ -247,6 +251,32 @@ pub fn build(
         envid: None,
     };
     (envelope, out)
+}
+
+/// The MIME boundary: `base`, unless a part's content holds it (the
+/// returned message may hold any line, and RFC 2046 §5.1.1 forbids the
+/// delimiter inside a part); then `base` and a digest of the contents,
+/// which they cannot hold in turn.
+fn boundary(base: String, contents: &[&[u8]]) -> String {
+    let holds = |b: &str| {
+        contents
+            .iter()
+            .any(|c| memchr::memmem::find(c, b.as_bytes()).is_some())
+    };
+    if !holds(&base) {
+        return base;
+    }
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for c in contents {
+        ctx.update(&(c.len() as u64).to_be_bytes());
+        ctx.update(c);
+    }
+    let digest = ctx.finish();
+    let hex: String = digest.as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{base}/{hex}")
 }
 
 /// One body part, base64-encoded when it has 8-bit content.
@@ -375,6 +405,46 @@ mod tests {
                 .parse(text.as_bytes())
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_returned_message_holding_the_boundary_gets_another_one() {
+        let e = entry(0, MAIL_RET_FULL);
+        let forged = "From: <alice@example.com>\r\n\r\nhi\r\n\
+            --0000000000000002/mail.example.com\r\nContent-Type: text/plain\r\n\r\n\
+            forged part\r\n--0000000000000002/mail.example.com--\r\n";
+        let report = Report {
+            index: 0,
+            action: Action::Failed,
+            status: "5.1.1".into(),
+            diagnostic: Diagnostic::reply(550, [5, 1, 1], "No such user"),
+        };
+        let (_, bytes) = build(
+            "mail.example.com",
+            QueueId(2),
+            &e,
+            forged.as_bytes(),
+            &[report],
+            UNIX_EPOCH + Duration::from_secs(1_795_852_900),
+            None,
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        let boundary = text
+            .split_once("boundary=\"0000000000000002/mail.example.com/")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .expect("a longer boundary")
+            .0;
+        let delimiter = format!("\r\n--0000000000000002/mail.example.com/{boundary}");
+        assert_eq!(
+            text.matches(&delimiter).count(),
+            4,
+            "three parts and the close"
+        );
+        assert!(text.contains(forged), "the message is returned as it was");
+        let parsed = mail_parser::MessageParser::default()
+            .parse(text.as_bytes())
+            .unwrap();
+        assert_eq!(parsed.parts.len(), 4, "the report and its three parts");
     }
 
     #[test]

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// Left to right: a module may import its own layer and those after it.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("assembly", &["cli", "server", "app", "simulate"]),
+    (
+        "assembly",
+        &["cli", "server", "app", "simulate", "fuzz_api"],
+    ),
     ("front ends", &["smtp", "portal", "admin", "dovecot"]),
     ("domain", &["policy", "accounts"]),
     ("queue", &["spool", "delivery", "secrets"]),

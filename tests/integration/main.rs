@@ -10,6 +10,7 @@ mod common;
 mod crash;
 mod dovecot;
 mod files;
+mod fuzz_corpus;
 mod guide;
 mod headers;
 mod layering;

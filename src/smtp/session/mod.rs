@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use self::parse::{names_postmaster, parse_error_reply, takes_long_line};
+pub(crate) use self::parse::{names_postmaster, parse_command, takes_long_line};
 use super::SmtpShared;
 use super::connection::{Connection, Line};
 use super::limits::Reservation;
@@ -273,11 +273,11 @@ impl Session {
         conn: &mut Connection<S>,
         line: &[u8],
     ) -> Flow {
-        let request = match Request::parse(&mut line.iter()) {
-            Ok(request) => request.into_owned(),
-            Err(e) => {
+        let request = match parse_command(line) {
+            Ok(request) => request,
+            Err(r) => {
                 self.stage = "other";
-                return self.answer(conn, parse_error_reply(&e, line));
+                return self.answer(conn, r);
             }
         };
         self.stage = match &request {

@@ -1,24 +1,32 @@
 //! Reading command lines: which may be long, and the replies to what
 //! smtp-proto cannot parse.
 
-use smtp_proto::Error as ParseError;
+use smtp_proto::{Error as ParseError, Request};
 
 use crate::smtp::reply::{self, Reply};
 
 /// MAIL, RCPT and AUTH lines may be up to 2048 octets; others 512.
-pub(super) fn takes_long_line(line: &[u8]) -> bool {
+pub(crate) fn takes_long_line(line: &[u8]) -> bool {
     let verb = line.get(..4).unwrap_or_default();
     [&b"MAIL"[..], b"RCPT", b"AUTH"]
         .iter()
         .any(|v| verb.eq_ignore_ascii_case(v))
 }
 
-pub(super) fn names_postmaster(line: &[u8]) -> bool {
+pub(crate) fn names_postmaster(line: &[u8]) -> bool {
     line.windows(12)
         .any(|w| w.eq_ignore_ascii_case(b"<postmaster>"))
 }
 
-pub(super) fn parse_error_reply(e: &ParseError, line: &[u8]) -> Reply {
+/// A command line as the session reads it: the request, or the reply to a
+/// line smtp-proto cannot parse (the fuzz targets drive this too).
+pub(crate) fn parse_command(line: &[u8]) -> Result<Request<String>, Reply> {
+    Request::parse(&mut line.iter())
+        .map(Request::into_owned)
+        .map_err(|e| parse_error_reply(&e, line))
+}
+
+fn parse_error_reply(e: &ParseError, line: &[u8]) -> Reply {
     match e {
         ParseError::UnknownCommand => reply::UNRECOGNIZED,
         ParseError::UnsupportedParameter { .. } => reply::UNSUPPORTED_PARAMETER,
