@@ -250,8 +250,10 @@ async fn a_guessing_storm_does_not_delay_a_device_password_login() {
         stormy.as_secs_f64() * 1000.0
     );
     assert!(codes.iter().all(|&c| c == 535 || c == 454), "{codes:?}");
+    // Waiting behind the argon2 queue would cost ~64 verifies / 2 cores
+    // (over 500 ms); 250 ms of slack leaves room for a loaded CI machine.
     assert!(
-        stormy < quiet + Duration::from_millis(100),
+        stormy < quiet + Duration::from_millis(250),
         "{stormy:?} vs {quiet:?}"
     );
 }
