@@ -262,6 +262,19 @@ fn serve_portal(
         .with_signing(tls::configured_pair(config)?),
     })
     .router();
+    serve_http("Portal", listener, router, tracker, shutdown)
+}
+
+/// Serves `router` on `listener` until shutdown; handlers may ask for the
+/// peer's address (`ConnectInfo`).
+fn serve_http(
+    kind: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     let stop = shutdown.clone();
     tracker.spawn(async move {
         let served = axum::serve(
@@ -271,10 +284,10 @@ fn serve_portal(
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await;
         if let Err(e) = served {
-            tracing::error!(event = "http.error", kind = "Portal", error = %e);
+            tracing::error!(event = "http.error", kind, error = %e);
         }
     });
-    tracing::info!(event = "listener.ready", kind = "Portal", addr = %addr);
+    tracing::info!(event = "listener.ready", kind, addr = %addr);
     Ok(())
 }
 
@@ -318,17 +331,7 @@ fn serve_admin_and_metrics(
         ),
     ];
     for (kind, listener, router) in http {
-        let addr = listener.local_addr()?;
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(event = "http.error", kind, error = %e);
-            }
-        });
-        tracing::info!(event = "listener.ready", kind, addr = %addr);
+        serve_http(kind, listener, router, tracker, shutdown)?;
     }
     Ok(())
 }
@@ -358,18 +361,7 @@ fn serve_dovecot(
         token,
         refuse_during_operator_block: config.refuse_during_operator_block,
     });
-    let addr = listener.local_addr()?;
-    let stop = shutdown.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(event = "http.error", kind = "Dovecot", error = %e);
-        }
-    });
-    tracing::info!(event = "listener.ready", kind = "Dovecot", addr = %addr);
-    Ok(())
+    serve_http("Dovecot", listener, router, tracker, shutdown)
 }
 
 /// Where accepted mail goes: MX, a relay, or the outbox folder.

@@ -65,9 +65,8 @@ impl Accounts {
     ) -> Result<Vetted, AccountError> {
         // A session opened by a recovery link does the steps for the block
         // it was sent for; once that block is gone it is any portal session.
-        let recovering = origin.via == "recovery"
-            && origin.recovery_for.is_some()
-            && account.block.as_ref().map(|b| b.seq) == origin.recovery_for;
+        let recovering =
+            origin.via == "recovery" && trust::recovering(account, origin.recovery_for);
         if recovering || !matches!(origin.via, "portal" | "recovery") {
             return Ok(Vetted {
                 qualifies: true,

@@ -206,7 +206,7 @@ impl Accounts {
     pub async fn send_recovery_link(&self, address: &str) -> Result<bool, AccountError> {
         let address = normalize(address)?;
         let current = self.get(&address).await?;
-        if !trust::policy_blocked(&current) || !self.recovery_qualifies(&current) {
+        if !current.policy_blocked() || !self.recovery_qualifies(&current) {
             return Err(AccountError::State(
                 "no recovery address can receive a recovery link for this account".into(),
             ));

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::address::client_network;
-use crate::store::record::account::{Account, BlockKind};
+use crate::store::record::account::Account;
 
 pub const DAY: u64 = 24 * 3600;
 
@@ -131,11 +131,6 @@ impl NetworkUses {
     pub fn of(&self, ip: IpAddr) -> Option<&NetworkUse> {
         let network = client_network(ip);
         self.networks.iter().find(|u| u.network == network)
-    }
-
-    /// Whether the account ever logged in successfully from `ip`'s network.
-    pub fn logged_in_from(&self, ip: IpAddr) -> bool {
-        self.of(ip).is_some_and(|u| u.first_login.is_some())
     }
 
     /// The earliest login at or after `since` from any of `networks`.
@@ -293,6 +288,12 @@ pub fn recent_untrusted_change(account: &Account, now: u64, window: u64) -> Opti
         .filter(|at| at + window > now)
 }
 
+/// Whether a session a recovery link opened for block `recovery_for` may
+/// still do the steps: that block is the one on.
+pub fn recovering(account: &Account, recovery_for: Option<u64>) -> bool {
+    recovery_for.is_some() && account.block.as_ref().map(|b| b.seq) == recovery_for
+}
+
 /// A recovery address counts when it was set this long before the abuse
 /// start: a thief who just set his own cannot use it.
 pub const RECOVERY_SETTLE: u64 = 7 * DAY;
@@ -308,19 +309,17 @@ pub fn recovery_qualifies(account: &Account, now: u64) -> bool {
     })
 }
 
-/// Whether a policy block is on (the kind the owner may lift).
-pub fn policy_blocked(account: &Account) -> bool {
-    account
-        .block
-        .as_ref()
-        .is_some_and(|b| b.kind == BlockKind::Policy)
-}
-
 /// Where an account's network uses are read: the scorer's ledger, which
 /// records them as mail is accepted or refused and logins succeed.
 pub trait NetworkHistory: Send + Sync + 'static {
     /// The account's networks (empty when the account has none yet).
     fn uses(&self, account: &str) -> NetworkUses;
+
+    /// The last successful login of the account from `ip`'s network (the
+    /// lockouts ask on every AUTH: no copy of the whole record).
+    fn last_login(&self, account: &str, ip: IpAddr) -> Option<u64> {
+        self.uses(account).of(ip).and_then(|u| u.last_login)
+    }
 }
 
 #[cfg(test)]

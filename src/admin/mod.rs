@@ -75,7 +75,7 @@ async fn guard(State(state): State<AdminState>, request: Request, next: Next) ->
 }
 
 /// Constant-time comparison, so response timing says nothing about the token.
-fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -5,8 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use axum::http::{HeaderMap, header};
-use subtle::ConstantTimeEq;
+
+/// The admin API's check, the same constant-time comparison.
+pub(super) use crate::admin::bearer_matches;
 
 /// Reads the token: at least 32 characters, in a file no other user may
 /// read (Dovecot's auth user reads it through its group).
@@ -32,20 +33,10 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-pub(super) fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    given.as_bytes().ct_eq(token.as_bytes()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{HeaderMap, header};
 
     #[test]
     fn the_token_must_be_long_and_private() {

@@ -48,11 +48,7 @@ fn table(
             .problems
             .push(format!("table {name}: cannot be read: {e}")),
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
+            let what = crate::telemetry::health::panic_message(&*panic);
             report.problems.push(format!(
                 "table {name}: the store library failed reading it: {what}"
             ));

@@ -75,11 +75,7 @@ pub enum StoreError {
 /// (a damaged file) into an error that names the file and what to do.
 fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
+        let what = crate::telemetry::health::panic_message(&*panic);
         Err(StoreError::Failed(format!(
             "the store file {} is damaged ({what}): restore the last backup with \
              `mailwarden restore`",

@@ -74,7 +74,7 @@ impl Health {
     fn panicked(&self, name: &'static str, payload: &(dyn Any + Send)) {
         let event = Event::new(EventKind::TaskPanicked)
             .target(name)
-            .error(message(payload));
+            .error(panic_message(payload));
         match self.events.get() {
             Some(events) => events.emit(event),
             None => tracing::error!(event = "task.panicked", target = name, error = event.error),
@@ -83,7 +83,7 @@ impl Health {
 }
 
 /// A panic's message (`panic!` gives a `&str` or a `String`).
-fn message(payload: &(dyn Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -117,7 +117,7 @@ impl Alive {
         match self.health.upgrade() {
             Some(health) => health.panicked(self.name, payload),
             None => {
-                tracing::error!(event = "task.panicked", target = self.name, error = %message(payload))
+                tracing::error!(event = "task.panicked", target = self.name, error = %panic_message(payload))
             }
         }
     }

@@ -226,9 +226,7 @@ impl Lockouts {
         Self::trusted(state, account, client_network(ip), now, trust)
             || self
                 .history
-                .uses(account)
-                .of(ip)
-                .and_then(|u| u.last_login)
+                .last_login(account, ip)
                 .is_some_and(|at| at + trust > now)
     }
 
@@ -241,7 +239,7 @@ impl Lockouts {
             client_network(ip),
             now,
             secs(self.config.trusted_network_for),
-        ) || self.history.uses(account).logged_in_from(ip)
+        ) || self.history.last_login(account, ip).is_some()
     }
 
     /// The spraying tier `ip` is over, if any.

@@ -331,6 +331,12 @@ impl NetworkHistory for Ledger {
             .map(|entry| entry.state().uses.clone())
             .unwrap_or_default()
     }
+
+    fn last_login(&self, account: &str, ip: IpAddr) -> Option<u64> {
+        let entry = self.peek(account)?;
+        let state = entry.state();
+        state.uses.of(ip).and_then(|u| u.last_login)
+    }
 }
 
 /// A lift restarts the windows in the lift's own store transaction. That

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::OTP_FRESH_SECS;
+use crate::accounts::trust;
 use crate::portal::Portal;
 use crate::portal::extract::Post;
 use crate::portal::html::{self, AccountView};
@@ -54,8 +55,7 @@ pub async fn account_page(
         None
     };
     // A session a recovery link opened for this block may do the steps.
-    let recovering = session.recovery_for.is_some()
-        && account.block.as_ref().map(|b| b.seq) == session.recovery_for;
+    let recovering = trust::recovering(&account, session.recovery_for);
     let otp_fresh = matches!(session.auth, Auth::SignedIn { otp_at: Some(t), .. }
         if p.now() < t + OTP_FRESH_SECS);
     let view = AccountView {

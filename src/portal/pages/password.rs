@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::accounts::check_password_rule;
+use crate::accounts::{check_password_rule, trust};
 use crate::portal::Portal;
 use crate::portal::extract::SignedIn;
 use crate::portal::session::Notice;
@@ -26,8 +26,7 @@ pub async fn change_password(State(p): State<Portal>, post: SignedIn) -> Respons
     }
     // A session a recovery link opened for this block does not need the
     // current password (a thief may have changed it before the block).
-    let recovering = post.session.recovery_for.is_some()
-        && post.account.block.as_ref().map(|b| b.seq) == post.session.recovery_for;
+    let recovering = trust::recovering(&post.account, post.session.recovery_for);
     let bucket = p
         .inner
         .accounts
