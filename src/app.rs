@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::events::{Events, Fanout, Listener};
 use crate::policy::notice::OperatorNotices;
 use crate::policy::scorer::{Ledger, Preload, Scorer};
+use crate::policy::scorer::contacts::ContactKey;
 use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
 #[cfg(feature = "testing")]
@@ -107,7 +108,14 @@ impl App {
             Open::CreateIfMissing => Preload::All,
             Open::Existing => Preload::OnDemand,
         };
-        let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store, preload)
+        let contact_key = ContactKey::from_bytes(&key.derive_key("policy-contacts"));
+        let ledger = Ledger::load(
+            config.policy.clone(),
+            clock.clone(),
+            &store,
+            preload,
+            contact_key,
+        )
             .context("cannot read the scorer's saved state")?;
         let health = Health::new();
         let spool = spool(

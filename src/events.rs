@@ -240,6 +240,9 @@ pub struct Event {
     pub score: Option<f64>,
     /// Observe mode: the decision was logged, not applied.
     pub observed: Option<bool>,
+    /// What the scorer read from a message, as JSON of hashes (never text):
+    /// the input of `policy replay`.
+    pub features: Option<String>,
     /// The SMTP stage a refusal answered: `connect`, `helo`, `auth`,
     /// `mail`, `rcpt`, `data`, `bdat` or `other` (`Refusal`).
     pub stage: Option<&'static str>,
@@ -280,6 +283,7 @@ impl Event {
             network: None,
             score: None,
             observed: None,
+            features: None,
             stage: None,
             enhanced: None,
             covered: false,
@@ -355,6 +359,10 @@ impl Event {
     }
     pub fn observed(mut self, observed: bool) -> Self {
         self.observed = observed.then_some(true);
+        self
+    }
+    pub fn features(mut self, features: String) -> Self {
+        self.features = Some(features);
         self
     }
     pub fn network(mut self, network: impl Into<String>) -> Self {
@@ -512,6 +520,7 @@ impl Listener for TracingEvents {
                     network = e.network.as_deref(),
                     score = e.score,
                     observed = e.observed,
+                    features = e.features.as_deref(),
                     delivered = e.delivered,
                     bounced = e.bounced,
                     stage = e.stage,

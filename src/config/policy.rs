@@ -36,32 +36,94 @@ pub struct PolicyConfig {
     #[serde(deserialize_with = "de_duration")]
     pub new_account_period: Duration,
 
+    /// How unlike the owner a sender is: every signal that can come from
+    /// an honest account's busy day is multiplied by the factor of the
+    /// message's sender. The owner (a trusted network, a known program)...
+    pub factor_owner: f64,
+    /// ...the owner travelling (another network, a known program)...
+    pub factor_travelling: f64,
+    /// ...another program on a trusted network (malware on the owner's PC)...
+    pub factor_new_program: f64,
+    /// ...another network and another program (a thief)...
+    pub factor_stranger: f64,
+    /// ...one side differs and the other has no history yet (the first
+    /// weeks after deployment).
+    pub factor_warmup: f64,
+    /// Content signals (new link domains) earn at least this factor.
+    pub factor_content: f64,
+    /// Points per new recipient, at most `max_new_recipient_points` per message (× factor).
     pub weight_new_recipient: f64,
     pub max_new_recipient_points: f64,
-    pub weight_new_recipient_unfamiliar: f64,
-    pub max_new_recipient_points_unfamiliar: f64,
+    /// Points per contact mailed, at most `max_contact_points` per message (× factor).
+    pub weight_contact: f64,
+    pub max_contact_points: f64,
+    /// More distinct contacts in a day than `contact_sweep_factor` × the
+    /// account's busiest day, and at least `contact_sweep_min`, is a sweep
+    /// through the contact list: `weight_contact_sweep` per message (× factor).
+    pub contact_sweep_min: u32,
+    pub contact_sweep_factor: f64,
+    pub weight_contact_sweep: f64,
+    /// The same body again, to new recipients (× factor).
     pub weight_repeated_body: f64,
-    pub weight_repeated_body_unfamiliar: f64,
     /// A message with at least this many new recipients counts as bulk...
     pub bulk_new_recipients_per_message: u32,
-    /// ...and this many bulk messages within `bulk_window` earn `weight_bulk` each.
+    /// ...and this many bulk messages within `bulk_window` earn `weight_bulk` each (× factor).
     pub bulk_messages: usize,
     #[serde(deserialize_with = "de_duration")]
     pub bulk_window: Duration,
     pub weight_bulk: f64,
+    /// Logins from this many untrusted networks within an hour.
     pub spread_networks_per_hour: usize,
     pub weight_network_spread: f64,
+    /// Link domains the account never sent before, beyond this many per message...
     pub free_link_domains: usize,
+    /// ...earn this each, at most `max_link_points` (× factor, at least `factor_content`).
     pub weight_link_domain: f64,
     pub max_link_points: f64,
+    /// A From display name carrying another address, from a different sender.
     pub weight_display_name_address: f64,
+    /// A day's bounce rate at or above `bounce_ratio` over at least
+    /// `bounce_min_recipients` results (× factor, on messages with new recipients).
     pub bounce_ratio: f64,
     pub bounce_min_recipients: u32,
     pub weight_bounces: f64,
+    /// A login after this many wrong passwords within the hour before it (× factor).
     pub auth_failures_before_success: usize,
     pub weight_auth_failures: f64,
     pub fast_messages_per_hour: u32,
     pub weight_fast_message: f64,
+    /// Recipient domains in an hour beyond this many: a weak hint (× factor).
+    pub many_domains_per_hour: usize,
+    pub weight_many_domains: f64,
+    pub max_many_domains_points: f64,
+    /// A deferred message submitted again more than this many times within
+    /// `retry_window`, or three times in a row each less than
+    /// `retry_min_gap` after the last: no mail program retries like that.
+    pub retry_hammering_attempts: usize,
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_window: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_min_gap: Duration,
+    pub weight_retry_hammering: f64,
+    /// Only messages that earned less than this teach the account's normal
+    /// (its programs and link domains).
+    pub learn_below: f64,
+    /// Points per complaint (`mailwarden policy complaint`).
+    pub weight_complaint: f64,
+    /// The hourly budget of new recipients: the account's busiest hour of
+    /// the last 30 days × `new_recipients_budget_factor`, at least
+    /// `new_recipients_budget_floor` (the population's normal, used alone
+    /// while the account has less than a week of history). Over it a
+    /// message is deferred (451), never blocked.
+    pub new_recipients_budget_floor: u32,
+    pub new_recipients_budget_factor: f64,
+    /// No longer used (the scorer asks `accounts::trust`); still accepted.
+    #[serde(default)]
+    pub weight_new_recipient_unfamiliar: Option<f64>,
+    #[serde(default)]
+    pub max_new_recipient_points_unfamiliar: Option<f64>,
+    #[serde(default)]
+    pub weight_repeated_body_unfamiliar: Option<f64>,
     /// Points for a message from an untrusted network within
     /// `untrusted_change_window` after a credential change (new password,
     /// 2FA, device password) made from an untrusted network: by default
@@ -108,29 +170,51 @@ impl Default for PolicyConfig {
             network_familiar_after: hours(24),
             network_familiar_for: hours(30 * 24),
             new_account_period: hours(7 * 24),
-            weight_new_recipient: 0.05,
-            max_new_recipient_points: 1.0,
-            weight_new_recipient_unfamiliar: 0.7,
-            max_new_recipient_points_unfamiliar: 3.0,
-            weight_repeated_body: 0.1,
-            weight_repeated_body_unfamiliar: 2.0,
+            factor_owner: 0.0,
+            factor_travelling: 0.05,
+            factor_new_program: 0.5,
+            factor_stranger: 1.0,
+            factor_warmup: 0.35,
+            factor_content: 0.1,
+            weight_new_recipient: 2.0,
+            max_new_recipient_points: 12.0,
+            weight_contact: 0.5,
+            max_contact_points: 5.0,
+            contact_sweep_min: 20,
+            contact_sweep_factor: 2.0,
+            weight_contact_sweep: 4.0,
+            weight_repeated_body: 2.0,
             bulk_new_recipients_per_message: 3,
             bulk_messages: 4,
             bulk_window: Duration::from_secs(600),
             weight_bulk: 3.0,
             spread_networks_per_hour: 4,
             weight_network_spread: 3.0,
-            free_link_domains: 3,
+            free_link_domains: 2,
             weight_link_domain: 1.0,
             max_link_points: 5.0,
             weight_display_name_address: 4.0,
-            bounce_ratio: 0.2,
-            bounce_min_recipients: 10,
-            weight_bounces: 3.0,
+            bounce_ratio: 0.3,
+            bounce_min_recipients: 20,
+            weight_bounces: 2.0,
             auth_failures_before_success: 5,
             weight_auth_failures: 3.0,
             fast_messages_per_hour: 120,
             weight_fast_message: 0.5,
+            many_domains_per_hour: 20,
+            weight_many_domains: 0.1,
+            max_many_domains_points: 1.0,
+            retry_hammering_attempts: 6,
+            retry_window: Duration::from_secs(600),
+            retry_min_gap: Duration::from_secs(30),
+            weight_retry_hammering: 4.0,
+            weight_complaint: 3.0,
+            learn_below: 1.0,
+            new_recipients_budget_floor: 200,
+            new_recipients_budget_factor: 3.0,
+            weight_new_recipient_unfamiliar: None,
+            max_new_recipient_points_unfamiliar: None,
+            weight_repeated_body_unfamiliar: None,
             weight_untrusted_change: 10.0,
             untrusted_change_window: hours(7 * 24),
             max_messages_per_minute: 30,

@@ -37,6 +37,25 @@ pub struct MessageContext<'a> {
     pub recipients: &'a [String],
     /// The message as it will be queued (Received header included).
     pub message: &'a [u8],
+    /// What the session learnt about the client program.
+    pub client: &'a ClientHints,
+}
+
+/// What a session knows about the program on the other end: with the
+/// message's own headers, it tells the owner's mail program from a
+/// thief's script. Every field is optional; a missing one is neutral.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHints {
+    /// The EHLO/HELO name.
+    pub helo: Option<String>,
+    /// The TLS version and cipher suite, e.g. `TLSv1_3` and
+    /// `TLS13_AES_256_GCM_SHA384`.
+    pub tls_version: Option<String>,
+    pub tls_cipher: Option<String>,
+    /// The SASL mechanism (`PLAIN`, `LOGIN`).
+    pub mechanism: Option<String>,
+    /// `password` or `device`.
+    pub credential: Option<String>,
 }
 
 /// The answer; the SMTP session renders it as its reply.

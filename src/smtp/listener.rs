@@ -167,6 +167,7 @@ async fn handle(
         let limit = session.read_limit();
         match tokio::time::timeout(limit, shared.acceptor().accept(tcp)).await {
             Ok(Ok(tls)) => {
+                negotiated(&mut session, &tls);
                 run(&mut session, Connection::new(tls), true).await;
             }
             Ok(Err(e)) => tls_failed(&session, &e.to_string()),
@@ -183,6 +184,7 @@ async fn handle(
             match tokio::time::timeout(limit, shared.acceptor().accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     session.tls_started();
+                    negotiated(&mut session, &tls);
                     run(&mut session, Connection::new(tls), false).await;
                 }
                 Ok(Err(e)) => tls_failed(&session, &e.to_string()),
@@ -200,6 +202,16 @@ async fn handle(
         end = end.account(account);
     }
     shared.events.emit(end);
+}
+
+/// Tells the session what the TLS handshake agreed on.
+fn negotiated<S>(session: &mut Session, tls: &tokio_rustls::server::TlsStream<S>) {
+    let conn = tls.get_ref().1;
+    session.tls_negotiated(
+        conn.protocol_version().map(|v| format!("{v:?}")),
+        conn.negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite())),
+    );
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(

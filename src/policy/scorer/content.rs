@@ -12,6 +12,18 @@ use mail_parser::{MessageParser, PartType};
 pub struct Content {
     /// Distinct domains of http(s) links in the text and HTML bodies.
     pub link_domains: usize,
+    /// A hash of each of those domains (at most `MAX_LINKS`), to learn
+    /// the sites an account links to.
+    pub link_hashes: Vec<u32>,
+    /// The mail program named in User-Agent or X-Mailer, digits left out
+    /// (so an update is the same program): a hash, 0 when none.
+    pub user_agent: u32,
+    /// The order a program writes its standard headers in: a hash, 0 when
+    /// the message has none of them.
+    pub header_shape: u32,
+    /// A hash of the Message-ID, 0 when none: a client's retry of one
+    /// message keeps it.
+    pub message_id: u64,
     /// The From display name holds an address other than the From address.
     pub display_name_address: bool,
     /// Hash of the normalised body text (0 when there is no body).
@@ -51,11 +63,79 @@ pub fn analyse(message: &[u8]) -> Content {
     for body in [text.as_ref(), html] {
         domains.extend(link_domains(body));
     }
+    let user_agent = parsed
+        .header_raw("User-Agent")
+        .or_else(|| parsed.header_raw("X-Mailer"))
+        .map_or(0, program);
+    let message_id = parsed
+        .header_raw("Message-ID")
+        .map_or(0, |id| stable_hash(id.trim().as_bytes()));
     Content {
         link_domains: domains.len(),
+        link_hashes: domains
+            .iter()
+            .take(MAX_LINKS)
+            .map(|d| stable_hash(d.as_bytes()) as u32)
+            .collect(),
         display_name_address,
         fingerprint: fingerprint(&text),
+        user_agent,
+        header_shape: header_shape(parsed.headers().iter().map(|h| h.name.as_str())),
+        message_id,
     }
+}
+
+/// Link domains learnt from one message, at most.
+pub const MAX_LINKS: usize = 16;
+
+/// FNV-1a: a hash that stays the same across builds and versions, for
+/// values kept in the store (none of them secret).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The program's name: letters only, lower case, versions and build
+/// numbers left out ("Mozilla/5.0 ... Thunderbird/128.3.1" and
+/// "... Thunderbird/140.0" are one program).
+fn program(header: &str) -> u32 {
+    let letters: Vec<u8> = header
+        .bytes()
+        .filter(|b| b.is_ascii_alphabetic() || *b == b' ')
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    let words: Vec<&[u8]> = letters
+        .split(|b| *b == b' ')
+        .filter(|w| w.len() > 1)
+        .collect();
+    if words.is_empty() {
+        return 0;
+    }
+    (stable_hash(&words.join(&b' ')) as u32).max(1)
+}
+
+/// Headers every program writes; the order it writes them in is its habit.
+const SHAPE_HEADERS: &[&str] = &["from", "to", "subject", "mime-version", "content-type"];
+
+fn header_shape<'a>(names: impl Iterator<Item = &'a str>) -> u32 {
+    let mut order: Vec<u8> = Vec::with_capacity(SHAPE_HEADERS.len());
+    for name in names {
+        if let Some(i) = SHAPE_HEADERS
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+            && !order.contains(&(i as u8))
+        {
+            order.push(i as u8);
+        }
+    }
+    if order.is_empty() {
+        return 0;
+    }
+    (stable_hash(&order) as u32).max(1)
 }
 
 /// The registrable-looking part (last two labels) of each link's host.
@@ -144,6 +224,22 @@ mod tests {
         );
         assert!(!honest.display_name_address);
         assert_eq!(honest.link_domains, 0);
+    }
+
+    #[test]
+    fn a_program_and_its_update_look_alike_and_a_script_does_not() {
+        let tb = |v: &str| {
+            analyse(format!("From: a@x.org\r\nTo: b@y.org\r\nSubject: s\r\nUser-Agent: Mozilla Thunderbird/{v}\r\nMessage-ID: <1@x>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhi\r\n").as_bytes())
+        };
+        let script = analyse(b"Subject: s\r\nFrom: a@x.org\r\nTo: b@y.org\r\nX-Mailer: PHPMailer 6.9.1\r\n\r\nhi\r\n");
+        let (old, new) = (tb("128.3.1"), tb("140.0"));
+        assert_ne!(old.user_agent, 0);
+        assert_eq!(old.user_agent, new.user_agent);
+        assert_eq!(old.header_shape, new.header_shape);
+        assert_ne!(old.message_id, 0);
+        assert_ne!(script.user_agent, old.user_agent);
+        assert_ne!(script.header_shape, old.header_shape);
+        assert_eq!(script.message_id, 0);
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use ipnet::IpNet;
 
-use super::content::Content;
+use super::contacts::ContactKey;
 use super::state::AccountState;
-use super::{Breakdown, PolicyView, score_with, view_of};
+use super::{PolicyView, view_of};
 use crate::accounts::{LiftRows, NetworkHistory, NetworkUses, OnLift};
 use crate::address::client_network;
 use crate::clock::Clock;
@@ -88,6 +88,8 @@ pub struct Ledger {
     dirty: Mutex<HashSet<String>>,
     /// With `Preload::OnDemand`: where an account's saved state is read.
     on_demand: Option<Store>,
+    /// Keys the contacts' fingerprints (derived from the server key).
+    contact_key: ContactKey,
 }
 
 impl Ledger {
@@ -98,6 +100,7 @@ impl Ledger {
         clock: Arc<dyn Clock>,
         store: &Store,
         preload: Preload,
+        contact_key: ContactKey,
     ) -> Result<Arc<Self>, StoreError> {
         let mut states = HashMap::new();
         if preload == Preload::All {
@@ -114,6 +117,7 @@ impl Ledger {
             states: Mutex::new(states),
             dirty: Mutex::new(HashSet::new()),
             on_demand: (preload == Preload::OnDemand).then(|| store.clone()),
+            contact_key,
         }))
     }
 
@@ -125,6 +129,10 @@ impl Ledger {
     /// A new `[policy]` (SIGHUP); accounts' windows and scores are kept.
     pub fn set_config(&self, config: PolicyConfig) {
         *self.config.write_or_recover() = Arc::new(config);
+    }
+
+    pub(super) fn contact_key(&self) -> &ContactKey {
+        &self.contact_key
     }
 
     pub(super) fn now(&self) -> u64 {
@@ -228,16 +236,18 @@ impl Ledger {
         });
     }
 
-    /// The points a message earns, given the account's windows.
-    pub fn score_message(
-        &self,
-        st: &AccountState,
-        now: u64,
-        network: &str,
-        recipients: &[String],
-        content: &Content,
-    ) -> Breakdown {
-        score_with(&self.config(), st, now, network, recipients, content)
+    /// A complaint about the account's mail (an ARF report): points now.
+    pub fn observe_complaint(&self, account: &str) {
+        let now = self.clock.unix();
+        let config = self.config();
+        self.with_state(account, |st| {
+            st.advance(now, config.half_life.as_secs());
+            st.score += config.weight_complaint;
+            st.complaints.push_back(now);
+            while st.complaints.len() > 1000 {
+                st.complaints.pop_front();
+            }
+        });
     }
 
     /// The state of an account as `account show` prints it.
@@ -251,13 +261,18 @@ impl Ledger {
     }
 
     /// After a block lifts: windows and score start again from zero, and
-    /// probation counts only what comes next. Known recipients and the
-    /// networks that were familiar before stay. Returns the new state.
+    /// probation counts only what comes next. What the account's normal
+    /// is (contacts, programs, links, baseline, networks) stays. Returns
+    /// the new state.
     fn restart(&self, account: &str) -> AccountState {
         let now = self.clock.unix();
         let after = self.config().network_familiar_after.as_secs();
         self.with_state(account, |st| {
-            let known = std::mem::take(&mut st.known);
+            let known = st.legacy_known.take();
+            let contacts = std::mem::take(&mut st.contacts);
+            let clients = std::mem::take(&mut st.clients);
+            let baseline = std::mem::take(&mut st.baseline);
+            let links = std::mem::take(&mut st.links);
             let uses = std::mem::take(&mut st.uses);
             let networks: Vec<_> = st
                 .networks
@@ -265,7 +280,11 @@ impl Ledger {
                 .filter(|n| n.first_seen + after <= now)
                 .collect();
             *st = AccountState::new(now);
-            st.known = known;
+            st.legacy_known = known;
+            st.contacts = contacts;
+            st.clients = clients;
+            st.baseline = baseline;
+            st.links = links;
             st.uses = uses;
             st.networks = networks;
             st.clone()

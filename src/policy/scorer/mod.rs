@@ -15,20 +15,25 @@
 //! threshold. The changed state is written by the spool's group commit,
 //! in the same commit as the messages it counted.
 
+pub mod baseline;
+pub mod clients;
+pub mod contacts;
 pub mod content;
 pub mod ledger;
+pub mod signals;
 pub mod state;
 
 pub use ledger::{Ledger, Preload};
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use self::clients::ClientPrint;
 use self::content::Content;
+use self::signals::{Message, Network, Retries, Sender};
 use self::state::{AccountState, HOUR, MINUTE};
 use super::{Decision, MailContext, MessageContext, Policy, RcptContext};
 use crate::accounts::{Account, Accounts, BlockKind, BlockRequest, Origin, trust};
@@ -77,9 +82,12 @@ const INLINE_ANALYSIS: usize = 64 * 1024;
 /// The reason category a user sees: plain words, never thresholds.
 pub fn category(signal: &str) -> &'static str {
     match signal {
-        "new_recipients" | "new_recipients_unfamiliar_network" | "bulk_new_recipients" => {
-            "sending to many new recipients"
+        "new_recipients" | "bulk_new_recipients" => "sending to many new recipients",
+        "contacts_from_another_sender" | "contact_sweep" => {
+            "mail to your contacts from an unfamiliar device or network"
         }
+        "retry_hammering" => "a program resending refused mail over and over",
+        "complaints" => "complaints from recipients",
         "repeated_body" => "the same message sent to many recipients",
         "network_spread" => "logins from many different networks",
         "link_domains" => "messages with many links to different sites",
@@ -176,13 +184,14 @@ impl Scorer {
             .is_some_and(|h| h.via == "rule" && h.at + self.config().probation.as_secs() > now)
     }
 
-    /// A repeat offender or a block during probation: only an operator may
-    /// lift this one.
-    fn block_kind(&self, account: &Account, now: u64) -> BlockKind {
+    /// A repeat offender or a block during probation, with evidence of a
+    /// different sender (network, program): only an operator may lift
+    /// this one. Without such evidence the owner can lift it again.
+    fn block_kind(&self, account: &Account, now: u64, different_sender: bool) -> BlockKind {
         let repeat = account.history.iter().any(|h| {
             h.change == "blocked_policy" && h.at + self.config().repeat_block_period.as_secs() > now
         });
-        if repeat || self.on_probation(account, now) {
+        if different_sender && (repeat || self.on_probation(account, now)) {
             BlockKind::Operator
         } else {
             BlockKind::Policy
@@ -244,106 +253,25 @@ impl Scorer {
     }
 }
 
-/// The points a message earns under configuration `c`.
-fn score_with(
-    c: &PolicyConfig,
-    st: &AccountState,
-    now: u64,
-    network: &str,
-    recipients: &[String],
-    content: &Content,
-) -> Breakdown {
-    let mut b = Breakdown::default();
-    let familiar = network.starts_with("shared:")
-        || st.is_familiar(
-            network,
-            now,
-            c.network_familiar_after.as_secs(),
-            c.network_familiar_for.as_secs(),
-        );
-    let mut seen = HashSet::new();
-    let new = recipients
-        .iter()
-        .filter(|r| seen.insert(r.as_str()) && !st.known.contains(r))
-        .count() as f64;
-    if familiar {
-        b.add(
-            "new_recipients",
-            (new * c.weight_new_recipient).min(c.max_new_recipient_points),
-        );
-    } else {
-        b.add(
-            "new_recipients_unfamiliar_network",
-            (new * c.weight_new_recipient_unfamiliar).min(c.max_new_recipient_points_unfamiliar),
-        );
-    }
-    // Many messages, each to several new people, within minutes: mail
-    // merged into small batches. Single replies and one big list
-    // mailing do not look like this.
-    if new as u32 >= c.bulk_new_recipients_per_message
-        && st.bulk_messages(
-            now,
-            c.bulk_window.as_secs(),
-            c.bulk_new_recipients_per_message,
-        ) + 1
-            >= c.bulk_messages
-    {
-        b.add("bulk_new_recipients", c.weight_bulk);
-    }
-    if new > 0.0 && st.body_seen(content.fingerprint) > 0 {
-        let w = if familiar {
-            c.weight_repeated_body
-        } else {
-            c.weight_repeated_body_unfamiliar
-        };
-        b.add("repeated_body", w);
-    }
-    if st.networks_last_hour().len() >= c.spread_networks_per_hour {
-        b.add("network_spread", c.weight_network_spread);
-    }
-    if content.link_domains > c.free_link_domains {
-        let extra = (content.link_domains - c.free_link_domains) as f64;
-        b.add(
-            "link_domains",
-            (extra * c.weight_link_domain).min(c.max_link_points),
-        );
-    }
-    if content.display_name_address {
-        b.add("display_name_address", c.weight_display_name_address);
-    }
-    let (delivered, bounced) = st.deliveries_today();
-    let total = delivered + bounced;
-    if total >= c.bounce_min_recipients && bounced as f64 / total as f64 >= c.bounce_ratio {
-        b.add("bounces", c.weight_bounces);
-    }
-    if st.failures_before_login >= c.auth_failures_before_success {
-        b.add("auth_failures_before_login", c.weight_auth_failures);
-    }
-    let (per_hour, _) = st.messages_within(now, HOUR);
-    if per_hour + 1 > c.fast_messages_per_hour {
-        b.add("fast_sending", c.weight_fast_message);
-    }
-    let domains = st.distinct_domains_last_hour();
-    if domains > 20 {
-        b.add("many_domains", ((domains - 20) as f64 * 0.1).min(1.0));
-    }
-    b
-}
-
 impl Scorer {
     /// Networks that logged in while the abuse built up and are not the
-    /// owner's usual ones: their portal changes will not lift the block.
-    /// They are forgotten as known networks too.
-    fn take_abuse_networks(&self, st: &mut AccountState, now: u64, network: &str) -> Vec<IpNet> {
-        let after = self.config().network_familiar_after.as_secs();
-        let for_ = self.config().network_familiar_for.as_secs();
+    /// owner's trusted ones: their portal changes will not lift the block.
+    fn take_abuse_networks(
+        &self,
+        st: &mut AccountState,
+        account: &Account,
+        now: u64,
+        network: &str,
+    ) -> Vec<IpNet> {
+        let rule = self.accounts.trust_rule();
         let mut abuse: Vec<IpNet> = st
             .logins
             .iter()
             .map(|(_, n)| n.as_str())
             .chain(std::iter::once(network))
-            .filter(|n| !n.starts_with("shared:") && !st.is_familiar(n, now, after, for_))
-            .filter_map(|n| n.parse().ok())
+            .filter(|n| !n.starts_with("shared:"))
+            .filter_map(|n| n.parse::<IpNet>().ok())
+            .filter(|n| trust::trusted(account, &st.uses, rule, n.network(), now).is_none())
             .collect();
         abuse.sort();
         abuse.dedup();
@@ -506,84 +434,228 @@ impl Policy for Scorer {
                 .await
                 .unwrap_or_default()
         };
+        let print = ClientPrint::of(ctx.client, &content);
         let now = self.ledger.now();
         let network = self.ledger.network_key(ctx.client_ip);
         let observe = self.config().mode == PolicyMode::Observe;
-        // Credentials changed from an untrusted network lately, and this
-        // message does not come from a trusted one either.
-        let untrusted_change = trust::recent_untrusted_change(
-            &account,
-            now,
-            self.config().untrusted_change_window.as_secs(),
-        )
-        .is_some()
-            && self
-                .accounts
-                .trusted_from(&account, ctx.client_ip)
-                .is_none();
+        let rule = self.accounts.trust_rule();
         let entry = self.ledger.entry(ctx.account);
         // Decisions of one account happen one at a time, in arrival order.
         let _turn = entry.turn.lock().await;
         let n = ctx.recipients.len() as u32;
-        let (verdict, cap, breakdown, score, abuse) = {
+        let (verdict, cap, breakdown, score, abuse, sender, features) = {
             let mut st = entry.state();
             st.advance(now, self.config().half_life.as_secs());
             let config = self.effective(&account);
-            let cap = Self::cap_broken(&config, &st, now, self.is_new(&account, now), n, 1);
-            let mut breakdown = score_with(&config, &st, now, &network, ctx.recipients, &content);
-            if untrusted_change {
+            let trusted = |ip| trust::trusted(&account, &st.uses, rule, ip, now).is_some();
+            let network_verdict = if network.starts_with("shared:") || trusted(ctx.client_ip) {
+                Network::Trusted
+            } else if trust::trusted_networks(&account, &st.uses, rule, now).is_empty() {
+                Network::NoHistory
+            } else {
+                Network::Untrusted
+            };
+            let untrusted_networks_last_hour = st
+                .networks_last_hour()
+                .iter()
+                .filter(|n| !n.starts_with("shared:"))
+                .filter_map(|n| n.parse::<IpNet>().ok())
+                .filter(|n| !trusted(n.network()))
+                .count();
+            let sender = Sender {
+                network: network_verdict,
+                program: st.clients.judge(&print),
+            };
+            let mailed = st.mailed(ctx.recipients, self.ledger.contact_key(), now);
+            let key = retry_key(&content, &mailed);
+            let retries = retries(&st, &config, now, key);
+            let message = Message {
+                sender,
+                mailed: &mailed,
+                recipients: n,
+                retries,
+                untrusted_networks_last_hour,
+            };
+            let new_account = self.is_new(&account, now);
+            let cap = Self::cap_broken(&config, &st, now, new_account, n, 1)
+                .or_else(|| budget_broken(&config, &st, now, mailed.new));
+            let mut breakdown = signals::score(&config, &st, now, &message, &content);
+            // Credentials changed from an untrusted network lately, and
+            // this message does not come from a trusted one either.
+            if network_verdict != Network::Trusted
+                && trust::recent_untrusted_change(
+                    &account,
+                    now,
+                    config.untrusted_change_window.as_secs(),
+                )
+                .is_some()
+            {
                 breakdown.add("untrusted_change", config.weight_untrusted_change);
             }
             let score = st.score + breakdown.total();
-            let verdict = if cap.is_some() {
-                "defer"
-            } else if score >= config.block_score {
+            let verdict = if score >= config.block_score {
                 "block"
+            } else if cap.is_some() {
+                "defer"
             } else {
                 "accept"
             };
             let mut abuse = Vec::new();
             match (verdict, observe) {
-                // A deferred message is not sent: nothing to count.
-                ("defer", false) => {}
+                // A deferred message is not sent: nothing to count but the
+                // attempt, to recognise a program hammering through.
+                ("defer", false) => {
+                    st.score += breakdown.total();
+                    st.deferred.push_back((now, key));
+                    while st.deferred.len() > 256 {
+                        st.deferred.pop_front();
+                    }
+                }
                 ("block", false) => {
                     st.score = score;
                     st.uses.refused(ctx.client_ip, now);
-                    abuse = self.take_abuse_networks(&mut st, now, &network);
+                    abuse = self.take_abuse_networks(&mut st, &account, now, &network);
                 }
                 _ => {
                     st.score = score;
                     st.failures_before_login = 0;
-                    st.record_message(now, ctx.recipients, content.fingerprint);
+                    st.record_message(now, ctx.recipients, &mailed, content.fingerprint);
                     if !observe || verdict == "accept" {
                         st.uses.sent(ctx.client_ip, now);
+                        // Only clean mail teaches what the owner's normal is.
+                        if breakdown.total() < config.learn_below {
+                            st.clients.learn(&print, contacts::day_number(now));
+                            st.learn_links(&content.link_hashes);
+                        }
                     }
                 }
             }
-            (verdict, cap, breakdown, score, abuse)
+            let features = Features {
+                rcpts: ctx
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{:08x}@{:08x}",
+                            self.ledger.contact_key().of(r),
+                            content::stable_hash(crate::address::domain_of(r).as_bytes()) as u32
+                        )
+                    })
+                    .collect(),
+                client: print,
+                body_fp: content.fingerprint,
+                message_id: content.message_id,
+                link_domains: content.link_hashes.clone(),
+                user_agent: content.user_agent,
+                header_shape: content.header_shape,
+                display_name_address: content.display_name_address,
+            };
+            (verdict, cap, breakdown, score, abuse, sender, features)
         };
         self.ledger.mark_dirty(ctx.account);
+        let explanation = match cap {
+            Some(cap) if verdict == "defer" => cap.to_string(),
+            _ => breakdown.describe(),
+        };
+        let explanation = if sender.judged_on_population() {
+            format!("{explanation} (population baseline: little history)")
+        } else {
+            explanation
+        };
         self.emit(
             Event::new(EventKind::PolicyDecision)
                 .account(ctx.account)
                 .ip(ctx.client_ip)
                 .reason(verdict)
-                .target(cap.map_or_else(|| breakdown.describe(), str::to_string))
+                .target(explanation)
                 .score(score)
                 .observed(observe)
-                .recipients(ctx.recipients.len()),
+                .recipients(ctx.recipients.len())
+                .features(features.to_json()),
         );
         match (verdict, observe) {
             ("defer", false) => Decision::Defer,
             ("block", false) => {
                 self.keep_evidence(ctx, now).await;
-                let kind = self.block_kind(&account, now);
+                let kind = self.block_kind(&account, now, sender.different());
                 self.block(ctx.account, kind, score, &breakdown, abuse)
                     .await
             }
             _ => Decision::Accept,
         }
     }
+}
+
+/// What the scorer read from a message, logged as hashes (never text) so
+/// `policy replay` can replay a server's decisions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Features {
+    /// Each recipient as `<keyed fingerprint>@<domain hash>`.
+    pub rcpts: Vec<String>,
+    pub client: ClientPrint,
+    pub body_fp: u64,
+    pub message_id: u64,
+    pub link_domains: Vec<u32>,
+    pub user_agent: u32,
+    pub header_shape: u32,
+    pub display_name_address: bool,
+}
+
+impl Features {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One message across retries: its Message-ID, else its body and
+/// recipients.
+fn retry_key(content: &Content, mailed: &state::Mailed) -> u64 {
+    if content.message_id != 0 {
+        return content.message_id;
+    }
+    let mut fps = mailed.fps.clone();
+    fps.sort_unstable();
+    let mut bytes = content.fingerprint.to_le_bytes().to_vec();
+    for fp in fps {
+        bytes.extend_from_slice(&fp.to_le_bytes());
+    }
+    content::stable_hash(&bytes)
+}
+
+/// Earlier deferred submissions of the message with `key`.
+fn retries(st: &AccountState, c: &PolicyConfig, now: u64, key: u64) -> Retries {
+    let window = c.retry_window.as_secs();
+    let times: Vec<u64> = st
+        .deferred
+        .iter()
+        .filter(|(at, k)| *k == key && at + window > now)
+        .map(|(at, _)| *at)
+        .collect();
+    let gap = c.retry_min_gap.as_secs();
+    let mut quick = 0;
+    let mut later = now;
+    for at in times.iter().rev() {
+        if later.saturating_sub(*at) < gap {
+            quick += 1;
+            later = *at;
+        } else {
+            break;
+        }
+    }
+    Retries {
+        attempts: times.len(),
+        quick,
+    }
+}
+
+/// The hourly budget of new recipients (`new_recipients_budget_*`).
+fn budget_broken(c: &PolicyConfig, st: &AccountState, now: u64, new: u32) -> Option<&'static str> {
+    let day = contacts::day_number(now);
+    let usual = st.baseline.normal(day).map_or(0, |n| n.top_hour_new);
+    let budget = (f64::from(usual) * c.new_recipients_budget_factor)
+        .max(f64::from(c.new_recipients_budget_floor));
+    (new > 0 && f64::from(st.new_recipients_last_hour(now) + new) > budget)
+        .then_some("new_recipients_per_hour")
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+use super::baseline::Baseline;
+use super::clients::Clients;
+use super::contacts::Contacts;
+
 pub const MINUTE: u64 = 60;
 pub const HOUR: u64 = 3600;
 pub const DAY: u64 = 24 * HOUR;
@@ -79,6 +83,22 @@ pub struct SeenNetwork {
     pub last_seen: u64,
 }
 
+/// Link domains remembered per account.
+const MAX_LINKS: usize = 64;
+
+/// The recipients of one message as the account knows them.
+#[derive(Debug, Clone, Default)]
+pub struct Mailed {
+    /// Keyed fingerprints of the distinct recipients.
+    pub fps: Vec<u32>,
+    /// Never mailed before.
+    pub new: u32,
+    /// Contacts (mailed before).
+    pub contacts: u32,
+    /// Contacts not mailed yet today.
+    pub first_today: u32,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccountState {
     /// Points, as of `score_at` (they decay with the half-life).
@@ -116,7 +136,29 @@ pub struct AccountState {
     pub failures_before_login: usize,
     /// Delivery results per hour for the last day: (hour, delivered, bounced).
     pub deliveries: VecDeque<(u64, u32, u32)>,
-    pub known: KnownRecipients,
+    /// Recipients as an earlier version kept them (a Bloom filter): still
+    /// asked while the account's contacts are being learnt, dropped once
+    /// its baseline holds a full month.
+    #[serde(default, rename = "known", skip_serializing_if = "Option::is_none")]
+    pub legacy_known: Option<KnownRecipients>,
+    /// The people the account writes to (keyed fingerprints).
+    #[serde(default)]
+    pub contacts: Contacts,
+    /// The mail programs it sends with.
+    #[serde(default)]
+    pub clients: Clients,
+    /// What it normally does, per day.
+    #[serde(default)]
+    pub baseline: Baseline,
+    /// Link domains it sent before (hashes, most recent last).
+    #[serde(default)]
+    pub links: VecDeque<u32>,
+    /// Deferred submissions of the last 10 minutes: (time, message key).
+    #[serde(default)]
+    pub deferred: VecDeque<(u64, u64)>,
+    /// Complaints (ARF reports) of the last day.
+    #[serde(default)]
+    pub complaints: VecDeque<u64>,
     /// Sending days and logins per client network: what makes a network
     /// trusted (`accounts::trust`). Kept when a block lifts.
     #[serde(default)]
@@ -164,6 +206,11 @@ impl AccountState {
         prune(&mut self.logins, |(at, _)| at + HOUR > now);
         prune(&mut self.auth_failures, |at| at + HOUR > now);
         prune(&mut self.deliveries, |(h, _, _)| h + 24 > hour);
+        prune(&mut self.deferred, |(at, _)| at + 600 > now);
+        prune(&mut self.complaints, |at| at + DAY > now);
+        if self.legacy_known.is_some() && self.baseline.days.len() >= super::baseline::DAYS {
+            self.legacy_known = None;
+        }
         if now > self.score_at {
             let elapsed = (now - self.score_at) as f64;
             self.score *= 0.5f64.powf(elapsed / half_life.max(1) as f64);
@@ -190,14 +237,48 @@ impl AccountState {
             .fold((0, 0), |(m, r), (_, hm, hr)| (m + hm, r + hr))
     }
 
-    /// Counts a sent message in every window.
-    pub fn record_message(&mut self, now: u64, recipients: &[String], fingerprint: u64) {
+    /// How the account knows the recipients of a message.
+    pub fn mailed(&self, recipients: &[String], key: &super::contacts::ContactKey, now: u64) -> Mailed {
+        let day = super::contacts::day_number(now);
+        let mut m = Mailed::default();
+        for r in recipients {
+            let fp = key.of(r);
+            if m.fps.contains(&fp) {
+                continue;
+            }
+            m.fps.push(fp);
+            if self.knows(r, fp) {
+                m.contacts += 1;
+                if self.contacts.last_day(fp).is_none_or(|d| d < day) {
+                    m.first_today += 1;
+                }
+            } else {
+                m.new += 1;
+            }
+        }
+        m
+    }
+
+    /// Whether a recipient was mailed before.
+    pub fn knows(&self, address: &str, fp: u32) -> bool {
+        self.contacts.contains(fp)
+            || self
+                .legacy_known
+                .as_ref()
+                .is_some_and(|k| k.contains(address))
+    }
+
+    /// Counts a sent message in every window. `mailed` holds each distinct
+    /// recipient's keyed fingerprint.
+    pub fn record_message(&mut self, now: u64, recipients: &[String], mailed: &Mailed, fingerprint: u64) {
         let n = recipients.len() as u32;
-        let new = recipients
-            .iter()
-            .filter(|r| !self.known.contains(r))
-            .count() as u32;
-        self.novel.push_back((now, new));
+        let day = super::contacts::day_number(now);
+        self.novel.push_back((now, mailed.new));
+        self.baseline
+            .record(now, day, n, mailed.new, mailed.first_today);
+        for fp in &mailed.fps {
+            self.contacts.touch(*fp, day);
+        }
         match self.sent.back_mut() {
             // Same second, or the clock stepped back: count it with the
             // newest entry, so the window stays in time order (and errs on
@@ -217,11 +298,8 @@ impl AccountState {
             _ => self.hours.push_back((hour, 1, n)),
         }
         for r in recipients {
-            self.known.insert(r);
             let domain = crate::address::domain_of(r);
-            let mut h = DefaultHasher::new();
-            domain.hash(&mut h);
-            let hash = h.finish();
+            let hash = super::content::stable_hash(domain.as_bytes());
             if !self.domains.iter().any(|(_, d)| *d == hash) {
                 self.domains.push_back((now, hash));
             }
@@ -241,7 +319,31 @@ impl AccountState {
         }
     }
 
+    /// Link domains of a sent message become the account's own.
+    pub fn learn_links(&mut self, links: &[u32]) {
+        for l in links {
+            if let Some(i) = self.links.iter().position(|x| x == l) {
+                self.links.remove(i);
+            }
+            self.links.push_back(*l);
+        }
+        while self.links.len() > MAX_LINKS {
+            self.links.pop_front();
+        }
+    }
+
+    /// New recipients of the last hour.
+    pub fn new_recipients_last_hour(&self, now: u64) -> u32 {
+        self.novel
+            .iter()
+            .filter(|(at, _)| at + HOUR > now)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub fn record_login(&mut self, now: u64, network: &str, failures_needed: usize) {
+        // Only the last hour's wrong passwords count.
+        prune(&mut self.auth_failures, |at| at + HOUR > now);
         if self.auth_failures.len() >= failures_needed {
             self.failures_before_login = self.auth_failures.len();
         }
@@ -345,17 +447,21 @@ mod tests {
     fn windows_slide_and_the_score_decays() {
         let mut s = AccountState::new(1_000_000);
         s.score = 8.0;
-        s.record_message(1_000_000, &["a@x.org".into(), "b@y.org".into()], 7);
+        let key = super::super::contacts::ContactKey([1, 2]);
+        let to: Vec<String> = vec!["a@x.org".into(), "b@y.org".into()];
+        let mailed = s.mailed(&to, &key, 1_000_000);
+        assert_eq!(mailed.new, 2);
+        s.record_message(1_000_000, &to, &mailed, 7);
         assert_eq!(s.messages_within(1_000_000, MINUTE), (1, 2));
         s.advance(1_000_000 + HOUR, HOUR);
         assert!((s.score - 4.0).abs() < 0.01);
         assert_eq!(s.messages_within(1_000_000 + HOUR, HOUR), (0, 0));
         assert_eq!(s.messages_today(), (1, 2));
-        assert!(s.known.contains("a@x.org"));
-        assert!(!s.known.contains("c@x.org"));
+        assert!(s.knows("a@x.org", key.of("a@x.org")));
+        assert!(!s.knows("c@x.org", key.of("c@x.org")));
         let json = serde_json::to_string(&s).unwrap();
         let back: AccountState = serde_json::from_str(&json).unwrap();
-        assert!(back.known.contains("b@y.org"));
+        assert!(back.knows("b@y.org", key.of("b@y.org")));
         assert!(json.len() < 4000, "{}", json.len());
     }
 

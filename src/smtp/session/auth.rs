@@ -55,6 +55,10 @@ impl Session {
         // Failures and lockouts count towards `max_auth_failures`; Busy does not.
         let (reason, r, counts) = match outcome {
             AuthOutcome::Success(identity) => {
+                self.client.mechanism = Some(name.to_string());
+                self.client.credential = Some(
+                    if identity.device.is_some() { "device" } else { "password" }.to_string(),
+                );
                 self.identity = Some(identity);
                 self.shared
                     .events

@@ -252,6 +252,7 @@ impl Session {
                 from: &tx.from,
                 recipients: &recipients,
                 message: &message,
+                client: &self.client,
             })
             .await;
         match decision {

@@ -25,6 +25,7 @@ impl Session {
         if host.is_empty() || host.len() > MAX_NAME || host.contains(char::is_control) {
             return reply::SYNTAX_ERROR;
         }
+        self.client.helo = Some(host.clone());
         self.helo = Some(host);
         self.tx = None;
         let hostname = &self.shared.hostname;

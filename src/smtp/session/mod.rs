@@ -23,6 +23,7 @@ use super::limits::Reservation;
 use super::reply::{self, Reply};
 use crate::accounts::Identity;
 use crate::events::{Event, EventKind};
+use crate::policy::ClientHints;
 use crate::spool::{Pending, Recipient};
 
 /// RFC 5321 §4.5.3.1.4: 512 octets for a command line...
@@ -67,6 +68,8 @@ pub struct Session {
     tls: bool,
     /// The EHLO/HELO name, once given.
     helo: Option<String>,
+    /// The client program as the scorer sees it (HELO, TLS, AUTH).
+    client: ClientHints,
     identity: Option<Identity>,
     tx: Option<Transaction>,
     bad_commands: u32,
@@ -91,6 +94,7 @@ impl Session {
             peer,
             tls,
             helo: None,
+            client: ClientHints::default(),
             identity: None,
             tx: None,
             bad_commands: 0,
@@ -151,8 +155,15 @@ impl Session {
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.helo = None;
+        self.client = ClientHints::default();
         self.identity = None;
         self.tx = None;
+    }
+
+    /// The TLS version and cipher suite the handshake agreed on.
+    pub fn tls_negotiated(&mut self, version: Option<String>, cipher: Option<String>) {
+        self.client.tls_version = version;
+        self.client.tls_cipher = cipher;
     }
 
     pub fn greet<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Connection<S>) {
