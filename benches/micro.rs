@@ -12,9 +12,10 @@ use mailwarden::app::{App, Open, Overrides};
 use mailwarden::clock::SystemClock;
 use mailwarden::config::{Config, PolicyConfig, PolicyMode};
 use mailwarden::events::TracingEvents;
+use mailwarden::policy::scorer::contacts::ContactKey;
 use mailwarden::policy::scorer::content;
 use mailwarden::policy::scorer::state::AccountState;
-use mailwarden::policy::{MailContext, MessageContext, Policy, RcptContext};
+use mailwarden::policy::{ClientHints, MailContext, MessageContext, Policy, RcptContext};
 use mailwarden::smtp::data::DataReader;
 use mailwarden::spool::{Envelope, QueueEntry, QueueWrite, Recipient, Spool, StoreSpool};
 use mailwarden::store::Store;
@@ -70,10 +71,12 @@ fn main() {
         "carol@example.net".to_string(),
     ];
     let mut now = 1_800_000_000;
+    let key = ContactKey([1, 2]);
     per_op("window update", 200_000, || {
         now += 1;
         st.advance(now, 3600);
-        st.record_message(now, black_box(&recipients), 42);
+        let mailed = st.mailed(black_box(&recipients), &key, now);
+        st.record_message(now, black_box(&recipients), &mailed, 42);
     });
 
     // The same 4 KiB message the load tool sends.
@@ -179,6 +182,14 @@ async fn scorer_per_message(message: &[u8], accounts: usize) {
     let scorer = app.scorer.clone();
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
     let rounds = 20_000;
+    // What a Thunderbird session tells the scorer.
+    let hints = ClientHints {
+        helo: Some("[192.168.1.20]".into()),
+        tls_version: Some("TLSv1_3".into()),
+        tls_cipher: Some("TLS13_AES_128_GCM_SHA256".into()),
+        mechanism: Some("PLAIN".into()),
+        credential: Some("password".into()),
+    };
     let start = Instant::now();
     for i in 0..rounds {
         let account = names[i % accounts].as_str();
@@ -212,6 +223,8 @@ async fn scorer_per_message(message: &[u8], accounts: usize) {
                     from: account,
                     recipients: &recipients,
                     message,
+                    client: &hints,
+                    features: None,
                 })
                 .await,
         );

@@ -18,8 +18,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::events::{Events, Fanout, Listener};
 use crate::policy::notice::OperatorNotices;
-use crate::policy::scorer::{Ledger, Preload, Scorer};
 use crate::policy::scorer::contacts::ContactKey;
+use crate::policy::scorer::{Ledger, Preload, Scorer};
 use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
 #[cfg(feature = "testing")]
@@ -116,7 +116,7 @@ impl App {
             preload,
             contact_key,
         )
-            .context("cannot read the scorer's saved state")?;
+        .context("cannot read the scorer's saved state")?;
         let health = Health::new();
         let spool = spool(
             &store,

@@ -243,6 +243,9 @@ pub struct Event {
     /// What the scorer read from a message, as JSON of hashes (never text):
     /// the input of `policy replay`.
     pub features: Option<String>,
+    /// The points of a policy decision, by signal (not logged apart: the
+    /// decision's `target` describes them).
+    pub signals: Option<Vec<(&'static str, f64)>>,
     /// The SMTP stage a refusal answered: `connect`, `helo`, `auth`,
     /// `mail`, `rcpt`, `data`, `bdat` or `other` (`Refusal`).
     pub stage: Option<&'static str>,
@@ -284,6 +287,7 @@ impl Event {
             score: None,
             observed: None,
             features: None,
+            signals: None,
             stage: None,
             enhanced: None,
             covered: false,
@@ -359,6 +363,10 @@ impl Event {
     }
     pub fn observed(mut self, observed: bool) -> Self {
         self.observed = observed.then_some(true);
+        self
+    }
+    pub fn signals(mut self, signals: Vec<(&'static str, f64)>) -> Self {
+        self.signals = Some(signals);
         self
     }
     pub fn features(mut self, features: String) -> Self {

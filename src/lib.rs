@@ -20,6 +20,7 @@ pub mod locks;
 pub mod memory;
 pub mod policy;
 pub mod portal;
+pub mod replay;
 pub mod secrets;
 pub mod server;
 pub mod simulate;

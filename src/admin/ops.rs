@@ -132,6 +132,11 @@ pub enum Request {
     Backup {
         path: PathBuf,
     },
+    /// An ARF report (RFC 5965): the account that sent the reported
+    /// message earns the complaint's points.
+    PolicyComplaint {
+        report: String,
+    },
 }
 
 impl Request {
@@ -169,6 +174,7 @@ impl Request {
             Self::QueueDelete { .. } => "queue_delete",
             Self::Backup { .. } => "backup",
             Self::StoreCheck => "store_check",
+            Self::PolicyComplaint { .. } => "policy_complaint",
         }
     }
 }
@@ -729,6 +735,23 @@ impl Ops {
                     ));
                 }
                 Ok(json!({"id": id.to_string(), "deleted": true}))
+            }
+            Request::PolicyComplaint { report } => {
+                let complaint = crate::policy::complaint::parse(report.as_bytes())
+                    .map_err(|e| OpError::new(OpErrorKind::Invalid, e.to_string()))?;
+                let sender = crate::address::normalize(&complaint.sender)
+                    .map_err(|e| OpError::new(OpErrorKind::Invalid, e.to_string()))?;
+                let account = match accounts.record(&sender).await? {
+                    Some(a) => a.address.clone(),
+                    None => self.store.alias_owner(&sender)?.ok_or_else(|| {
+                        OpError::new(
+                            OpErrorKind::NotFound,
+                            format!("the reported sender {sender} is no account or alias here"),
+                        )
+                    })?,
+                };
+                self.ledger.observe_complaint(&account);
+                Ok(json!({"account": account, "feedback_type": complaint.feedback_type}))
             }
             Request::StoreCheck => {
                 let store = self.store.clone();

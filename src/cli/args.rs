@@ -93,6 +93,23 @@ pub enum PolicyCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Replay recorded traffic (JSON lines, docs/policy.md) through the
+    /// scorer with this configuration's [policy]; prints each message's
+    /// decision. FILE `-` reads standard input.
+    Replay {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Print no decisions before this time (RFC 3339): warm-up traffic.
+        #[arg(long, value_name = "TIME")]
+        report_from: Option<String>,
+    },
+    /// Feed a complaint (an ARF report, RFC 5965) to the scorer: the
+    /// account that sent the reported message earns `weight_complaint`.
+    /// FILE `-` reads standard input.
+    Complaint {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

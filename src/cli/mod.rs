@@ -143,6 +143,73 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Policy {
+            command: PolicyCommand::Replay { file, report_from },
+        } => {
+            let config = load_config(config_path)?;
+            let report_from = match report_from {
+                Some(t) => Some(
+                    time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                        .with_context(|| format!("--report-from {t:?} is not an RFC 3339 time"))?
+                        .unix_timestamp() as f64,
+                ),
+                None => None,
+            };
+            let options = crate::replay::Options {
+                json: cli.json,
+                report_from,
+            };
+            let mut out = std::io::stdout().lock();
+            let (summary, bad) = if file.as_os_str() == "-" {
+                let input = std::io::stdin().lock();
+                runtime.block_on(crate::replay::run(&config, input, &mut out, &options))?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let input = std::io::BufReader::new(f);
+                runtime.block_on(crate::replay::run(&config, input, &mut out, &options))?
+            };
+            use std::io::Write;
+            if cli.json {
+                let mut line = serde_json::to_value(&summary)?;
+                line["type"] = "summary".into();
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(
+                    out,
+                    "{} accounts, {} messages: {} accepted, {} deferred, {} blocked",
+                    summary.accounts,
+                    summary.messages,
+                    summary.accepted,
+                    summary.deferred,
+                    summary.blocked
+                )?;
+            }
+            out.flush()?;
+            if bad {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Complaint { file },
+        } => {
+            let config = load_config(config_path)?;
+            let report = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                    .context("cannot read the report from standard input")?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            runtime.block_on(run_op(
+                &config,
+                Request::PolicyComplaint { report },
+                cli.json,
+            ))
+        }
         Command::Backup { out } => {
             let config = load_config(config_path)?;
             let path = std::path::absolute(&out).context("cannot resolve the backup path")?;

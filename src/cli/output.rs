@@ -88,6 +88,13 @@ pub(super) fn describe(request: &Request) -> Describe {
         }),
         Request::QueueRelease { .. } => Box::new(move |v| format!("released {}", s(v, "id"))),
         Request::QueueDelete { .. } => Box::new(move |v| format!("deleted {}", s(v, "id"))),
+        Request::PolicyComplaint { .. } => Box::new(move |v| {
+            format!(
+                "complaint ({}) counted against {}",
+                s(v, "feedback_type"),
+                s(v, "account")
+            )
+        }),
         Request::StoreCheck => Box::new(|v| {
             let rows: Vec<String> = v["rows"]
                 .as_array()

@@ -2,6 +2,7 @@
 //! whether the account may send. The scorer (`scorer::Scorer`) answers:
 //! blocked accounts get their 554, caps defer, the score blocks.
 
+pub mod complaint;
 pub mod evidence;
 pub mod notice;
 pub mod scorer;
@@ -39,6 +40,9 @@ pub struct MessageContext<'a> {
     pub message: &'a [u8],
     /// What the session learnt about the client program.
     pub client: &'a ClientHints,
+    /// What was read from the message, when it is replayed from a log
+    /// (`policy replay`): used instead of reading `message`.
+    pub features: Option<&'a scorer::Features>,
 }
 
 /// What a session knows about the program on the other end: with the

@@ -239,6 +239,7 @@ pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
                 recipients: &send.recipients,
                 message: message.as_bytes(),
                 client: &hints,
+                features: None,
             };
             decision = scorer.on_message(&ctx).await;
         }

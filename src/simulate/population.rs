@@ -71,7 +71,10 @@ const FREEMAIL: &[&str] = &[
 fn someone(rng: &mut Rng, tag: &str) -> String {
     let n = rng.below(1_000_000);
     if rng.chance(0.5) {
-        format!("{tag}{n}@{}", FREEMAIL[rng.below(FREEMAIL.len() as u64) as usize])
+        format!(
+            "{tag}{n}@{}",
+            FREEMAIL[rng.below(FREEMAIL.len() as u64) as usize]
+        )
     } else {
         format!("{tag}{n}@co{}.example", rng.below(5000))
     }
@@ -141,7 +144,10 @@ impl Population {
         self.members.push(Member {
             profile,
             kind,
-            address: format!("user{i}@{}.example", profile.split(':').next().unwrap_or("x").replace(' ', "-")),
+            address: format!(
+                "user{i}@{}.example",
+                profile.split(':').next().unwrap_or("x").replace(' ', "-")
+            ),
             hijack_from,
             machine: format!("DESKTOP-{i:04}"),
             fresh: false,
@@ -196,7 +202,10 @@ pub fn build(days: u64, rng: &mut Rng) -> Population {
             for _ in 0..rng.below(8) {
                 let t = at(day) + 7 * HOUR + rng.below(15 * HOUR);
                 let (from, program) = if rng.chance(0.2) {
-                    (ip(172, 20 + rng.below(8) as u8, rng.below(250) as u8, 9), Program::IPhone)
+                    (
+                        ip(172, 20 + rng.below(8) as u8, rng.below(250) as u8, 9),
+                        Program::IPhone,
+                    )
                 } else {
                     (home, Program::Thunderbird)
                 };
@@ -330,7 +339,15 @@ pub fn build(days: u64, rng: &mut Rng) -> Population {
             if (day + 70).rem_euclid(28) == 2 {
                 for (k, c) in customers.iter().enumerate() {
                     let t = at(day) + 10 * HOUR + k as u64 * 80;
-                    p.send(t, a, office, Program::Outlook, vec![c.clone()], template.into(), None);
+                    p.send(
+                        t,
+                        a,
+                        office,
+                        Program::Outlook,
+                        vec![c.clone()],
+                        template.into(),
+                        None,
+                    );
                 }
             }
             for _ in 0..rng.below(6) {
@@ -386,7 +403,15 @@ pub fn build(days: u64, rng: &mut Rng) -> Population {
                 );
                 for (b, batch) in subscribers.chunks(50).enumerate() {
                     let t = at(day) + 19 * HOUR + b as u64 * 60;
-                    p.send(t, a, home, Program::Thunderbird, batch.to_vec(), body.clone(), None);
+                    p.send(
+                        t,
+                        a,
+                        home,
+                        Program::Thunderbird,
+                        batch.to_vec(),
+                        body.clone(),
+                        None,
+                    );
                 }
                 for _ in 0..5 {
                     subscribers.push(someone(rng, &format!("m{a}-")));
@@ -404,14 +429,26 @@ pub fn build(days: u64, rng: &mut Rng) -> Population {
     // The first bulk mailing after deployment: no scorer history at all,
     // then a mailing to 250 people in batches of 50.
     for _ in 0..5 {
-        let a = p.member("first bulk mailing after deployment", Kind::Honest, u64::MAX);
+        let a = p.member(
+            "first bulk mailing after deployment",
+            Kind::Honest,
+            u64::MAX,
+        );
         p.members[a].fresh = true;
         let home = ip(100, 101, a as u8, 9);
         let list = people(rng, &format!("l{a}-"), 250);
         let body = "Dear members,\nthe annual meeting is on the 14th; the agenda and the minutes of last year are on our website.\nhttps://association.example/agenda\n";
         for (b, batch) in list.chunks(50).enumerate() {
             let t = at(0) + 9 * HOUR + b as u64 * 60;
-            p.send(t, a, home, Program::Outlook, batch.to_vec(), body.into(), None);
+            p.send(
+                t,
+                a,
+                home,
+                Program::Outlook,
+                batch.to_vec(),
+                body.into(),
+                None,
+            );
         }
         for day in 1..last {
             if rng.chance(0.6) {
@@ -437,7 +474,15 @@ pub fn build(days: u64, rng: &mut Rng) -> Population {
                     .map(|_| pick(rng, &set).clone())
                     .collect();
                 let body = personal_body(rng);
-                p.send(minute + k * 2, a, net, Program::Thunderbird, recipients, body, None);
+                p.send(
+                    minute + k * 2,
+                    a,
+                    net,
+                    Program::Thunderbird,
+                    recipients,
+                    body,
+                    None,
+                );
             }
         }
     }
@@ -492,7 +537,15 @@ fn hijacks(p: &mut Population, rng: &mut Rng, days: u64) {
                 0 => {
                     for k in 0..200 {
                         let to = (0..10 + rng.below(40)).map(|_| fresh(rng)).collect();
-                        p.send(start + k * 2, a, thief, Program::Script, to, SPAM.into(), None);
+                        p.send(
+                            start + k * 2,
+                            a,
+                            thief,
+                            Program::Script,
+                            to,
+                            SPAM.into(),
+                            None,
+                        );
                     }
                 }
                 1 => {
@@ -507,7 +560,15 @@ fn hijacks(p: &mut Population, rng: &mut Rng, days: u64) {
                         let from = ip(45, 100 + (k % 40) as u8, k as u8, 1);
                         p.logins.push((start + k * 30, a, from));
                         let to = (0..5).map(|_| fresh(rng)).collect();
-                        p.send(start + k * 30 + 1, a, from, Program::Script, to, SPAM.into(), None);
+                        p.send(
+                            start + k * 30 + 1,
+                            a,
+                            from,
+                            Program::Script,
+                            to,
+                            SPAM.into(),
+                            None,
+                        );
                     }
                 }
                 3 => {
@@ -520,7 +581,15 @@ fn hijacks(p: &mut Population, rng: &mut Rng, days: u64) {
                 4 => {
                     for k in 0..300 {
                         let to = (0..5 + rng.below(20)).map(|_| fresh(rng)).collect();
-                        p.send(start + k * 3, a, home, Program::Malware, to, SPAM.into(), None);
+                        p.send(
+                            start + k * 3,
+                            a,
+                            home,
+                            Program::Malware,
+                            to,
+                            SPAM.into(),
+                            None,
+                        );
                     }
                 }
                 5 => {
@@ -540,7 +609,15 @@ fn hijacks(p: &mut Population, rng: &mut Rng, days: u64) {
                     for (k, chunk) in known.chunks(6).enumerate() {
                         let t = start + k as u64 * 600;
                         let body = "Hi,\nhave a look at the photos from last weekend, you are in them!\nhttps://photos-share.example-cdn.top/album\n";
-                        p.send(t, a, home, Program::Malware, chunk.to_vec(), body.into(), None);
+                        p.send(
+                            t,
+                            a,
+                            home,
+                            Program::Malware,
+                            chunk.to_vec(),
+                            body.into(),
+                            None,
+                        );
                     }
                 }
                 7 => {
@@ -553,7 +630,15 @@ fn hijacks(p: &mut Population, rng: &mut Rng, days: u64) {
                 8 => {
                     for k in 0..30u64 {
                         let to = (0..100).map(|_| fresh(rng)).collect();
-                        p.send(start + k * 60, a, home, Program::Script, to, SPAM.into(), None);
+                        p.send(
+                            start + k * 60,
+                            a,
+                            home,
+                            Program::Script,
+                            to,
+                            SPAM.into(),
+                            None,
+                        );
                     }
                 }
                 9 => {
@@ -582,7 +667,15 @@ fn hijacks(p: &mut Population, rng: &mut Rng, days: u64) {
                 _ => {
                     for k in 0..300u64 {
                         let to = (0..50).map(|_| fresh(rng)).collect();
-                        p.send(start + k * 20, a, thief, Program::Bot, to, SPAM.into(), None);
+                        p.send(
+                            start + k * 20,
+                            a,
+                            thief,
+                            Program::Bot,
+                            to,
+                            SPAM.into(),
+                            None,
+                        );
                     }
                 }
             }

@@ -39,7 +39,12 @@ impl Program {
                 "password",
             ),
             Self::IPhone => (
-                format!("[10.{}.{}.{}]", rng.below(255), rng.below(255), 2 + rng.below(200)),
+                format!(
+                    "[10.{}.{}.{}]",
+                    rng.below(255),
+                    rng.below(255),
+                    2 + rng.below(200)
+                ),
                 "TLSv1_3",
                 "TLS13_AES_128_GCM_SHA256",
                 "PLAIN",
@@ -86,16 +91,16 @@ impl Program {
         let ctype = "Content-Type: text/plain; charset=utf-8\r\n";
         let id = format!("Message-ID: <{message_id}>\r\n");
         let head = match self {
-            Self::Outlook => format!(
-                "{from}{to}{subject}{id}X-Mailer: Microsoft Outlook 16.0\r\n{ctype}{mime}"
-            ),
+            Self::Outlook => {
+                format!("{from}{to}{subject}{id}X-Mailer: Microsoft Outlook 16.0\r\n{ctype}{mime}")
+            }
             Self::Thunderbird => format!(
                 "{id}{mime}User-Agent: Mozilla Thunderbird/128.{}\r\n{to}{from}{subject}{ctype}",
                 message_id.len() % 7
             ),
-            Self::IPhone => format!(
-                "{ctype}{mime}{subject}{from}{id}X-Mailer: iPhone Mail (22B91)\r\n{to}"
-            ),
+            Self::IPhone => {
+                format!("{ctype}{mime}{subject}{from}{id}X-Mailer: iPhone Mail (22B91)\r\n{to}")
+            }
             Self::Script | Self::Bot => format!("{subject}{from}{to}X-Mailer: PHPMailer 6.9.1\r\n"),
             Self::Malware => format!("{to}{subject}{from}"),
         };

@@ -4,6 +4,8 @@
 use redb::{ReadableTable, Table};
 
 use super::record::account::Account;
+use redb::ReadableDatabase;
+
 use super::{ACCOUNTS, ALIASES, Store, StoreError};
 use crate::address;
 
@@ -65,6 +67,13 @@ fn first_tagged<V: redb::Value + 'static>(
 }
 
 impl Store {
+    /// The account that owns `alias` (normalised), if any.
+    pub fn alias_owner(&self, alias: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let aliases = tx.open_table(ALIASES)?;
+        Ok(aliases.get(alias)?.map(|v| v.value().to_string()))
+    }
+
     /// Adds `alias` (normalised) to the account `address`.
     pub fn alias_add(
         &self,

@@ -84,6 +84,12 @@ impl Setup {
     async fn blocked_by_the_scorer(&self) {
         let server = self.serve();
         self.cli(&["account", "add", ALICE, "--password-stdin"], PASSWORD);
+        // The owner's network, trusted by the operator: the thief's is not.
+        let out = self.cli(&["account", "trust", ALICE, "127.0.0.0/24"], "");
+        assert_eq!(
+            out.trim(),
+            format!("{ALICE} now trusts: 127.0.0.0/24 (operator)")
+        );
         let mut c = self.session(&server, THIEF, PASSWORD).await;
         let mut blocked = false;
         for i in 0..20 {
@@ -158,16 +164,12 @@ async fn an_offline_password_change_and_2fa_in_the_portal_lift_the_block() {
     );
     assert_eq!(out.trim(), format!("password changed for {ALICE}"));
     assert_eq!(setup.show()["block"]["kind"], "policy");
-    // The owner has no sending history here: the operator vouches for the
-    // network the owner will use (the portal refuses 2FA from any other).
-    let out = setup.cli(&["account", "trust", ALICE, "127.0.0.1"], "");
-    assert_eq!(
-        out.trim(),
-        format!("{ALICE} now trusts: 127.0.0.1/32 (operator)")
-    );
+    // The owner has no sending history here: the operator vouched for the
+    // owner's network before the theft (the portal refuses 2FA from any
+    // other), and the block did not change that.
     assert_eq!(
         setup.show()["trusted_networks"],
-        serde_json::json!([{"network": "127.0.0.1/32", "by": "operator"}])
+        serde_json::json!([{"network": "127.0.0.0/24", "by": "operator"}])
     );
 
     // After the restart the owner enables 2FA on My account.

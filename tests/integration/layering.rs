@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "assembly",
-        &["cli", "server", "app", "simulate", "fuzz_api"],
+        &["cli", "server", "app", "simulate", "replay", "fuzz_api"],
     ),
     ("front ends", &["smtp", "portal", "admin", "dovecot"]),
     ("domain", &["policy", "accounts"]),

@@ -27,6 +27,7 @@ mod real_clients;
 mod recovery;
 mod relay;
 mod replies;
+mod scorer;
 mod security;
 mod spool;
 mod store_compat;

@@ -71,7 +71,9 @@ impl ClientPrint {
             .iter()
             .zip(other.traits())
             .filter(|(a, b)| **a != 0 && *b != 0)
-            .fold((0, 0), |(n, same), (a, b)| (n + 1, same + usize::from(*a == b)))
+            .fold((0, 0), |(n, same), (a, b)| {
+                (n + 1, same + usize::from(*a == b))
+            })
     }
 
     /// Enough traits to judge by.
@@ -204,7 +206,11 @@ mod tests {
         let laptop = print("[192.168.1.20]", 11);
         assert_eq!(c.judge(&laptop), Program::NoHistory);
         c.learn(&laptop, 100);
-        assert_eq!(c.judge(&laptop), Program::NoHistory, "one day is not enough");
+        assert_eq!(
+            c.judge(&laptop),
+            Program::NoHistory,
+            "one day is not enough"
+        );
         c.learn(&laptop, 101);
         assert_eq!(c.judge(&laptop), Program::Known);
         // The same laptop in a hotel: another local address, same kind.

@@ -110,7 +110,9 @@ mod packed {
         let text = String::deserialize(d)?;
         let bytes = STANDARD.decode(text).map_err(serde::de::Error::custom)?;
         if bytes.len() % 6 != 0 {
-            return Err(serde::de::Error::custom("contacts: not a whole number of entries"));
+            return Err(serde::de::Error::custom(
+                "contacts: not a whole number of entries",
+            ));
         }
         let mut entries: Vec<(u32, u16)> = bytes
             .chunks_exact(6)

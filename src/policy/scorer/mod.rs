@@ -424,7 +424,9 @@ impl Policy for Scorer {
             return refusal;
         }
         let account = account.expect("gate refuses a missing account");
-        let content = if ctx.message.len() <= INLINE_ANALYSIS {
+        let content = if let Some(f) = ctx.features {
+            f.content()
+        } else if ctx.message.len() <= INLINE_ANALYSIS {
             // A few microseconds: less than a trip through the blocking pool.
             content::analyse(ctx.message)
         } else {
@@ -434,7 +436,10 @@ impl Policy for Scorer {
                 .await
                 .unwrap_or_default()
         };
-        let print = ClientPrint::of(ctx.client, &content);
+        let print = match ctx.features.map(|f| f.client) {
+            Some(print) if print.telling() => print,
+            _ => ClientPrint::of(ctx.client, &content),
+        };
         let now = self.ledger.now();
         let network = self.ledger.network_key(ctx.client_ip);
         let observe = self.config().mode == PolicyMode::Observe;
@@ -571,6 +576,7 @@ impl Policy for Scorer {
                 .score(score)
                 .observed(observe)
                 .recipients(ctx.recipients.len())
+                .signals(breakdown.signals.clone())
                 .features(features.to_json()),
         );
         match (verdict, observe) {
@@ -588,7 +594,8 @@ impl Policy for Scorer {
 
 /// What the scorer read from a message, logged as hashes (never text) so
 /// `policy replay` can replay a server's decisions.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Features {
     /// Each recipient as `<keyed fingerprint>@<domain hash>`.
     pub rcpts: Vec<String>,
@@ -602,6 +609,19 @@ pub struct Features {
 }
 
 impl Features {
+    /// The content signals these stand for.
+    pub fn content(&self) -> Content {
+        Content {
+            link_domains: self.link_domains.len(),
+            link_hashes: self.link_domains.clone(),
+            display_name_address: self.display_name_address,
+            fingerprint: self.body_fp,
+            user_agent: self.user_agent,
+            header_shape: self.header_shape,
+            message_id: self.message_id,
+        }
+    }
+
     fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

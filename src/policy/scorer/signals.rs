@@ -39,9 +39,7 @@ impl Sender {
             (N::Untrusted, P::Unknown) => c.factor_stranger,
             // One side cannot be judged: the other decides, mildly.
             (N::NoHistory, P::Unknown) | (N::Untrusted, P::NoHistory) => c.factor_warmup,
-            (N::NoHistory | N::Trusted, P::NoHistory) | (N::NoHistory, P::Known) => {
-                c.factor_owner
-            }
+            (N::NoHistory | N::Trusted, P::NoHistory) | (N::NoHistory, P::Known) => c.factor_owner,
         }
     }
 
@@ -101,10 +99,7 @@ pub fn score(
     // account ever reaches in a day.
     let day = super::contacts::day_number(now);
     let today = st.baseline.contacts_today(day) + m.mailed.first_today;
-    let usual = st
-        .baseline
-        .normal(day)
-        .map_or(0, |n| n.contacts_per_day);
+    let usual = st.baseline.normal(day).map_or(0, |n| n.contacts_per_day);
     let sweep_at = (c.contact_sweep_min as f64).max(f64::from(usual) * c.contact_sweep_factor);
     if m.mailed.first_today > 0 && f64::from(today) > sweep_at {
         b.add("contact_sweep", f * c.weight_contact_sweep);

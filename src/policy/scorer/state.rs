@@ -238,7 +238,12 @@ impl AccountState {
     }
 
     /// How the account knows the recipients of a message.
-    pub fn mailed(&self, recipients: &[String], key: &super::contacts::ContactKey, now: u64) -> Mailed {
+    pub fn mailed(
+        &self,
+        recipients: &[String],
+        key: &super::contacts::ContactKey,
+        now: u64,
+    ) -> Mailed {
         let day = super::contacts::day_number(now);
         let mut m = Mailed::default();
         for r in recipients {
@@ -270,7 +275,13 @@ impl AccountState {
 
     /// Counts a sent message in every window. `mailed` holds each distinct
     /// recipient's keyed fingerprint.
-    pub fn record_message(&mut self, now: u64, recipients: &[String], mailed: &Mailed, fingerprint: u64) {
+    pub fn record_message(
+        &mut self,
+        now: u64,
+        recipients: &[String],
+        mailed: &Mailed,
+        fingerprint: u64,
+    ) {
         let n = recipients.len() as u32;
         let day = super::contacts::day_number(now);
         self.novel.push_back((now, mailed.new));

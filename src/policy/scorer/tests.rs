@@ -88,7 +88,10 @@ fn the_owners_volume_earns_no_points_and_a_strangers_earns_the_most() {
     let stranger = points(&score(&st, STRANGER, &many, &c), "new_recipients");
     assert!((travelling - 0.6).abs() < 1e-9, "{travelling}");
     assert!((program - 6.0).abs() < 1e-9, "{program}");
-    assert!((stranger - 12.0).abs() < 1e-9, "capped per message: {stranger}");
+    assert!(
+        (stranger - 12.0).abs() < 1e-9,
+        "capped per message: {stranger}"
+    );
     // One new person from a stranger: 2 points.
     let one = score(&st, STRANGER, &rcpts(1, "n"), &c);
     assert!((points(&one, "new_recipients") - 2.0).abs() < 1e-9);
@@ -101,15 +104,25 @@ fn contacts_mailed_by_another_program_and_a_sweep_through_them() {
     let c = Content::default();
     assert_eq!(score(&st, OWNER, &known[..6], &c).total(), 0.0);
     let worm = score(&st, NEW_PROGRAM, &known[..6], &c);
-    assert!((points(&worm, "contacts_from_another_sender") - 1.5).abs() < 1e-9, "{worm:?}");
-    assert_eq!(points(&worm, "contact_sweep"), 0.0, "6 contacts is no sweep");
+    assert!(
+        (points(&worm, "contacts_from_another_sender") - 1.5).abs() < 1e-9,
+        "{worm:?}"
+    );
+    assert_eq!(
+        points(&worm, "contact_sweep"),
+        0.0,
+        "6 contacts is no sweep"
+    );
     // 18 contacts already today: the next 6 pass the 20 of the sweep.
     for chunk in known[6..24].chunks(6) {
         let mailed = st.mailed(chunk, &KEY, NOW - 60);
         st.record_message(NOW - 60, chunk, &mailed, 0);
     }
     let sweep = score(&st, NEW_PROGRAM, &known[24..30], &c);
-    assert!((points(&sweep, "contact_sweep") - 2.0).abs() < 1e-9, "{sweep:?}");
+    assert!(
+        (points(&sweep, "contact_sweep") - 2.0).abs() < 1e-9,
+        "{sweep:?}"
+    );
     assert_eq!(score(&st, OWNER, &known[24..30], &c).total(), 0.0);
 }
 
@@ -147,17 +160,36 @@ fn new_link_domains_and_display_names() {
     let stranger = score(&st, STRANGER, &to, &links);
     assert_eq!(points(&stranger, "link_domains"), 3.0);
     let owner = score(&st, OWNER, &to, &links);
-    assert!((points(&owner, "link_domains") - 0.3).abs() < 1e-9, "{owner:?}");
+    assert!(
+        (points(&owner, "link_domains") - 0.3).abs() < 1e-9,
+        "{owner:?}"
+    );
     // Sites the account linked to before are its own.
     st.learn_links(&[1, 2, 3, 4, 5]);
-    assert_eq!(score(&st, STRANGER, &to, &links).total(), 0.5, "one contact");
+    assert_eq!(
+        score(&st, STRANGER, &to, &links).total(),
+        0.5,
+        "one contact"
+    );
     let display = Content {
         display_name_address: true,
         ..Content::default()
     };
-    assert_eq!(points(&score(&st, OWNER, &to, &display), "display_name_address"), 0.0);
-    assert_eq!(points(&score(&st, TRAVELLING, &to, &display), "display_name_address"), 2.0);
-    assert_eq!(points(&score(&st, STRANGER, &to, &display), "display_name_address"), 4.0);
+    assert_eq!(
+        points(&score(&st, OWNER, &to, &display), "display_name_address"),
+        0.0
+    );
+    assert_eq!(
+        points(
+            &score(&st, TRAVELLING, &to, &display),
+            "display_name_address"
+        ),
+        2.0
+    );
+    assert_eq!(
+        points(&score(&st, STRANGER, &to, &display), "display_name_address"),
+        4.0
+    );
 }
 
 #[test]
@@ -191,8 +223,15 @@ fn retries_are_counted_by_message_and_gap() {
     st.deferred.push_back((NOW - 5, 100));
     let r = retries(&st, &c, NOW, key);
     assert_eq!(r.attempts, 4);
-    assert_eq!(r.quick, 3, "-10, -25 and -40 are each under 30 s from the next");
-    assert_eq!(retries(&st, &c, NOW + 100, key).attempts, 3, "the window slides");
+    assert_eq!(
+        r.quick, 3,
+        "-10, -25 and -40 are each under 30 s from the next"
+    );
+    assert_eq!(
+        retries(&st, &c, NOW + 100, key).attempts,
+        3,
+        "the window slides"
+    );
 }
 
 #[test]
@@ -200,7 +239,10 @@ fn the_hourly_budget_of_new_recipients_follows_the_accounts_own_busiest_hour() {
     let c = PolicyConfig::default();
     let mut st = established();
     assert_eq!(budget_broken(&c, &st, NOW, 200), None);
-    assert_eq!(budget_broken(&c, &st, NOW, 201), Some("new_recipients_per_hour"));
+    assert_eq!(
+        budget_broken(&c, &st, NOW, 201),
+        Some("new_recipients_per_hour")
+    );
     // A recruiter's week of 100 new people an hour: the budget is 300.
     for d in (1..8).rev() {
         let at = NOW - d * DAY;

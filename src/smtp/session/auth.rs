@@ -57,7 +57,12 @@ impl Session {
             AuthOutcome::Success(identity) => {
                 self.client.mechanism = Some(name.to_string());
                 self.client.credential = Some(
-                    if identity.device.is_some() { "device" } else { "password" }.to_string(),
+                    if identity.device.is_some() {
+                        "device"
+                    } else {
+                        "password"
+                    }
+                    .to_string(),
                 );
                 self.identity = Some(identity);
                 self.shared

@@ -253,6 +253,7 @@ impl Session {
                 recipients: &recipients,
                 message: &message,
                 client: &self.client,
+                features: None,
             })
             .await;
         match decision {
