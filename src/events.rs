@@ -246,6 +246,10 @@ pub struct Event {
     /// The points of a policy decision, by signal (not logged apart: the
     /// decision's `target` describes them).
     pub signals: Option<Vec<(&'static str, f64)>>,
+    /// A wrong password's tag: a hash of it under a key that lives only in
+    /// this process, so one wrong password typed again is recognised as
+    /// one mistake. Never logged.
+    pub attempt: Option<u64>,
     /// The SMTP stage a refusal answered: `connect`, `helo`, `auth`,
     /// `mail`, `rcpt`, `data`, `bdat` or `other` (`Refusal`).
     pub stage: Option<&'static str>,
@@ -288,6 +292,7 @@ impl Event {
             observed: None,
             features: None,
             signals: None,
+            attempt: None,
             stage: None,
             enhanced: None,
             covered: false,
@@ -363,6 +368,23 @@ impl Event {
     }
     pub fn observed(mut self, observed: bool) -> Self {
         self.observed = observed.then_some(true);
+        self
+    }
+    /// Tags the password tried (see `attempt`).
+    pub fn attempt(mut self, secret: &str) -> Self {
+        use std::hash::Hasher;
+        static KEY: std::sync::OnceLock<[u64; 2]> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            let mut bytes = [0u8; 16];
+            // Without randomness the tags still tell passwords apart.
+            let _ = getrandom::fill(&mut bytes);
+            let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+            [word(0), word(8)]
+        });
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(key[0], key[1]);
+        h.write(secret.as_bytes());
+        self.attempt = Some(h.finish());
         self
     }
     pub fn signals(mut self, signals: Vec<(&'static str, f64)>) -> Self {

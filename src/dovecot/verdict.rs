@@ -64,7 +64,9 @@ pub(super) async fn judge(
     let identity = match outcome {
         AuthOutcome::Success(identity) => identity,
         AuthOutcome::Failure { reason } => {
-            parts.events.emit(event(EventKind::AuthFailure, reason));
+            parts
+                .events
+                .emit(event(EventKind::AuthFailure, reason).attempt(password));
             return Verdict::Failed;
         }
         AuthOutcome::LockedOut => {

@@ -117,7 +117,6 @@ async fn replay(
     let mut sessions: HashMap<SessionId, Session> = HashMap::new();
     // (account, ip) → (time of the last good login, its session's hints).
     let mut logins: HashMap<(String, IpAddr), (f64, ClientHints)> = HashMap::new();
-    let mut wrong: HashMap<String, Vec<String>> = HashMap::new();
     let error = |out: &mut dyn Write, n: usize, message: String| -> anyhow::Result<()> {
         let line = serde_json::json!({"type": "error", "line": n, "message": message});
         if options.json {
@@ -199,7 +198,6 @@ async fn replay(
                 };
                 if ok {
                     app.ledger.observe_login(&account, ip);
-                    wrong.remove(&account);
                     if let Some(id) = session {
                         sessions.insert(
                             id,
@@ -211,14 +209,9 @@ async fn replay(
                     logins.insert((account, ip), (now, hints));
                 } else {
                     // One wrong password typed again is one mistake.
-                    let tried = wrong.entry(account.clone()).or_default();
-                    let repeat = password.as_ref().is_some_and(|p| tried.contains(p));
-                    if let Some(p) = password {
-                        tried.push(p);
-                    }
-                    if !repeat {
-                        app.ledger.observe_auth_failure(&account);
-                    }
+                    let tag =
+                        password.map(|p| crate::policy::scorer::content::stable_hash(p.as_bytes()));
+                    app.ledger.observe_auth_failure(&account, tag);
                 }
             }
             Line::Message {

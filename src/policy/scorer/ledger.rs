@@ -216,11 +216,12 @@ impl Ledger {
         });
     }
 
-    /// A wrong password for an account the scorer follows.
-    pub fn observe_auth_failure(&self, account: &str) {
+    /// A wrong password for an account the scorer follows; `attempt`
+    /// tags the password tried (one typed again is one mistake).
+    pub fn observe_auth_failure(&self, account: &str, attempt: Option<u64>) {
         if self.follows(account) {
             let now = self.clock.unix();
-            self.with_state(account, |st| st.record_auth_failure(now));
+            self.with_state(account, |st| st.record_auth_failure(now, attempt));
         }
     }
 
@@ -331,7 +332,7 @@ impl Listener for Ledger {
             EventKind::AuthFailure
                 if event.ip.is_some() && event.reason.as_deref() == Some("bad_password") =>
             {
-                self.observe_auth_failure(account)
+                self.observe_auth_failure(account, event.attempt)
             }
             EventKind::DeliveryOutcome => self.observe_delivery(
                 account,

@@ -131,6 +131,9 @@ pub struct AccountState {
     pub logins: VecDeque<(u64, String)>,
     /// Wrong passwords since the last successful login (last hour).
     pub auth_failures: VecDeque<u64>,
+    /// Tags of the wrong passwords counted in `auth_failures`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_tags: Vec<u64>,
     /// Set at a login that followed many failures; counted once.
     #[serde(default)]
     pub failures_before_login: usize,
@@ -359,6 +362,7 @@ impl AccountState {
             self.failures_before_login = self.auth_failures.len();
         }
         self.auth_failures.clear();
+        self.failure_tags.clear();
         self.logins.push_back((now, network.to_string()));
         while self.logins.len() > 256 {
             self.logins.pop_front();
@@ -381,7 +385,20 @@ impl AccountState {
         }
     }
 
-    pub fn record_auth_failure(&mut self, now: u64) {
+    pub fn record_auth_failure(&mut self, now: u64, attempt: Option<u64>) {
+        prune(&mut self.auth_failures, |at| at + HOUR > now);
+        if self.auth_failures.is_empty() {
+            self.failure_tags.clear();
+        }
+        if let Some(tag) = attempt {
+            if self.failure_tags.contains(&tag) {
+                return;
+            }
+            self.failure_tags.push(tag);
+            if self.failure_tags.len() > 100 {
+                self.failure_tags.remove(0);
+            }
+        }
         self.auth_failures.push_back(now);
         while self.auth_failures.len() > 100 {
             self.auth_failures.pop_front();
@@ -492,6 +509,27 @@ mod tests {
         assert_eq!(st.messages_within(130, HOUR), (3, 4));
         assert_eq!(st.messages_within(130, 10), (1, 1));
         assert!(!serde_json::to_string(&st).unwrap().contains("recent"));
+    }
+
+    #[test]
+    fn one_wrong_password_typed_again_is_one_failure_and_old_ones_expire() {
+        let mut s = AccountState::new(0);
+        for _ in 0..10 {
+            s.record_auth_failure(100, Some(7));
+        }
+        s.record_login(200, "192.0.2.0/24", 5);
+        assert_eq!(s.failures_before_login, 0, "a client with an old password");
+        for tag in 0..6 {
+            s.record_auth_failure(300, Some(tag));
+        }
+        s.record_login(400, "192.0.2.0/24", 5);
+        assert_eq!(s.failures_before_login, 6, "six passwords guessed");
+        s.failures_before_login = 0;
+        for tag in 10..16 {
+            s.record_auth_failure(1000, Some(tag));
+        }
+        s.record_login(1000 + HOUR, "192.0.2.0/24", 5);
+        assert_eq!(s.failures_before_login, 0, "an hour ago");
     }
 
     #[test]

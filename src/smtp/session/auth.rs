@@ -80,7 +80,8 @@ impl Session {
                 .account(login)
                 .mechanism(name)
                 .reason(reason)
-                .code(r.code),
+                .code(r.code)
+                .attempt(&credentials.password),
         );
         self.covered();
         if !counts {
