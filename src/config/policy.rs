@@ -248,6 +248,7 @@ impl PolicyConfig {
         "max_recipients_per_day",
         "fast_messages_per_hour",
         "bulk_messages",
+        "new_recipients_budget_floor",
     ];
 
     /// Applies one per-account override (a key of `OVERRIDE_KEYS`).
@@ -269,6 +270,7 @@ impl PolicyConfig {
             "max_recipients_per_day" => self.max_recipients_per_day = n,
             "fast_messages_per_hour" => self.fast_messages_per_hour = n,
             "bulk_messages" => self.bulk_messages = n as usize,
+            "new_recipients_budget_floor" => self.new_recipients_budget_floor = n,
             _ => {}
         }
     }
