@@ -49,6 +49,11 @@ pub struct PolicyConfig {
     /// ...one side differs and the other has no history yet (the first
     /// weeks after deployment).
     pub factor_warmup: f64,
+    /// A mail program is known once it sent clean mail on this many days.
+    pub program_known_after_days: usize,
+    /// Days of history before an account is compared with its own normal
+    /// (before, with the population's).
+    pub baseline_min_days: usize,
     /// Content signals (new link domains) earn at least this factor.
     pub factor_content: f64,
     /// Points per new recipient, at most `max_new_recipient_points` per message (× factor).
@@ -97,9 +102,10 @@ pub struct PolicyConfig {
     pub weight_many_domains: f64,
     pub max_many_domains_points: f64,
     /// A deferred message submitted again more than this many times within
-    /// `retry_window`, or three times in a row each less than
-    /// `retry_min_gap` after the last: no mail program retries like that.
+    /// `retry_window`, or `retry_quick_in_a_row` times in a row each less
+    /// than `retry_min_gap` after the last: no mail program retries like that.
     pub retry_hammering_attempts: usize,
+    pub retry_quick_in_a_row: usize,
     #[serde(deserialize_with = "de_duration")]
     pub retry_window: Duration,
     #[serde(deserialize_with = "de_duration")]
@@ -176,6 +182,8 @@ impl Default for PolicyConfig {
             factor_stranger: 1.0,
             factor_warmup: 0.35,
             factor_content: 0.1,
+            program_known_after_days: 2,
+            baseline_min_days: 7,
             weight_new_recipient: 2.0,
             max_new_recipient_points: 12.0,
             weight_contact: 0.5,
@@ -205,6 +213,7 @@ impl Default for PolicyConfig {
             weight_many_domains: 0.1,
             max_many_domains_points: 1.0,
             retry_hammering_attempts: 6,
+            retry_quick_in_a_row: 3,
             retry_window: Duration::from_secs(600),
             retry_min_gap: Duration::from_secs(30),
             weight_retry_hammering: 4.0,

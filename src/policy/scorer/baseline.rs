@@ -1,7 +1,7 @@
 //! What an account normally does, day by day, from its accepted mail:
 //! new recipients (per day, and in its busiest hour), contacts reached,
 //! messages, the largest recipient list. The scorer compares a message
-//! with these; an account with fewer than `MIN_DAYS` days of history is
+//! with these; an account with fewer than `baseline_min_days` days of history is
 //! compared with the population instead, and its explanations say so.
 
 use std::collections::VecDeque;
@@ -10,8 +10,6 @@ use serde::{Deserialize, Serialize};
 
 /// Days of history kept.
 pub const DAYS: usize = 30;
-/// Days of history before the account's own normal is used.
-pub const MIN_DAYS: usize = 7;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayStats {
@@ -81,8 +79,8 @@ impl Baseline {
 
     /// The account's own normal from the days before `day`: the busiest
     /// value of each kind (a yearly invoice day stays normal for a month).
-    pub fn normal(&self, day: u16) -> Option<Normal> {
-        if self.history_days(day) < MIN_DAYS {
+    pub fn normal(&self, day: u16, min_days: usize) -> Option<Normal> {
+        if self.history_days(day) < min_days {
             return None;
         }
         let past = self.days.iter().filter(|d| d.day < day);
@@ -119,10 +117,10 @@ mod tests {
         for day in 0..6u16 {
             b.record(u64::from(day) * 86_400, day, 3, 2, 1);
         }
-        assert_eq!(b.normal(6), None);
+        assert_eq!(b.normal(6, 7), None);
         b.record(6 * 86_400, 6, 40, 40, 0);
         b.record(6 * 86_400 + 60, 6, 1, 5, 3);
-        let n = b.normal(7).unwrap();
+        let n = b.normal(7, 7).unwrap();
         assert_eq!(n.top_hour_new, 45);
         assert_eq!(n.top_recipients, 40);
         assert_eq!(n.contacts_per_day, 3);
@@ -131,6 +129,6 @@ mod tests {
             b.record(u64::from(day) * 86_400, day, 1, 0, 0);
         }
         assert_eq!(b.days.len(), DAYS);
-        assert_eq!(b.normal(50).unwrap().top_recipients, 1, "a month later");
+        assert_eq!(b.normal(50, 7).unwrap().top_recipients, 1, "a month later");
     }
 }

@@ -4,7 +4,7 @@
 //! named in User-Agent/X-Mailer and the order of its standard headers.
 //! Most of them survive an update of the owner's program, few of them a
 //! thief's script. A program becomes known after sending accepted mail on
-//! `KNOWN_AFTER_DAYS` days; until an account has a known program, no
+//! `program_known_after_days` days; until an account has a known program, no
 //! program counts as unknown (the first weeks after deployment).
 
 use serde::{Deserialize, Serialize};
@@ -14,8 +14,6 @@ use crate::policy::ClientHints;
 
 /// Programs kept per account (the most recently used).
 const MAX_CLIENTS: usize = 6;
-/// Sending days that make a program known.
-pub const KNOWN_AFTER_DAYS: usize = 2;
 /// Days kept per program.
 const MAX_DAYS: usize = 4;
 
@@ -120,8 +118,9 @@ impl Clients {
             .map(|(i, _)| i)
     }
 
-    pub fn judge(&self, print: &ClientPrint) -> Program {
-        let known = |c: &SeenClient| c.days.len() >= KNOWN_AFTER_DAYS;
+    /// A program is known after sending clean mail on `known_after` days.
+    pub fn judge(&self, print: &ClientPrint, known_after: usize) -> Program {
+        let known = |c: &SeenClient| c.days.len() >= known_after.max(1);
         if !print.telling() || !self.seen.iter().any(known) {
             return Program::NoHistory;
         }
@@ -204,17 +203,17 @@ mod tests {
     fn a_program_is_known_after_two_days_and_a_script_is_not() {
         let mut c = Clients::default();
         let laptop = print("[192.168.1.20]", 11);
-        assert_eq!(c.judge(&laptop), Program::NoHistory);
+        assert_eq!(c.judge(&laptop, 2), Program::NoHistory);
         c.learn(&laptop, 100);
         assert_eq!(
-            c.judge(&laptop),
+            c.judge(&laptop, 2),
             Program::NoHistory,
             "one day is not enough"
         );
         c.learn(&laptop, 101);
-        assert_eq!(c.judge(&laptop), Program::Known);
+        assert_eq!(c.judge(&laptop, 2), Program::Known);
         // The same laptop in a hotel: another local address, same kind.
-        assert_eq!(c.judge(&print("[10.0.0.7]", 11)), Program::Known);
+        assert_eq!(c.judge(&print("[10.0.0.7]", 11), 2), Program::Known);
         let script = ClientPrint::of(
             &ClientHints {
                 helo: Some("localhost".into()),
@@ -225,7 +224,7 @@ mod tests {
             },
             &Content::default(),
         );
-        assert_eq!(c.judge(&script), Program::Unknown);
-        assert_eq!(c.judge(&ClientPrint::default()), Program::NoHistory);
+        assert_eq!(c.judge(&script, 2), Program::Unknown);
+        assert_eq!(c.judge(&ClientPrint::default(), 2), Program::NoHistory);
     }
 }

@@ -469,7 +469,7 @@ impl Policy for Scorer {
                 .count();
             let sender = Sender {
                 network: network_verdict,
-                program: st.clients.judge(&print),
+                program: st.clients.judge(&print, config.program_known_after_days),
             };
             let mailed = st.mailed(ctx.recipients, self.ledger.contact_key(), now);
             let key = retry_key(&content, &mailed);
@@ -671,7 +671,7 @@ fn retries(st: &AccountState, c: &PolicyConfig, now: u64, key: u64) -> Retries {
 /// The hourly budget of new recipients (`new_recipients_budget_*`).
 fn budget_broken(c: &PolicyConfig, st: &AccountState, now: u64, new: u32) -> Option<&'static str> {
     let day = contacts::day_number(now);
-    let usual = st.baseline.normal(day).map_or(0, |n| n.top_hour_new);
+    let usual = st.baseline.normal(day, c.baseline_min_days).map_or(0, |n| n.top_hour_new);
     let budget = (f64::from(usual) * c.new_recipients_budget_factor)
         .max(f64::from(c.new_recipients_budget_floor));
     (new > 0 && f64::from(st.new_recipients_last_hour(now) + new) > budget)
