@@ -1,5 +1,6 @@
 //! `mailwarden store check`: reads every table and record and says what is
-//! wrong, table by table. A table the store library cannot read (a
+//! wrong, table by table, then checks every page of the file against its
+//! checksum (`verify`). A table the store library cannot read (a
 //! corrupted page) is reported, not fatal: even a panic inside the library
 //! is caught and named.
 
@@ -185,6 +186,17 @@ impl Store {
             }
             Ok(n)
         });
+        // The records above may come from the cache; the checksums of the
+        // file's pages, as it holds them now.
+        match self.verify() {
+            Ok(super::verify::Verdict::Intact) => {}
+            Ok(super::verify::Verdict::Damaged(what)) => {
+                report.problems.push(format!("file: damaged: {what}"))
+            }
+            Err(e) => report
+                .problems
+                .push(format!("file: cannot be verified: {e}")),
+        }
         Ok(report)
     }
 }
