@@ -67,9 +67,11 @@ pub enum StoreError {
     /// The store does not exist and was not to be created.
     #[error("no store at {}", .0.display())]
     Missing(PathBuf),
-    /// The file holds damage (a page that fails its checksum, found by
-    /// `verify`, or a structure the library calls corrupted): the store
-    /// takes no write until it is restored. `451 4.3.0`.
+    /// The file holds damage (a page of the newest commit that fails its
+    /// checksum, found by `verify`): the store takes no write until it is
+    /// restored. `451 4.3.0`. (An error the library calls corruption in a
+    /// running store, such as the state a panic in a commit leaves, is
+    /// `Failed`: only the file's checksums say the file is damaged.)
     #[error(
         "store: the file is damaged: {0}; stop the server and restore the last backup with `mailwarden restore`"
     )]
@@ -110,7 +112,6 @@ impl From<redb::Error> for StoreError {
             redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
                 Self::Io(e.to_string())
             }
-            redb::Error::Corrupted(what) => Self::Damaged(what.clone()),
             _ => Self::Failed(e.to_string()),
         }
     }
@@ -272,7 +273,6 @@ impl Store {
                 StoreError::Failed(e) => {
                     StoreError::Failed(format!("cannot open {}: {e}", path.display()))
                 }
-                StoreError::Damaged(e) => StoreError::Damaged(format!("{}: {e}", path.display())),
                 other => other,
             },
         }
