@@ -85,5 +85,10 @@ impl Drop for Tmpfs {
             // detached now, gone once the last file is closed.
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
+        // The mount point (the temporary folder around it may be gone).
+        let _ = std::fs::remove_dir(&self.path);
+        if let Some(parent) = self.path.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
