@@ -178,6 +178,9 @@ pub(crate) struct Watch {
 struct Kept {
     len: u64,
     blocks: HashMap<u64, Box<[u8]>>,
+    /// An old block could not be read: the walk cannot tell (and the
+    /// store's write goes on regardless).
+    lost: bool,
 }
 
 /// Wraps `inner`: the store writes through the first, walks read through
@@ -200,6 +203,7 @@ impl Watch {
         *self.kept.lock_or_recover() = Some(Kept {
             len,
             blocks: HashMap::new(),
+            lost: false,
         });
         Ok(Snapshot {
             watch: self.clone(),
@@ -207,21 +211,28 @@ impl Watch {
         })
     }
 
-    /// Keeps the old contents of the blocks of `from..to` not kept yet.
-    fn keep(&self, kept: &mut Kept, from: u64, to: u64) -> std::io::Result<()> {
+    /// Keeps the old contents of the blocks of `from..to` not kept yet. A
+    /// block that cannot be read spoils the walk, never the store's write.
+    fn keep(&self, kept: &mut Kept, from: u64, to: u64) {
         let end = to.min(kept.len);
         let mut block = from / BLOCK;
-        while block * BLOCK < end {
+        while !kept.lost && block * BLOCK < end {
             if !kept.blocks.contains_key(&block) {
                 let start = block * BLOCK;
                 let mut old = vec![0u8; BLOCK as usize].into_boxed_slice();
                 let n = (kept.len - start).min(BLOCK) as usize;
-                self.inner.read(start, &mut old[..n])?;
-                kept.blocks.insert(block, old);
+                match self.inner.read(start, &mut old[..n]) {
+                    Ok(()) => {
+                        kept.blocks.insert(block, old);
+                    }
+                    Err(_) => {
+                        kept.lost = true;
+                        kept.blocks.clear();
+                    }
+                }
             }
             block += 1;
         }
-        Ok(())
     }
 }
 
@@ -234,8 +245,10 @@ struct Snapshot {
 impl Snapshot {
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
         let kept = self.watch.kept.lock_or_recover();
-        let Some(kept) = kept.as_ref() else {
-            return Err(std::io::Error::other("the snapshot was dropped"));
+        let Some(kept) = kept.as_ref().filter(|k| !k.lost) else {
+            return Err(std::io::Error::other(
+                "an old block could not be kept for the verification",
+            ));
         };
         let mut at = offset;
         let mut done = 0;
@@ -282,7 +295,7 @@ impl StorageBackend for Watched {
         let mut kept = self.0.kept.lock_or_recover();
         if let Some(kept) = kept.as_mut() {
             // A shrink: what it cuts off is kept first.
-            self.0.keep(kept, len, u64::MAX)?;
+            self.0.keep(kept, len, u64::MAX);
         }
         self.0.inner.set_len(len)
     }
@@ -294,7 +307,7 @@ impl StorageBackend for Watched {
         // file before this write, never the file after it.
         let mut kept = self.0.kept.lock_or_recover();
         if let Some(kept) = kept.as_mut() {
-            self.0.keep(kept, offset, offset + data.len() as u64)?;
+            self.0.keep(kept, offset, offset + data.len() as u64);
         }
         self.0.inner.write(offset, data)
     }
