@@ -25,7 +25,8 @@ VOLUME ["/var/lib/mailwarden"]
 # 587 submission (STARTTLS), 465 submissions (TLS), 8080 portal, 9091 metrics.
 EXPOSE 587 465 8080 9091
 ENV MAILWARDEN_CONFIG=/etc/mailwarden/mailwarden.toml
-# /healthz on the metrics listener answers 200 while the store answers.
+# /healthz on the metrics listener answers 200 while the process serves HTTP
+# (it does not read the store: /readyz says whether the store takes writes).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9091 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ' 200 ' <&3"]
 ENTRYPOINT ["/usr/local/bin/mailwarden"]

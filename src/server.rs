@@ -164,7 +164,12 @@ impl Listeners {
     }
 }
 
-/// The queue gauges, the evidence sweep, saving the lockout counters.
+/// How often the store file's checksums are verified (longer for a large
+/// store: at most a twentieth of the time goes to it).
+const VERIFY_EVERY: Duration = Duration::from_secs(2);
+
+/// The queue gauges, the evidence sweep, saving the lockout counters,
+/// verifying the store file.
 fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) {
     tracker.spawn(crate::spool::watch_queue(
         app.metrics.clone(),
@@ -176,6 +181,11 @@ fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) 
         app.lockouts.clone(),
         app.store.clone(),
         Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    tracker.spawn(crate::store::verify::keep_verifying(
+        app.store.clone(),
+        VERIFY_EVERY,
         shutdown.clone(),
     ));
     tracker.spawn(crate::policy::evidence::run(

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
@@ -69,25 +69,23 @@ async fn render(State(state): State<MetricsState>) -> impl IntoResponse {
     )
 }
 
-/// 200 while the store answers a read; listeners are up if this one is.
-async fn health_check(State(state): State<MetricsState>) -> impl IntoResponse {
-    let store = state.store.clone();
-    let ok = tokio::task::spawn_blocking(move || store.meta_get("key_id").is_ok())
-        .await
-        .unwrap_or(false);
-    match ok {
-        true => (StatusCode::OK, "ok\n"),
-        false => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
-    }
+/// 200 while the process serves HTTP: liveness. It touches nothing else
+/// (a store that fails is readiness's business: a restart does not free a
+/// disk).
+async fn health_check() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
 }
 
-/// 200 `ready` when the store takes a write, the data folder's disk has
+/// 200 `ready` when the store takes a write (and its file was not found
+/// damaged: `store::verify`), the data folder's disk has
 /// `server.min_free_disk` free, and the spool's commit thread and every
 /// delivery worker are alive; otherwise 503, one line per check that
 /// failed.
 async fn ready(State(state): State<MetricsState>) -> impl IntoResponse {
     let mut failing = Vec::new();
-    if let Err(e) = probe(&state).await {
+    if let Some(e @ StoreError::Damaged(_)) = state.store.failure() {
+        failing.push(e.to_string());
+    } else if let Err(e) = probe(&state).await {
         failing.push(format!("store: cannot write: {e}"));
     }
     let disk = state.disk.clone();

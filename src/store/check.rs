@@ -1,5 +1,6 @@
 //! `mailwarden store check`: reads every table and record and says what is
-//! wrong, table by table. A table the store library cannot read (a
+//! wrong, table by table, then checks every page of the file against its
+//! checksum (`verify`). A table the store library cannot read (a
 //! corrupted page) is reported, not fatal: even a panic inside the library
 //! is caught and named.
 
@@ -185,6 +186,17 @@ impl Store {
             }
             Ok(n)
         });
+        // The records above may come from the cache; the checksums of the
+        // file's pages, as it holds them now.
+        match self.verify() {
+            Ok(super::verify::Verdict::Intact) => {}
+            Ok(super::verify::Verdict::Damaged(what)) => {
+                report.problems.push(format!("file: damaged: {what}"))
+            }
+            Err(e) => report
+                .problems
+                .push(format!("file: cannot be verified: {e}")),
+        }
         Ok(report)
     }
 }
@@ -232,5 +244,39 @@ mod tests {
             );
         }
         assert!(!report.ok());
+        assert!(!problems.contains("file:"), "{problems}");
+    }
+
+    #[test]
+    fn names_a_page_that_fails_its_checksum_though_every_record_reads() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(dir.path()).unwrap();
+        let tx = store.db().unwrap().begin_write().unwrap();
+        tx.open_table(BODIES)
+            .unwrap()
+            .insert(7u64, "body-seven-".repeat(1000).as_bytes())
+            .unwrap();
+        tx.commit().unwrap();
+        let bytes = std::fs::read(store.path()).unwrap();
+        let at = bytes.windows(11).position(|w| w == b"body-seven-").unwrap() as u64;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(store.path())
+            .unwrap();
+        file.write_all_at(&[0xA5; 4096], at & !4095).unwrap();
+        // The records still read (from the cache): only the file check
+        // sees it.
+        let report = store.check().unwrap();
+        assert_eq!(
+            report
+                .problems
+                .iter()
+                .filter(|p| p.starts_with("file: damaged: "))
+                .count(),
+            1,
+            "{:?}",
+            report.problems
+        );
     }
 }

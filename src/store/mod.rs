@@ -18,6 +18,7 @@ mod aliases;
 pub mod fault;
 mod queue;
 mod reopen;
+pub mod verify;
 
 pub use accounts::AlsoWrite;
 pub use aliases::AliasChange;
@@ -66,6 +67,15 @@ pub enum StoreError {
     /// The store does not exist and was not to be created.
     #[error("no store at {}", .0.display())]
     Missing(PathBuf),
+    /// The file holds damage (a page of the newest commit that fails its
+    /// checksum, found by `verify`): the store takes no write until it is
+    /// restored. `451 4.3.0`. (An error the library calls corruption in a
+    /// running store, such as the state a panic in a commit leaves, is
+    /// `Failed`: only the file's checksums say the file is damaged.)
+    #[error(
+        "store: the file is damaged: {0}; stop the server and restore the last backup with `mailwarden restore`"
+    )]
+    Damaged(String),
     /// Anything else: `451 4.3.0`.
     #[error("store: {0}")]
     Failed(String),
@@ -139,11 +149,36 @@ pub struct Store {
 /// the store is reopened.
 struct Shared {
     /// None while the store is being reopened (or could not be).
-    db: RwLock<Option<Arc<Database>>>,
+    db: RwLock<Option<Arc<Handle>>>,
     /// How the file is opened again.
     backend: Backend,
     /// The I/O error that stopped writes, until a reopen works.
     failure: Mutex<Option<StoreError>>,
+}
+
+/// An open database, and the watch on its file writes that lets
+/// `verify` read the file as it was at one moment.
+pub(crate) struct Handle {
+    db: Database,
+    watch: Arc<verify::Watch>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl Handle {
+    /// Opens (or creates, in an empty file) the database on `backend`.
+    fn open(backend: impl redb::StorageBackend, path: &Path) -> Result<Self, StoreError> {
+        let (backend, watch) = verify::watch(backend);
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| Store::open_error(e, path))?;
+        Ok(Self { db, watch })
+    }
 }
 
 /// The disk under the store.
@@ -166,11 +201,7 @@ impl Store {
         let file = Self::private_file(data_dir, &path)?;
         let backend =
             redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
-        let opened = guarded(&path, || {
-            Database::builder()
-                .create_with_backend(backend)
-                .map_err(|e| Self::open_error(e, &path))
-        })?;
+        let opened = guarded(&path, || Handle::open(backend, &path))?;
         guarded(&path.clone(), || Self::init(opened, path, Backend::File))
     }
 
@@ -194,9 +225,7 @@ impl Store {
         let file = Self::private_file(data_dir, &path)?;
         let inner =
             redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
-        let db = Database::builder()
-            .create_with_backend(fault::FaultyBackend::new(inner, switch.clone()))
-            .map_err(|e| Self::open_error(e, &path))?;
+        let db = Handle::open(fault::FaultyBackend::new(inner, switch.clone()), &path)?;
         Self::init(db, path, Backend::Faulty(switch))
     }
 
@@ -204,6 +233,13 @@ impl Store {
     pub fn open_existing(data_dir: &Path) -> Result<Self, StoreError> {
         let path = Self::path_in(data_dir);
         match std::fs::metadata(&path) {
+            // Not made a store here: only `serve` creates one.
+            Ok(meta) if meta.len() == 0 => {
+                return Err(StoreError::Failed(format!(
+                    "cannot open {}: the file is empty, not a store",
+                    path.display()
+                )));
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::Missing(path));
@@ -216,9 +252,14 @@ impl Store {
                 )));
             }
         }
-        let db = guarded(&path, || {
-            Database::open(&path).map_err(|e| Self::open_error(e, &path))
-        })?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
+        let backend =
+            redb::backends::FileBackend::new(file).map_err(|e| Self::open_error(e, &path))?;
+        let db = guarded(&path, || Handle::open(backend, &path))?;
         guarded(&path.clone(), || Self::init(db, path, Backend::File))
     }
 
@@ -237,7 +278,7 @@ impl Store {
         }
     }
 
-    fn init(db: Database, path: PathBuf, backend: Backend) -> Result<Self, StoreError> {
+    fn init(db: Handle, path: PathBuf, backend: Backend) -> Result<Self, StoreError> {
         Self::create_tables(&db)?;
         Ok(Self {
             shared: Arc::new(Shared {
@@ -269,7 +310,7 @@ impl Store {
     }
 
     /// The database handle; an error while the store is being reopened.
-    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
+    pub(crate) fn db(&self) -> Result<Arc<Handle>, StoreError> {
         self.shared
             .db
             .read_or_recover()
@@ -278,8 +319,12 @@ impl Store {
     }
 
     /// Commits `tx`; an I/O error is remembered (the store then refuses
-    /// writes until it is reopened).
+    /// writes until it is reopened). Nothing is committed to a damaged
+    /// store (`tx` is dropped: aborted).
     pub(crate) fn commit(&self, tx: redb::WriteTransaction) -> Result<(), StoreError> {
+        if let Some(e @ StoreError::Damaged(_)) = self.failure() {
+            return Err(e);
+        }
         tx.commit().map_err(|e| self.failed(e.into()))
     }
 

@@ -14,10 +14,8 @@ use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::Database;
-
 use super::record::queue::QueueWrite;
-use super::{Backend, Store, StoreError};
+use super::{Backend, Handle, Store, StoreError};
 use crate::locks::{Recover, RecoverRw};
 
 /// How long `reopen` waits for open transactions of the old handle.
@@ -38,6 +36,9 @@ impl Store {
     /// error did: once the disk was full, "Previous I/O error" still means
     /// a full disk.
     pub fn failed(&self, e: StoreError) -> StoreError {
+        if let StoreError::Damaged(what) = e {
+            return self.mark_damaged(what);
+        }
         if !e.needs_reopen() {
             return e;
         }
@@ -45,6 +46,22 @@ impl Store {
         match &*failure {
             Some(first) => first.clone(),
             None => {
+                *failure = Some(e.clone());
+                e
+            }
+        }
+    }
+
+    /// Remembers that the file is damaged: from now on the store takes no
+    /// write (a reopen does not mend it; a restore does), so the spool
+    /// refuses every message and readiness is red. Reads still answer from
+    /// what the store has cached. Returns the error writers get.
+    pub fn mark_damaged(&self, what: String) -> StoreError {
+        let mut failure = self.shared.failure.lock_or_recover();
+        match &*failure {
+            Some(e @ StoreError::Damaged(_)) => e.clone(),
+            _ => {
+                let e = StoreError::Damaged(what);
                 *failure = Some(e.clone());
                 e
             }
@@ -69,6 +86,9 @@ impl Store {
     /// failure (the disk still full, say) the old handle stays, or none
     /// (callers get the remembered error), and it can be tried again.
     pub fn reopen(&self, first: &[QueueWrite]) -> Result<Vec<bool>, StoreError> {
+        if let Some(e @ StoreError::Damaged(_)) = self.failure() {
+            return Err(e);
+        }
         self.disk_takes_writes()?;
         let old = self.shared.db.write_or_recover().take();
         if let Some(old) = old
@@ -86,7 +106,10 @@ impl Store {
         let found = super::queue::write_queue(&tx, first.iter())?;
         tx.commit()?;
         *self.shared.db.write_or_recover() = Some(Arc::new(db));
-        *self.shared.failure.lock_or_recover() = None;
+        let mut failure = self.shared.failure.lock_or_recover();
+        if !matches!(*failure, Some(StoreError::Damaged(_))) {
+            *failure = None;
+        }
         Ok(found)
     }
 
@@ -110,7 +133,7 @@ impl Store {
 
     /// The existing file (never a new one: a store that vanished is not
     /// replaced by an empty one), once the old handle has let go of it.
-    fn open_again(&self) -> Result<Database, StoreError> {
+    fn open_again(&self) -> Result<Handle, StoreError> {
         let deadline = Instant::now() + DRAIN;
         loop {
             let file = OpenOptions::new()
@@ -121,12 +144,14 @@ impl Store {
             let inner = redb::backends::FileBackend::new(file)
                 .map_err(|e| Self::open_error(e, &self.path))?;
             let opened = match &self.shared.backend {
-                Backend::File => Database::builder().create_with_backend(inner),
+                Backend::File => Handle::open(inner, &self.path),
                 #[cfg(feature = "testing")]
-                Backend::Faulty(switch) => Database::builder()
-                    .create_with_backend(super::fault::FaultyBackend::new(inner, switch.clone())),
+                Backend::Faulty(switch) => Handle::open(
+                    super::fault::FaultyBackend::new(inner, switch.clone()),
+                    &self.path,
+                ),
             };
-            match opened.map_err(|e| Self::open_error(e, &self.path)) {
+            match opened {
                 Ok(db) => return Ok(db),
                 // Transactions of the old handle still hold the file.
                 Err(StoreError::Locked(_)) if Instant::now() < deadline => {
@@ -140,7 +165,7 @@ impl Store {
 
 /// Drops the old handle once no one else holds it (a store call holds it
 /// for one statement); gives it back after `DRAIN`.
-fn drain(mut old: Arc<Database>) -> Result<(), Arc<Database>> {
+fn drain(mut old: Arc<Handle>) -> Result<(), Arc<Handle>> {
     let deadline = Instant::now() + DRAIN;
     loop {
         match Arc::try_unwrap(old) {

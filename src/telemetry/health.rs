@@ -114,6 +114,9 @@ impl Alive {
     }
 
     fn panicked(&self, payload: &(dyn Any + Send)) {
+        // Stopped before it is said: whoever hears the event finds
+        // readiness red already.
+        self.flag.store(false, Ordering::SeqCst);
         match self.health.upgrade() {
             Some(health) => health.panicked(self.name, payload),
             None => {

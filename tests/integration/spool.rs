@@ -157,3 +157,75 @@ async fn a_failed_fsync_answers_451_never_250() {
 async fn a_full_disk_answers_452() {
     submit_on_failing_disk(Fault::NoSpace, "452 4.3.1 Insufficient system storage").await;
 }
+
+/// The same on a real full disk: the data folder is a small tmpfs, filled
+/// to the last byte. The store answers 452 4.3.1 (never 250) and, once the
+/// filler is deleted, takes mail again within 5 s, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tmpfs_answers_452_and_takes_mail_again_within_5s_of_space_freed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = crate::common::tmpfs::Tmpfs::mount(&dir.path().join("data"), 24 << 20) else {
+        return;
+    };
+    let text = crate::common::test_config_text("[server]\nmin_free_disk = \"1MiB\"\n");
+    let mut server = TestServer::start_in(dir, &text, Overrides::default()).await;
+    server.add_account("alice@example.com", PASSWORD).await;
+    let metrics = server.running().metrics;
+    let mut c = server.alice().await;
+    let first = c
+        .send_message("alice@example.com", &["bob@example.org"], BODY)
+        .await;
+    let first = crate::common::queued_id(&first);
+    server.wait_outbox_id(&first).await;
+    assert_eq!(http_get(metrics, "/readyz").await.0, 200);
+
+    let filled = disk.fill();
+    // Bigger than everything the store file has ever written: it cannot
+    // fit in the space the file already holds.
+    let store = std::fs::metadata(server.running().store.path()).unwrap();
+    let big = crate::common::sized_message(store.blocks() as usize * 512 + (512 << 10));
+    println!(
+        "filler {} KiB; store file {} KiB ({} KiB allocated); message {} KiB",
+        filled >> 10,
+        store.len() >> 10,
+        store.blocks() / 2,
+        big.len() >> 10
+    );
+    let reply = c
+        .send_message("alice@example.com", &["bob@example.org"], &big)
+        .await;
+    assert_eq!(reply.line(), "452 4.3.1 Insufficient system storage");
+    // The store refuses every write now, however small, as a full disk.
+    let reply = c
+        .send_message("alice@example.com", &["bob@example.org"], BODY)
+        .await;
+    assert_eq!(reply.line(), "452 4.3.1 Insufficient system storage");
+    let (status, body) = http_get(metrics, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("below server.min_free_disk"), "{body}");
+    assert_eq!(http_get(metrics, "/healthz").await, (200, "ok\n".into()));
+
+    disk.free();
+    let freed = std::time::Instant::now();
+    let id = loop {
+        let reply = c
+            .send_message("alice@example.com", &["bob@example.org"], AFTER)
+            .await;
+        if reply.code == 250 {
+            break crate::common::queued_id(&reply);
+        }
+        assert_eq!(reply.line(), "452 4.3.1 Insufficient system storage");
+        assert!(
+            freed.elapsed() < Duration::from_secs(5),
+            "still {reply:?} {:?} after the space was freed",
+            freed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("250 {:?} after the filler was deleted", freed.elapsed());
+    assert!(server.wait_outbox_id(&id).await.ends_with(AFTER));
+    // Only the two accepted messages were ever delivered.
+    crate::common::assert_outbox_stays(&server, 2).await;
+    server.stop().await;
+}

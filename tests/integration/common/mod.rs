@@ -4,6 +4,7 @@
 pub mod client;
 pub mod dovecot;
 pub mod serve;
+pub mod tmpfs;
 pub mod web;
 
 use client::Client;
@@ -110,7 +111,11 @@ impl TestServer {
 
     /// The server on this whole config text (written to its folder).
     pub async fn start_config(text: &str, overrides: server::Overrides) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), text, overrides).await
+    }
+
+    /// `start_config` in `dir` (which may hold a mount for the data folder).
+    pub async fn start_in(dir: TempDir, text: &str, overrides: server::Overrides) -> Self {
         let path = dir.path().join("mailwarden.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).expect("test config is valid");

@@ -263,7 +263,16 @@ pub async fn relay_server_with(
     delivery_toml: &str,
     overrides: server::Overrides,
 ) -> (TestServer, Arc<FeedbackLog>) {
-    let dir = tempfile::tempdir().unwrap();
+    relay_server_in(tempfile::tempdir().unwrap(), delivery_toml, overrides).await
+}
+
+/// `relay_server_with` in `dir` (which may hold a mount for the data
+/// folder, `data`).
+pub async fn relay_server_in(
+    dir: tempfile::TempDir,
+    delivery_toml: &str,
+    overrides: server::Overrides,
+) -> (TestServer, Arc<FeedbackLog>) {
     let path = dir.path().join("mailwarden.toml");
     std::fs::write(&path, test_config_text_mode("relay", delivery_toml)).unwrap();
     let config = Config::load(&path).expect("relay test config is valid");
