@@ -114,6 +114,11 @@ pub struct PolicyConfig {
     /// Only messages that earned less than this teach the account's normal
     /// (its programs and link domains).
     pub learn_below: f64,
+    /// A message at an hour of the week (± an hour) the account sent no mail
+    /// in during the last 4 weeks, once it has `active_hours_min_weeks` of
+    /// them (× factor).
+    pub weight_unusual_hour: f64,
+    pub active_hours_min_weeks: usize,
     /// Points per complaint (`mailwarden policy complaint`).
     pub weight_complaint: f64,
     /// The hourly budget of new recipients: the account's busiest hour of
@@ -218,6 +223,8 @@ impl Default for PolicyConfig {
             retry_min_gap: Duration::from_secs(30),
             weight_retry_hammering: 4.0,
             weight_complaint: 3.0,
+            weight_unusual_hour: 1.0,
+            active_hours_min_weeks: 2,
             learn_below: 1.0,
             new_recipients_budget_floor: 200,
             new_recipients_budget_factor: 3.0,

@@ -31,7 +31,15 @@ pub struct Baseline {
     /// The hour being counted: (hour number, new recipients so far).
     #[serde(default)]
     hour: (u64, u32),
+    /// Hours of the week with mail, per week: (week number, one bit per
+    /// hour of the week), the last `WEEKS` weeks and this one.
+    #[serde(default)]
+    weeks: VecDeque<(u64, Vec<u8>)>,
 }
+
+/// Weeks of active hours kept besides the current one.
+const WEEKS: usize = 4;
+const WEEK: u64 = 7 * 24 * 3600;
 
 /// The account's normal, or `None` while it has too little history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +72,19 @@ impl Baseline {
         }
         self.hour.1 += new;
         let hour_new = self.hour.1;
+        let week = now / WEEK;
+        if self.weeks.back().is_none_or(|w| w.0 != week) {
+            self.weeks.push_back((week, vec![0; 21]));
+            while self.weeks.len() > WEEKS + 1 {
+                self.weeks.pop_front();
+            }
+        }
+        let slot = ((now % WEEK) / 3600) as usize;
+        if let Some((_, bits)) = self.weeks.back_mut()
+            && bits.len() == 21
+        {
+            bits[slot / 8] |= 1 << (slot % 8);
+        }
         let d = self.today(day);
         d.messages += 1;
         d.new_recipients += new;
@@ -98,6 +119,29 @@ impl Baseline {
         ))
     }
 
+    /// Whether the account usually sends at this hour of the week (the
+    /// hour before or after counts too), from the weeks before this one;
+    /// `None` with less than `min_weeks` earlier weeks of mail.
+    pub fn usual_hour(&self, now: u64, min_weeks: usize) -> Option<bool> {
+        let week = now / WEEK;
+        let earlier: Vec<&Vec<u8>> = self
+            .weeks
+            .iter()
+            .filter(|(w, bits)| *w < week && *w + WEEKS as u64 >= week && bits.len() == 21)
+            .map(|(_, bits)| bits)
+            .collect();
+        if earlier.len() < min_weeks.max(1) {
+            return None;
+        }
+        let slot = ((now % WEEK) / 3600) as usize;
+        let near = [(slot + 167) % 168, slot, (slot + 1) % 168];
+        Some(
+            earlier
+                .iter()
+                .any(|bits| near.iter().any(|s| bits[s / 8] & (1 << (s % 8)) != 0)),
+        )
+    }
+
     /// Contacts mailed today so far.
     pub fn contacts_today(&self, day: u16) -> u32 {
         self.days
@@ -130,5 +174,24 @@ mod tests {
         }
         assert_eq!(b.days.len(), DAYS);
         assert_eq!(b.normal(50, 7).unwrap().top_recipients, 1, "a month later");
+    }
+
+    #[test]
+    fn the_usual_hours_of_the_week() {
+        let mut b = Baseline::default();
+        let monday_9 = 4 * 86_400 + 9 * 3600; // 1970-01-05 was a Monday
+        for week in 0..3 {
+            b.record(monday_9 + week * WEEK, 0, 1, 0, 0);
+        }
+        let now = monday_9 + 3 * WEEK;
+        assert_eq!(b.usual_hour(now, 2), Some(true));
+        assert_eq!(b.usual_hour(now + 3600, 2), Some(true), "an hour later");
+        assert_eq!(b.usual_hour(now + 3 * 3600, 2), Some(false));
+        assert_eq!(
+            b.usual_hour(now - 9 * 3600 + 3 * 3600, 2),
+            Some(false),
+            "3 am"
+        );
+        assert_eq!(b.usual_hour(now, 4), None, "three weeks of history");
     }
 }

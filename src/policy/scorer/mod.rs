@@ -88,6 +88,7 @@ pub fn category(signal: &str) -> &'static str {
         }
         "retry_hammering" => "a program resending refused mail over and over",
         "complaints" => "complaints from recipients",
+        "unusual_hour" => "sending at hours this account never sends",
         "repeated_body" => "the same message sent to many recipients",
         "network_spread" => "logins from many different networks",
         "link_domains" => "messages with many links to different sites",
@@ -671,7 +672,10 @@ fn retries(st: &AccountState, c: &PolicyConfig, now: u64, key: u64) -> Retries {
 /// The hourly budget of new recipients (`new_recipients_budget_*`).
 fn budget_broken(c: &PolicyConfig, st: &AccountState, now: u64, new: u32) -> Option<&'static str> {
     let day = contacts::day_number(now);
-    let usual = st.baseline.normal(day, c.baseline_min_days).map_or(0, |n| n.top_hour_new);
+    let usual = st
+        .baseline
+        .normal(day, c.baseline_min_days)
+        .map_or(0, |n| n.top_hour_new);
     let budget = (f64::from(usual) * c.new_recipients_budget_factor)
         .max(f64::from(c.new_recipients_budget_floor));
     (new > 0 && f64::from(st.new_recipients_last_hour(now) + new) > budget)

@@ -99,7 +99,10 @@ pub fn score(
     // account ever reaches in a day.
     let day = super::contacts::day_number(now);
     let today = st.baseline.contacts_today(day) + m.mailed.first_today;
-    let usual = st.baseline.normal(day, c.baseline_min_days).map_or(0, |n| n.contacts_per_day);
+    let usual = st
+        .baseline
+        .normal(day, c.baseline_min_days)
+        .map_or(0, |n| n.contacts_per_day);
     let sweep_at = (c.contact_sweep_min as f64).max(f64::from(usual) * c.contact_sweep_factor);
     if m.mailed.first_today > 0 && f64::from(today) > sweep_at {
         b.add("contact_sweep", f * c.weight_contact_sweep);
@@ -163,8 +166,14 @@ pub fn score(
                 .min(c.max_many_domains_points),
         );
     }
+    // A different sender at an hour the account never sends.
+    if st.baseline.usual_hour(now, c.active_hours_min_weeks) == Some(false) {
+        b.add("unusual_hour", f * c.weight_unusual_hour);
+    }
     // No mail program resubmits a deferred message this fast or this often.
-    if m.retries.attempts + 1 > c.retry_hammering_attempts || m.retries.quick >= c.retry_quick_in_a_row {
+    if m.retries.attempts + 1 > c.retry_hammering_attempts
+        || m.retries.quick >= c.retry_quick_in_a_row
+    {
         b.add("retry_hammering", c.weight_retry_hammering);
     }
     b
