@@ -16,6 +16,7 @@ use crate::accounts::{Accounts, AccountsParts, Passwords, TrustRule};
 use crate::admin::Ops;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::events::{Events, Fanout, Listener};
 use crate::policy::notice::OperatorNotices;
 use crate::policy::scorer::{Ledger, Preload, Scorer};
@@ -23,7 +24,8 @@ use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
 #[cfg(feature = "testing")]
 use crate::store::fault::FaultSwitch;
-use crate::store::{Store, identity};
+use crate::store::postgres::PgStore;
+use crate::store::{SharedData, Store, identity};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
 
@@ -60,7 +62,14 @@ pub struct Overrides {
 /// The assembled application.
 pub struct App {
     pub config: Config,
+    /// This node's own store: the spool (and, with the embedded backend,
+    /// everything else too).
     pub store: Store,
+    /// Accounts, blocks and the scorer's state: `store` itself, or the
+    /// PostgreSQL database every node shares (`[store]`).
+    pub shared: SharedData,
+    /// The shared database, with `store.backend = "postgres"`.
+    pub postgres: Option<PgStore>,
     pub clock: Arc<dyn Clock>,
     pub key: Arc<ServerKey>,
     pub metrics: Arc<Metrics>,
@@ -107,7 +116,8 @@ impl App {
             Open::CreateIfMissing => Preload::All,
             Open::Existing => Preload::OnDemand,
         };
-        let ledger = Ledger::load(config.policy.clone(), clock.clone(), &store, preload)
+        let (shared, postgres) = open_shared(config, &store, &key)?;
+        let ledger = Ledger::load(config.policy.clone(), clock.clone(), &shared, preload)
             .context("cannot read the scorer's saved state")?;
         let health = Health::new();
         let spool = spool(
@@ -151,7 +161,7 @@ impl App {
             lockouts.restore(&saved);
         }
         let accounts = Accounts::new(AccountsParts {
-            store: store.clone(),
+            store: shared.clone(),
             passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
             lockouts: lockouts.clone(),
             clock: clock.clone(),
@@ -177,6 +187,8 @@ impl App {
         Ok(Self {
             config: config.clone(),
             store,
+            shared,
+            postgres,
             clock,
             key,
             metrics,
@@ -235,6 +247,32 @@ fn open_store(
     }
     Ok(store)
 }
+
+/// The shared data: the embedded store, or the PostgreSQL database (its
+/// schema brought up to date, its identity checked against the server key
+/// and this node's marker).
+fn open_shared(
+    config: &Config,
+    store: &Store,
+    key: &Arc<ServerKey>,
+) -> anyhow::Result<(SharedData, Option<PgStore>)> {
+    match config.store.backend {
+        StoreBackend::Redb => Ok((Arc::new(store.clone()), None)),
+        StoreBackend::Postgres => {
+            let pg = PgStore::open(&config.store)
+                .context("cannot open the shared PostgreSQL store (`store.url`)")?;
+            pg.check_identity(
+                &config.server.data_dir,
+                |id| key.seal(STORE_IDENTITY, id),
+                |sealed| key.open(STORE_IDENTITY, sealed),
+            )?;
+            Ok((Arc::new(pg.clone()), Some(pg)))
+        }
+    }
+}
+
+/// What the shared database's test value is sealed for.
+const STORE_IDENTITY: &str = "shared store identity";
 
 fn load_key(config: &Config, how: Open, store: &Store) -> anyhow::Result<ServerKey> {
     let path = config.secret_key_file();

@@ -61,6 +61,14 @@ impl AccountCache {
         inner.insert(address, Some(record));
     }
 
+    /// Every record may have changed (changes from other nodes were
+    /// missed): every next read goes to the store.
+    pub(super) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.writes += 1;
+        inner.records.clear();
+    }
+
     /// The stored record changed in a way this cache did not see (created,
     /// deleted, a failed commit): the next read goes to the store.
     pub(super) fn forget(&self, address: &str) {

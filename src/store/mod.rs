@@ -16,8 +16,12 @@ pub use backup::BackupSummary;
 mod aliases;
 #[cfg(feature = "testing")]
 pub mod fault;
+pub mod postgres;
 mod queue;
 mod reopen;
+pub mod shared;
+
+pub use shared::{Change, PolicyLock, SharedData, SharedStore, ToShared};
 
 pub use accounts::AlsoWrite;
 pub use aliases::AliasChange;

@@ -21,6 +21,7 @@ mod mx;
 mod pipelining;
 mod policy;
 mod portal;
+mod postgres;
 mod proxy;
 mod readiness;
 mod real_clients;

@@ -22,7 +22,7 @@ use crate::config::PolicyConfig;
 use crate::events::{Event, EventKind, Listener};
 use crate::locks::{Recover, RecoverRw};
 use crate::spool::{CommitHook, QueueWrite};
-use crate::store::{Store, StoreError};
+use crate::store::{SharedData, StoreError, ToShared};
 
 /// An account's state is written with the spool at most this often: a
 /// busy sender's windows are serialised once a second, not once a commit.
@@ -33,7 +33,7 @@ const STATE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// One account: `turn` orders its decisions (FIFO, held across awaits);
 /// `state` is only ever held briefly, never across an await, so logins and
 /// delivery results can be recorded from anywhere.
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub(super) turn: tokio::sync::Mutex<()>,
     state: Mutex<AccountState>,
     /// When the state was last handed to a commit.
@@ -86,8 +86,12 @@ pub struct Ledger {
     shared: Vec<IpNet>,
     states: Mutex<HashMap<String, Arc<Entry>>>,
     dirty: Mutex<HashSet<String>>,
-    /// With `Preload::OnDemand`: where an account's saved state is read.
-    on_demand: Option<Store>,
+    /// With `Preload::OnDemand` (or a shared store): where an account's
+    /// saved state is read.
+    on_demand: Option<SharedData>,
+    /// A store several nodes share: decisions lock the account's state
+    /// there (`turn`), and the spool's commits do not carry it.
+    pub(super) multi_node: Option<SharedData>,
 }
 
 impl Ledger {
@@ -96,9 +100,10 @@ impl Ledger {
     pub fn load(
         config: PolicyConfig,
         clock: Arc<dyn Clock>,
-        store: &Store,
+        store: &impl ToShared,
         preload: Preload,
     ) -> Result<Arc<Self>, StoreError> {
+        let store = store.to_shared();
         let mut states = HashMap::new();
         if preload == Preload::All {
             for (account, bytes) in store.policy_states()? {
@@ -113,7 +118,9 @@ impl Ledger {
             clock,
             states: Mutex::new(states),
             dirty: Mutex::new(HashSet::new()),
-            on_demand: (preload == Preload::OnDemand).then(|| store.clone()),
+            on_demand: (preload == Preload::OnDemand || store.backend() != "redb")
+                .then(|| store.clone()),
+            multi_node: (store.backend() != "redb").then(|| store.clone()),
         }))
     }
 
@@ -176,6 +183,11 @@ impl Ledger {
     }
 
     /// Changes an account's state briefly (never across an await).
+    /// The account's entry if this node holds it.
+    pub(super) fn cached(&self, account: &str) -> Option<Arc<Entry>> {
+        lock(&self.states).get(account).cloned()
+    }
+
     pub(super) fn with_state<T>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> T) -> T {
         let entry = self.entry(account);
         let out = f(&mut entry.state());
@@ -202,7 +214,7 @@ impl Ledger {
         let now = self.clock.unix();
         let network = self.network_key(ip);
         let needed = self.config().auth_failures_before_success;
-        self.with_state(account, |st| {
+        self.observe(account, move |st| {
             st.record_login(now, &network, needed);
             st.uses.login(ip, now);
         });
@@ -212,7 +224,7 @@ impl Ledger {
     pub fn observe_auth_failure(&self, account: &str) {
         if self.follows(account) {
             let now = self.clock.unix();
-            self.with_state(account, |st| st.record_auth_failure(now));
+            self.observe(account, move |st| st.record_auth_failure(now));
         }
     }
 
@@ -223,7 +235,7 @@ impl Ledger {
             return;
         }
         let now = self.clock.unix();
-        self.with_state(account, |st| {
+        self.observe(account, move |st| {
             st.record_delivery(now, delivered as u32, bounced as u32)
         });
     }
@@ -274,7 +286,7 @@ impl Ledger {
 }
 
 /// A saved state, or `None` (with a warning) when it does not decode.
-fn decode(account: &str, bytes: &[u8]) -> Option<AccountState> {
+pub(super) fn decode(account: &str, bytes: &[u8]) -> Option<AccountState> {
     match serde_json::from_slice::<AccountState>(bytes) {
         Ok(state) => Some(state.upgrade()),
         Err(e) => {
@@ -357,6 +369,11 @@ impl OnLift for Ledger {
 
 impl CommitHook for Ledger {
     fn dirty_writes(&self, all: bool) -> Vec<QueueWrite> {
+        // A shared store is written by each decision itself (`turn`).
+        if self.multi_node.is_some() {
+            lock(&self.dirty).clear();
+            return Vec::new();
+        }
         let now = std::time::Instant::now();
         let mut due = Vec::new();
         lock(&self.dirty).retain(|account| {

@@ -18,6 +18,7 @@
 pub mod content;
 pub mod ledger;
 pub mod state;
+mod turn;
 
 pub use ledger::{Ledger, Preload};
 
@@ -524,6 +525,11 @@ impl Policy for Scorer {
         let entry = self.ledger.entry(ctx.account);
         // Decisions of one account happen one at a time, in arrival order.
         let _turn = entry.turn.lock().await;
+        // Across nodes too, with a shared store (a decision that cannot be
+        // serialised is not made: the client retries).
+        let Ok(shared_turn) = self.ledger.shared_turn(ctx.account, &entry).await else {
+            return Decision::Defer;
+        };
         let n = ctx.recipients.len() as u32;
         let (verdict, cap, breakdown, score, abuse) = {
             let mut st = entry.state();
@@ -563,6 +569,7 @@ impl Policy for Scorer {
             (verdict, cap, breakdown, score, abuse)
         };
         self.ledger.mark_dirty(ctx.account);
+        shared_turn.finish(ctx.account, &entry).await;
         self.emit(
             Event::new(EventKind::PolicyDecision)
                 .account(ctx.account)

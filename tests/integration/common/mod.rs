@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod dovecot;
+pub mod postgres;
 pub mod serve;
 pub mod web;
 

@@ -1,0 +1,256 @@
+//! Several nodes on one PostgreSQL database (`[store] backend =
+//! "postgres"`): two real `mailwarden serve` processes, each with its own
+//! data folder and spool, sharing accounts, blocks and the scorer's state.
+//! Each test starts a private PostgreSQL 15 (`common::postgres`) and skips
+//! with a printed reason when it is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::client::Client;
+use crate::common::postgres::Postgres;
+use crate::common::serve::ServeProcess;
+use crate::common::{ALICE, PASSWORD, output_with_stdin, test_config_text, test_config_text_mode};
+
+const BODY: &str = "Cheap watches, best prices, click now.";
+
+/// One node: its config file, data folder and running server.
+struct Node {
+    config: PathBuf,
+    server: ServeProcess,
+}
+
+impl Node {
+    fn data(&self) -> PathBuf {
+        self.config.parent().unwrap().join("data")
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.data().join(mailwarden::tls::SELF_SIGNED_CERT)
+    }
+
+    /// The CLI against this node (through its admin API while it runs).
+    fn cli(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        let out = output_with_stdin(
+            Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+                .args(["--config", self.config.to_str().unwrap()])
+                .args(args),
+            stdin,
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    async fn session(&self, user: &str) -> Client {
+        let (mut c, _) = Client::implicit_tls(self.server.submissions(), &self.cert()).await;
+        c.ehlo().await;
+        assert_eq!(c.auth_plain(user, PASSWORD).await.code, 235, "AUTH {user}");
+        c
+    }
+}
+
+/// The config text of a node on `url`; `text` is the rest of it.
+fn write_config(dir: &Path, name: &str, text: &str, url: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = folder.join("mailwarden.toml");
+    std::fs::write(
+        &config,
+        format!("{text}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    config
+}
+
+/// The first node on an empty database (it initialises it).
+fn first_node(dir: &Path, name: &str, text: &str, url: &str) -> Node {
+    let config = write_config(dir, name, text, url);
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    Node { config, server }
+}
+
+/// Another node joining: the first node's server key in its new data
+/// folder, started once with `--init` (docs/operator-guide.md, "Running
+/// several nodes").
+fn joining_node(dir: &Path, name: &str, text: &str, url: &str, first: &Node) -> Node {
+    let config = write_config(dir, name, text, url);
+    let data = config.parent().unwrap().join("data");
+    mailwarden::files::create_private_dir(&data).unwrap();
+    let key = std::fs::read(first.data().join("secret.key")).unwrap();
+    mailwarden::files::write_private(&data.join("secret.key"), &key).unwrap();
+    let server =
+        tokio::task::block_in_place(|| ServeProcess::start_with_args(&config, &["--init"]));
+    Node { config, server }
+}
+
+fn add_account(node: &Node, address: &str) {
+    let (ok, out) = node.cli(&["account", "add", address, "--password-stdin"], PASSWORD);
+    assert!(ok, "{out}");
+}
+
+fn rcpts(tag: &str, i: usize) -> Vec<String> {
+    (0..5)
+        .map(|k| format!("{tag}{i}-{k}@victims.example"))
+        .collect()
+}
+
+/// Sends the same bulk mail over `sessions` in turn (one message each)
+/// until every one is refused; how many were accepted.
+async fn spray(sessions: &mut [Client], from: &str, tag: &str) -> usize {
+    let mut accepted = 0;
+    let mut refused_in_a_row = 0;
+    for i in 0..40 {
+        let c = &mut sessions[i % sessions.len()];
+        let reply = c.try_send(from, &rcpts(tag, i), "offer", BODY).await;
+        if reply.starts_with("250") {
+            accepted += 1;
+            refused_in_a_row = 0;
+        } else {
+            assert!(reply.starts_with("554"), "{reply}");
+            refused_in_a_row += 1;
+            if refused_in_a_row >= sessions.len() {
+                return accepted;
+            }
+        }
+    }
+    panic!("{from}: the spray was never blocked ({accepted} accepted)");
+}
+
+/// Waits up to `limit` for `check`.
+async fn within(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_on_b() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_text("");
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    const BOB: &str = "bob@example.com";
+    add_account(&a, ALICE);
+    add_account(&a, BOB);
+
+    // The baseline: Bob's spray on node A alone.
+    let mut one = vec![a.session(BOB).await];
+    let on_one = spray(&mut one, BOB, "bob").await;
+    // Alice's, alternating between A and B (an account created on A logs
+    // in on B).
+    let mut two = vec![a.session(ALICE).await, b.session(ALICE).await];
+    let on_two = spray(&mut two, ALICE, "alice").await;
+    assert!(on_one >= 1, "the baseline accepted nothing");
+    assert!(
+        on_two <= on_one,
+        "{on_two} messages got out over two nodes, {on_one} on one"
+    );
+    // Blocked on both, in new sessions too.
+    for node in [&a, &b] {
+        let mut c = node.session(ALICE).await;
+        let r = c.cmd(&format!("MAIL FROM:<{ALICE}>")).await;
+        assert_eq!(r.code, 554, "{r:?}");
+    }
+
+    // An unblock through node A's CLI: node B takes the next MAIL.
+    let (ok, out) = a.cli(&["account", "unblock", ALICE], "");
+    assert!(ok, "{out}");
+    let mut c = b.session(ALICE).await;
+    let took = within(
+        Duration::from_secs(2),
+        "MAIL on B after the unblock on A",
+        async || {
+            let r = c.cmd(&format!("MAIL FROM:<{ALICE}>")).await;
+            if r.code == 250 {
+                return true;
+            }
+            c.cmd("RSET").await;
+            false
+        },
+    )
+    .await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    c.cmd("RSET").await;
+    let reply = c
+        .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+
+    // A password change on A ends AUTH with the old password on B.
+    let new_password = "a different long passphrase";
+    let (ok, out) = a.cli(
+        &["account", "passwd", ALICE, "--password-stdin"],
+        new_password,
+    );
+    assert!(ok, "{out}");
+    within(
+        Duration::from_secs(1),
+        "old password refused on B",
+        async || {
+            let (mut c, _) = Client::implicit_tls(b.server.submissions(), &b.cert()).await;
+            c.ehlo().await;
+            c.auth_plain(ALICE, PASSWORD).await.code == 535
+        },
+    )
+    .await;
+    let (mut c, _) = Client::implicit_tls(b.server.submissions(), &b.cert()).await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, new_password).await.code, 235);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_on_b_is_held_when_a_blocks_the_account_and_released_when_a_lifts_it() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    // A relay nobody listens on, retried in an hour: mail stays queued.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = test_config_text_mode(
+        "relay",
+        &format!(
+            "retry_schedule = [\"1h\"]\n[delivery.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"2s\"\n"
+        ),
+    );
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+    let mut c = b.session(ALICE).await;
+    let reply = c
+        .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let held = async || {
+        let (ok, out) = b.cli(&["--json", "queue", "list", "--held"], "");
+        assert!(ok, "{out}");
+        out.contains(ALICE)
+    };
+    assert!(!held().await, "held before any block");
+
+    let (ok, out) = a.cli(&["account", "block", ALICE, "--reason", "abuse report"], "");
+    assert!(ok, "{out}");
+    let took = within(Duration::from_secs(3), "B holds Alice's mail", held).await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    let (ok, out) = a.cli(&["account", "unblock", ALICE], "");
+    assert!(ok, "{out}");
+    within(
+        Duration::from_secs(3),
+        "B releases Alice's mail",
+        async || !held().await,
+    )
+    .await;
+}
