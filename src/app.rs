@@ -119,6 +119,9 @@ impl App {
         let (shared, postgres) = open_shared(config, &store, &key)?;
         let ledger = Ledger::load(config.policy.clone(), clock.clone(), &shared, preload)
             .context("cannot read the scorer's saved state")?;
+        if let Some(pg) = &postgres {
+            watch_shared(pg, &metrics);
+        }
         let health = Health::new();
         let spool = spool(
             &store,
@@ -269,6 +272,28 @@ fn open_shared(
             Ok((Arc::new(pg.clone()), Some(pg)))
         }
     }
+}
+
+/// The shared database's reachability as a metric and a log event. The
+/// node stays ready (readiness reflects local faults only): it refuses new
+/// mail with 451 4.3.0 and AUTH it cannot check with 454 4.7.0 meanwhile.
+fn watch_shared(pg: &PgStore, metrics: &Arc<Metrics>) {
+    let gauge = metrics.gauge(crate::telemetry::metrics::SHARED_STORE_UP);
+    gauge.set(1.0);
+    pg.watch(Arc::new(move |up| {
+        gauge.set(if up { 1.0 } else { 0.0 });
+        if up {
+            tracing::warn!(
+                event = "store.shared_up",
+                "the PostgreSQL store answers again"
+            );
+        } else {
+            tracing::error!(
+                event = "store.shared_down",
+                "the PostgreSQL store does not answer: new mail gets 451 4.3.0 until it does"
+            );
+        }
+    }));
 }
 
 /// What the shared database's test value is sealed for.

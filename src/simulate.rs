@@ -562,7 +562,7 @@ pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
                     out_before_block[send.account] += 1;
                 }
             }
-            Decision::Defer => row.deferred += 1,
+            Decision::Defer | Decision::Unavailable => row.deferred += 1,
             Decision::Block(_) => {
                 blocked[send.account] = true;
                 row.blocked_accounts += 1;

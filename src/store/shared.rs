@@ -73,6 +73,11 @@ pub trait PolicyLock: Send {
 pub trait SharedStore: Send + Sync + 'static {
     /// `"redb"` or `"postgres"`, for messages.
     fn backend(&self) -> &'static str;
+    /// Whether the store answered lately. `false`: new mail is refused
+    /// (`451 4.3.0`) until it answers again.
+    fn available(&self) -> bool {
+        true
+    }
     fn account_get(&self, address: &str) -> Result<Option<Account>, StoreError>;
     /// Inserts a new account; `false` if the address is taken (by an
     /// account or an alias, also in `+tag` form).

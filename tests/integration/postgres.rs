@@ -254,3 +254,132 @@ async fn mail_queued_on_b_is_held_when_a_blocks_the_account_and_released_when_a_
     )
     .await;
 }
+
+/// One client sending one message after another through `node` until
+/// `stop`: every reply, in order.
+async fn load(
+    addr: std::net::SocketAddr,
+    cert: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(Instant, String)> {
+    let mut replies = Vec::new();
+    let mut c: Option<Client> = None;
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if c.is_none() {
+            let (mut s, _) = Client::implicit_tls(addr, &cert).await;
+            s.ehlo().await;
+            let r = s.auth_plain(ALICE, PASSWORD).await;
+            if r.code != 235 {
+                replies.push((Instant::now(), r.line()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            c = Some(s);
+        }
+        let s = c.as_mut().unwrap();
+        i += 1;
+        let reply = s
+            .try_send(
+                ALICE,
+                &["friend@example.org".to_string()],
+                &format!("m{i}"),
+                "hello",
+            )
+            .await;
+        if !reply.starts_with("250") {
+            s.cmd("RSET").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replies.push((Instant::now(), reply));
+    }
+    replies
+}
+
+fn outbox_files(node: &Node) -> usize {
+    std::fs::read_dir(node.data().join("outbox"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_gives_4xx_loses_nothing_acknowledged_and_recovers() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_text(crate::common::BULK_POLICY);
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for node in [&a, &b] {
+        tasks.push(tokio::spawn(load(
+            node.server.submissions(),
+            node.cert(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down_at = Instant::now();
+    tokio::task::block_in_place(|| pg.stop());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up_at = Instant::now();
+    tokio::task::block_in_place(|| pg.restart());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+
+    let mut acknowledged = 0;
+    for per_node in &replies {
+        let during: Vec<_> = per_node
+            .iter()
+            .filter(|(t, _)| *t > down_at + Duration::from_millis(200) && *t < up_at)
+            .collect();
+        assert!(!during.is_empty(), "no attempt during the outage");
+        for (_, r) in &during {
+            assert!(
+                r.starts_with("250") || r.starts_with('4'),
+                "a permanent refusal during the outage: {r}"
+            );
+        }
+        assert!(
+            during
+                .iter()
+                .any(|(_, r)| r.starts_with("451 4.3.0") || r.starts_with("454 4.7.0")),
+            "never refused while PostgreSQL was down: {during:?}"
+        );
+        // Back within 5 s of the restart.
+        let back = per_node
+            .iter()
+            .find(|(t, r)| *t > up_at && r.starts_with("250"))
+            .map(|(t, _)| *t - up_at)
+            .expect("never accepted again");
+        assert!(back < Duration::from_secs(5), "back after {back:?}");
+        acknowledged += per_node
+            .iter()
+            .filter(|(_, r)| r.starts_with("250"))
+            .count();
+    }
+    // Every 250 is delivered (into each node's outbox).
+    within(
+        Duration::from_secs(10),
+        "every acknowledged message delivered",
+        async || outbox_files(&a) + outbox_files(&b) >= acknowledged,
+    )
+    .await;
+    assert_eq!(outbox_files(&a) + outbox_files(&b), acknowledged);
+    a.server
+        .wait_log("store.shared_down", |log| {
+            log.iter().any(|l| l["event"] == "store.shared_down")
+        })
+        .await;
+}

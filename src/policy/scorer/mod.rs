@@ -444,6 +444,9 @@ fn view_of(st: &AccountState, now: u64, c: &PolicyConfig) -> PolicyView {
 #[async_trait]
 impl Policy for Scorer {
     async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision {
+        if !self.ledger.shared_available() {
+            return Decision::Unavailable;
+        }
         let account = self.account(ctx.account).await;
         if let Some(refusal) = self.gate(ctx.account, account.as_deref()) {
             return refusal;
@@ -528,7 +531,7 @@ impl Policy for Scorer {
         // Across nodes too, with a shared store (a decision that cannot be
         // serialised is not made: the client retries).
         let Ok(shared_turn) = self.ledger.shared_turn(ctx.account, &entry).await else {
-            return Decision::Defer;
+            return Decision::Unavailable;
         };
         let n = ctx.recipients.len() as u32;
         let (verdict, cap, breakdown, score, abuse) = {

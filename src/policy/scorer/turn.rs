@@ -58,6 +58,11 @@ impl Ledger {
         }
     }
 
+    /// Whether a shared store answers (always, with the embedded one).
+    pub(crate) fn shared_available(&self) -> bool {
+        self.multi_node.as_ref().is_none_or(|s| s.available())
+    }
+
     /// Applies an observation to the account's state here and, with a
     /// shared store, to the stored state under the account's lock.
     pub(super) fn observe(

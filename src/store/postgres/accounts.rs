@@ -211,6 +211,10 @@ impl SharedStore for PgStore {
         "postgres"
     }
 
+    fn available(&self) -> bool {
+        self.is_up()
+    }
+
     fn account_get(&self, address: &str) -> Result<Option<Account>, StoreError> {
         let (pool, key) = (self.pool(), address.to_string());
         let record: Option<String> = self.run(async move {

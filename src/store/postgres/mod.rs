@@ -57,6 +57,9 @@ fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Failed(format!("PostgreSQL unavailable: {e}"))
 }
 
+/// Hears the database go away (`false`) and come back (`true`).
+pub type Watcher = Arc<dyn Fn(bool) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct PgStore {
     inner: Arc<Inner>,
@@ -73,6 +76,8 @@ struct Inner {
     op_timeout: Duration,
     /// Whether the last call reached the database.
     up: AtomicBool,
+    /// Told when the database goes away and comes back.
+    watcher: Mutex<Option<Watcher>>,
     /// Who hears about changes (`subscribe`); the listener starts with the
     /// first.
     subscribers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Change>>>,
@@ -157,6 +162,7 @@ impl PgStore {
                 tls,
                 op_timeout: config.connect_timeout * 2 + config.statement_timeout * 2,
                 up: AtomicBool::new(true),
+                watcher: Mutex::new(None),
                 subscribers: Mutex::new(Vec::new()),
             }),
         })
@@ -201,11 +207,53 @@ impl PgStore {
         out
     }
 
-    /// Records whether a call reached the database.
+    /// Records whether a call reached the database. When it stops
+    /// answering, a probe runs until it answers again (nothing else may
+    /// call it meanwhile: new mail is refused while it is away).
     pub(crate) fn note<T>(&self, out: &Result<T, StoreError>) {
         let up =
             !matches!(out, Err(StoreError::Failed(m)) if m.starts_with("PostgreSQL unavailable"));
-        self.inner.up.store(up, Ordering::Relaxed);
+        if self.inner.up.swap(up, Ordering::SeqCst) == up {
+            return;
+        }
+        self.tell(up);
+        if !up {
+            let store = self.clone();
+            self.inner.handle.spawn(async move { store.probe().await });
+        }
+    }
+
+    fn tell(&self, up: bool) {
+        let watcher = self.inner.watcher.lock_or_recover().clone();
+        if let Some(w) = watcher {
+            w(up);
+        }
+    }
+
+    /// Asks the database every 250 ms until it answers.
+    async fn probe(self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if self.inner.up.load(Ordering::SeqCst) {
+                return;
+            }
+            let answered = match self.inner.pool.get().await {
+                Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+                Err(_) => false,
+            };
+            if answered {
+                if !self.inner.up.swap(true, Ordering::SeqCst) {
+                    self.tell(true);
+                }
+                return;
+            }
+        }
+    }
+
+    /// `f(false)` when the database stops answering, `f(true)` when it
+    /// answers again.
+    pub fn watch(&self, f: Watcher) {
+        *self.inner.watcher.lock_or_recover() = Some(f);
     }
 
     pub(crate) fn pool(&self) -> Pool {

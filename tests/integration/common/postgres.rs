@@ -126,6 +126,11 @@ impl Postgres {
         .success()
     }
 
+    /// Starts it again on the same port (after `stop`).
+    pub fn restart(&self) {
+        assert!(self.pg_ctl_start(), "restart: {}", self.log());
+    }
+
     /// Stops it at once (the outage tests).
     pub fn stop(&self) {
         pg(
