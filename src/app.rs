@@ -297,7 +297,7 @@ fn watch_shared(pg: &PgStore, metrics: &Arc<Metrics>) {
 }
 
 /// What the shared database's test value is sealed for.
-const STORE_IDENTITY: &str = "shared store identity";
+pub(crate) const STORE_IDENTITY: &str = "shared store identity";
 
 fn load_key(config: &Config, how: Open, store: &Store) -> anyhow::Result<ServerKey> {
     let path = config.secret_key_file();

@@ -383,3 +383,116 @@ async fn postgres_stopped_under_load_gives_4xx_loses_nothing_acknowledged_and_re
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_an_embedded_install_and_its_accounts_log_in_on_the_postgres_nodes() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    const BOB: &str = "bob@example.com";
+    // An embedded (redb) install with two accounts, an alias, a block and
+    // a scorer state.
+    let folder = dir.path().join("a");
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = folder.join("mailwarden.toml");
+    let text = test_config_text("");
+    std::fs::write(&config, &text).unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    let old = Node { config, server };
+    add_account(&old, ALICE);
+    add_account(&old, BOB);
+    let (ok, out) = old.cli(&["account", "alias", "add", ALICE, "al@example.com"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = old.cli(&["account", "block", BOB, "--reason", "abuse report"], "");
+    assert!(ok, "{out}");
+    let mut c = old.session(ALICE).await;
+    let reply = c
+        .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    drop(c);
+    let Node { config, server } = old;
+    assert!(server.stop().success());
+
+    // Copied twice: the same database, the same counts.
+    let copy = |config: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--json",
+                "store",
+                "copy",
+                "--to",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = copy(&config);
+    assert_eq!(first["accounts"], 2, "{first}");
+    assert_eq!(first["aliases"], 1, "{first}");
+    assert!(first["scorer_states"].as_u64().unwrap() >= 1, "{first}");
+    assert_eq!(copy(&config), first);
+
+    // The same install on the database, and a second node beside it.
+    std::fs::write(
+        &config,
+        format!("{text}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    let a = Node { config, server };
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    for node in [&a, &b] {
+        let mut c = node.session(ALICE).await;
+        let reply = c
+            .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+        let mut c = node.session(BOB).await;
+        let r = c.cmd(&format!("MAIL FROM:<{BOB}>")).await;
+        assert_eq!(r.code, 554, "Bob's block came along: {r:?}");
+    }
+    let (ok, out) = b.cli(&["--json", "account", "show", ALICE], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("al@example.com"), "{out}");
+}
+
+#[test]
+fn store_migrate_brings_an_empty_database_to_the_latest_schema() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "a", &test_config_text(""), &url);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--json",
+                "store",
+                "migrate",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["from"], 0);
+    assert!(first["to"].as_i64().unwrap() >= 1);
+    let again = run();
+    assert_eq!(again["from"], first["to"]);
+    assert_eq!(again["to"], first["to"]);
+}

@@ -14,6 +14,8 @@
 //! (`listen`).
 
 mod accounts;
+mod copy;
+pub use copy::CopySummary;
 mod exchange;
 pub mod identity;
 mod listen;
