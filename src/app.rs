@@ -163,6 +163,13 @@ impl App {
         {
             lockouts.restore(&saved);
         }
+        // Several nodes count brute force as one (`lockout::peers`).
+        if let Some(pg) = &postgres {
+            let pg = pg.clone();
+            lockouts.publish_to(Arc::new(move |note: lockout::Note| {
+                pg.announce_lockout(note.to_text())
+            }));
+        }
         let accounts = Accounts::new(AccountsParts {
             store: shared.clone(),
             passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),

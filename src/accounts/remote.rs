@@ -2,7 +2,8 @@
 //! several nodes, a change made on one reaches the others here, within
 //! about a millisecond of its commit. The cached record is dropped, and a
 //! block holds (a lift releases) the account's queued mail on this node
-//! too, as it does on the node that made it.
+//! too, as it does on the node that made it. Brute-force counts from other
+//! nodes are counted here too (`lockout::peers`).
 
 use std::collections::HashSet;
 
@@ -25,6 +26,11 @@ impl Accounts {
                 self.cache.forget(address);
                 self.set_mail_state(address, QueueState::Held, QueueState::Queued)
                     .await;
+            }
+            Change::Lockout { note, .. } => {
+                if let Some(note) = super::lockout::Note::from_text(note) {
+                    self.lockouts().heard(&note);
+                }
             }
             Change::All => {
                 self.cache.clear();

@@ -23,6 +23,9 @@ pub enum Change {
     Blocked(String),
     /// The account's block lifted: its held mail is released on every node.
     Lifted(String),
+    /// Brute-force counters another node counted (`accounts::lockout`):
+    /// `origin` is the node that counted them, `note` what it counted.
+    Lockout { origin: String, note: String },
     /// Changes may have been missed (the listener reconnected): drop every
     /// cache and look again.
     All,
@@ -36,6 +39,7 @@ impl Change {
             Self::Account(a) => format!("account:{a}"),
             Self::Blocked(a) => format!("blocked:{a}"),
             Self::Lifted(a) => format!("lifted:{a}"),
+            Self::Lockout { origin, note } => format!("lockout:{origin}|{note}"),
             Self::All => "all:".to_string(),
         }
     }
@@ -48,6 +52,13 @@ impl Change {
             "blocked" => Self::Blocked(address),
             "lifted" => Self::Lifted(address),
             "all" => Self::All,
+            "lockout" => {
+                let (origin, note) = address.split_once('|')?;
+                Self::Lockout {
+                    origin: origin.to_string(),
+                    note: note.to_string(),
+                }
+            }
             _ => return None,
         })
     }
@@ -55,7 +66,7 @@ impl Change {
     pub fn account(&self) -> Option<&str> {
         match self {
             Self::Account(a) | Self::Blocked(a) | Self::Lifted(a) => Some(a),
-            Self::All => None,
+            Self::All | Self::Lockout { .. } => None,
         }
     }
 }

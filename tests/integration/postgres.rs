@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::balancer::Balancer;
 use crate::common::client::Client;
 use crate::common::postgres::Postgres;
 use crate::common::serve::ServeProcess;
@@ -495,4 +496,68 @@ fn store_migrate_brings_an_empty_database_to_the_latest_schema() {
     let again = run();
     assert_eq!(again["from"], first["to"]);
     assert_eq!(again["to"], first["to"]);
+}
+
+/// Node config text for behind the balancer: PROXY from loopback, and one
+/// certificate for both nodes (clients cannot tell which node answers).
+fn behind_balancer(dir: &Path) -> (String, PathBuf) {
+    let cert = dir.join("fullchain.pem");
+    let key = dir.join("privkey.pem");
+    mailwarden::tls::write_self_signed(&cert, &key, "mail.test.example").unwrap();
+    let text = test_config_text("[listeners]\nproxy_protocol_from = [\"127.0.0.1/32\"]\n").replace(
+        "self_signed = true",
+        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
+    );
+    (text, cert)
+}
+
+/// One AUTH PLAIN through the balancer from `source`: the reply line.
+async fn auth_via(balancer: &Balancer, cert: &Path, source: &str, password: &str) -> String {
+    let (mut c, _) =
+        Client::implicit_tls_from(balancer.addr, Some(source.parse().unwrap()), cert).await;
+    c.ehlo().await;
+    c.auth_plain(ALICE, password).await.line()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_spread_over_two_nodes_behind_a_proxy_balancer_locks_as_one() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let (text, cert) = behind_balancer(dir.path());
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+    let balancer = Balancer::start(vec![a.server.submissions(), b.server.submissions()]).await;
+
+    // The default: 10 distinct wrong passwords per address in 15 minutes.
+    // Spread over both nodes, 5 each.
+    const GUESSER: &str = "127.0.0.21";
+    for i in 0..10 {
+        let reply = auth_via(&balancer, &cert, GUESSER, &format!("guess number {i}")).await;
+        assert!(reply.starts_with("535"), "guess {i}: {reply}");
+    }
+    // Both nodes now refuse that address, even the right password.
+    for _ in 0..2 {
+        within(Duration::from_secs(1), "locked on both nodes", async || {
+            auth_via(&balancer, &cert, GUESSER, PASSWORD)
+                .await
+                .starts_with("454 4.7.0")
+        })
+        .await;
+    }
+    // The lockout is per client address (PROXY carried it): another
+    // client logs in on both nodes.
+    for _ in 0..2 {
+        let reply = auth_via(&balancer, &cert, "127.0.0.22", PASSWORD).await;
+        assert!(reply.starts_with("235"), "{reply}");
+    }
+    for node in [&a, &b] {
+        node.server
+            .wait_log("auth.failure with the client's address", |log| {
+                log.iter()
+                    .any(|l| l["event"] == "auth.failure" && l["ip"] == GUESSER)
+            })
+            .await;
+    }
 }

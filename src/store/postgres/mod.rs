@@ -80,6 +80,8 @@ struct Inner {
     up: AtomicBool,
     /// Told when the database goes away and comes back.
     watcher: Mutex<Option<Watcher>>,
+    /// This node, in the notes it sends (it ignores its own).
+    node: String,
     /// Who hears about changes (`subscribe`); the listener starts with the
     /// first.
     subscribers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Change>>>,
@@ -165,6 +167,7 @@ impl PgStore {
                 op_timeout: config.connect_timeout * 2 + config.statement_timeout * 2,
                 up: AtomicBool::new(true),
                 watcher: Mutex::new(None),
+                node: crate::store::identity::new_id(),
                 subscribers: Mutex::new(Vec::new()),
             }),
         })
@@ -285,8 +288,32 @@ impl PgStore {
         rx
     }
 
-    /// Where `pg_notify` would go: used by `listen`.
+    /// Tells every other node `note` (the lockout counters), at once and
+    /// without waiting; lost if the database is away.
+    pub fn announce_lockout(&self, note: String) {
+        let change = Change::Lockout {
+            origin: self.inner.node.clone(),
+            note,
+        };
+        let pool = self.inner.pool.clone();
+        self.inner.handle.spawn(async move {
+            if let Ok(client) = pool.get().await {
+                let _ = client
+                    .execute(
+                        "SELECT pg_notify($1, $2)",
+                        &[&CHANNEL, &change.to_payload()],
+                    )
+                    .await;
+            }
+        });
+    }
+
+    /// Hands a change to the subscribers (`listen`); this node's own
+    /// lockout notes are not handed back.
     fn publish(inner: &Inner, change: Change) {
+        if matches!(&change, Change::Lockout { origin, .. } if *origin == inner.node) {
+            return;
+        }
         inner
             .subscribers
             .lock_or_recover()
