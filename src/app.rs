@@ -240,7 +240,14 @@ fn open_store(
 ) -> anyhow::Result<Store> {
     let dir = &config.server.data_dir;
     if how == Open::CreateIfMissing {
-        identity::check_before_create(dir, &[&config.secret_key_file()], init)?;
+        // With a shared database, a node joins with the first node's key
+        // already in place: only the marker says this folder was used.
+        let key = config.secret_key_file();
+        let used_by: &[&std::path::Path] = match config.store.backend {
+            StoreBackend::Redb => &[&key],
+            StoreBackend::Postgres => &[],
+        };
+        identity::check_before_create(dir, used_by, init)?;
     }
     let opened = match how {
         #[cfg(feature = "testing")]

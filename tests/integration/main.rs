@@ -29,6 +29,7 @@ mod recovery;
 mod relay;
 mod replies;
 mod security;
+mod several_nodes_contrib;
 mod spool;
 mod store_compat;
 mod store_identity;

@@ -76,16 +76,14 @@ fn first_node(dir: &Path, name: &str, text: &str, url: &str) -> Node {
 }
 
 /// Another node joining: the first node's server key in its new data
-/// folder, started once with `--init` (docs/operator-guide.md, "Running
-/// several nodes").
+/// folder (docs/operator-guide.md, "Running several nodes").
 fn joining_node(dir: &Path, name: &str, text: &str, url: &str, first: &Node) -> Node {
     let config = write_config(dir, name, text, url);
     let data = config.parent().unwrap().join("data");
     mailwarden::files::create_private_dir(&data).unwrap();
     let key = std::fs::read(first.data().join("secret.key")).unwrap();
     mailwarden::files::write_private(&data.join("secret.key"), &key).unwrap();
-    let server =
-        tokio::task::block_in_place(|| ServeProcess::start_with_args(&config, &["--init"]));
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
     Node { config, server }
 }
 

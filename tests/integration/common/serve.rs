@@ -31,13 +31,6 @@ impl ServeProcess {
         Self::spawn(command)
     }
 
-    /// `start`, with more arguments after `serve` (e.g. `--init`).
-    pub fn start_with_args(config: &Path, args: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mailwarden"));
-        command.args(["--config", config.to_str().unwrap()]);
-        Self::spawn_with(command, args)
-    }
-
     /// `start`, with the process's umask set first (e.g. `"000"`): `sh`
     /// sets it and execs the server, so the child is the server itself.
     pub fn start_with_umask(config: &Path, umask: &str) -> Self {
@@ -52,14 +45,9 @@ impl ServeProcess {
 
     /// Runs `command serve --log-format json` (the binary and `--config`
     /// already in `command`) until every listener is ready.
-    fn spawn(command: Command) -> Self {
-        Self::spawn_with(command, &[])
-    }
-
-    fn spawn_with(mut command: Command, extra: &[&str]) -> Self {
+    fn spawn(mut command: Command) -> Self {
         let mut child = command
             .args(["serve", "--log-format", "json"])
-            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
