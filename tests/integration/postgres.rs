@@ -187,7 +187,12 @@ async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_o
         .await;
     assert!(reply.starts_with("250"), "{reply}");
 
-    // A password change on A ends AUTH with the old password on B.
+    // A portal session on B...
+    let mut web = crate::common::web::Web::new(b.server.addr("Portal"));
+    let r = crate::common::web::sign_in(&mut web, ALICE, PASSWORD).await;
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(web.get("/my-account").await.status, 200);
+    // ...and AUTH with the old password on B end with a password change on A.
     let new_password = "a different long passphrase";
     let (ok, out) = a.cli(
         &["account", "passwd", ALICE, "--password-stdin"],
@@ -207,6 +212,8 @@ async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_o
     let (mut c, _) = Client::implicit_tls(b.server.submissions(), &b.cert()).await;
     c.ehlo().await;
     assert_eq!(c.auth_plain(ALICE, new_password).await.code, 235);
+    let r = web.get("/my-account").await;
+    assert_eq!(r.status, 303, "the portal session on B survived: {r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
