@@ -117,6 +117,40 @@ fn change_of(before: &Account, after: &Account) -> Change {
     }
 }
 
+const LOCK_POLICY: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+const READ_POLICY: &str = "SELECT state FROM scorer_state WHERE account = $1";
+const WRITE_POLICY: &str = "INSERT INTO scorer_state (account, state) VALUES ($1, $2)
+     ON CONFLICT (account) DO UPDATE
+       SET state = EXCLUDED.state, version = scorer_state.version + 1";
+
+/// A pooled connection inside a transaction begun by hand: unless `done`
+/// says it ended, it is closed instead of going back to the pool (a call
+/// that failed or timed out midway must not lend out an open transaction).
+struct InTransaction(Option<deadpool_postgres::Object>);
+
+impl InTransaction {
+    fn new(client: deadpool_postgres::Object) -> Self {
+        Self(Some(client))
+    }
+
+    fn get(&self) -> &deadpool_postgres::Object {
+        self.0.as_ref().expect("present until dropped")
+    }
+
+    /// The transaction ended: the connection may be reused.
+    fn done(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 /// What an alias transaction hands the caller.
 enum AliasRead {
     Refused(AliasChange),
@@ -368,25 +402,42 @@ impl SharedStore for PgStore {
         })
     }
 
+    /// Two round trips: BEGIN, the lock and the read go out together, then
+    /// the write and COMMIT together (tokio-postgres pipelines requests
+    /// issued at once on one connection).
     fn policy_lock(&self, account: &str) -> Result<Option<Box<dyn PolicyLock>>, StoreError> {
         let (pool, key) = (self.pool(), account.to_string());
         let caller = self.exchange(
             move |mut ex: Exchange<Option<Vec<u8>>, Vec<u8>>| async move {
                 let out = async {
-                    let mut client = pool.get().await.map_err(pool_error)?;
-                    let tx = client.transaction().await.map_err(pg_error)?;
-                    lock_policy(&tx, &key).await?;
-                    let stmt = tx
-                        .prepare_cached("SELECT state FROM scorer_state WHERE account = $1")
-                        .await
-                        .map_err(pg_error)?;
-                    let row = tx.query_opt(&stmt, &[&key]).await.map_err(pg_error)?;
+                    let client = InTransaction::new(pool.get().await.map_err(pool_error)?);
+                    let c = client.get();
+                    let lock = c.prepare_cached(LOCK_POLICY).await.map_err(pg_error)?;
+                    let read = c.prepare_cached(READ_POLICY).await.map_err(pg_error)?;
+                    let write = c.prepare_cached(WRITE_POLICY).await.map_err(pg_error)?;
+                    let (lock_args, read_args) = ([&POLICY_LOCK as _, &key as _], [&key as _]);
+                    let (begun, locked, row) = tokio::join!(
+                        c.batch_execute("BEGIN"),
+                        c.execute(&lock, &lock_args),
+                        c.query_opt(&read, &read_args),
+                    );
+                    begun.map_err(pg_error)?;
+                    locked.map_err(pg_error)?;
+                    let row = row.map_err(pg_error)?;
                     ex.send(row.map(|r| r.get(0)));
                     let Some(state) = ex.answer().await else {
+                        c.batch_execute("ROLLBACK").await.map_err(pg_error)?;
+                        client.done();
                         return Ok(());
                     };
-                    write_policy(&tx, &key, &state).await?;
-                    tx.commit().await.map_err(pg_error)
+                    let write_args = [&key as _, &state as _];
+                    let (written, committed) =
+                        tokio::join!(c.execute(&write, &write_args), c.batch_execute("COMMIT"),);
+                    // A failed write turns the COMMIT into a rollback.
+                    written.map_err(pg_error)?;
+                    committed.map_err(pg_error)?;
+                    client.done();
+                    Ok(())
                 }
                 .await;
                 (ex, out)
