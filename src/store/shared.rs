@@ -270,3 +270,25 @@ impl ToShared for SharedData {
         self.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_survive_the_notification_channel() {
+        for change in [
+            Change::Account("a@example.com".into()),
+            Change::Blocked("b@example.com".into()),
+            Change::Lifted("c@example.com".into()),
+            Change::Lockout {
+                origin: "0123abcd".into(),
+                note: "f|192.0.2.1|ff|1|odd|login".into(),
+            },
+            Change::All,
+        ] {
+            assert_eq!(Change::from_payload(&change.to_payload()), Some(change));
+        }
+        assert_eq!(Change::from_payload("unknown:x"), None);
+    }
+}
