@@ -147,9 +147,14 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(parts: AccountsParts) -> Self {
+        // Other nodes write a shared store too (`cache`).
+        let cache = match parts.store.backend() {
+            "redb" => cache::AccountCache::default(),
+            _ => cache::AccountCache::with_max_age(cache::SHARED_MAX_AGE),
+        };
         Self {
             parts: Arc::new(parts),
-            cache: Arc::default(),
+            cache: Arc::new(cache),
         }
     }
 

@@ -14,6 +14,8 @@ use crate::common::postgres::Postgres;
 use crate::common::serve::ServeProcess;
 use crate::common::{ALICE, PASSWORD, output_with_stdin, test_config_text, test_config_text_mode};
 
+/// Where test clients connect from when they skip the balancer.
+const DIRECT: &str = "127.0.0.5";
 const BODY: &str = "Cheap watches, best prices, click now.";
 
 /// One node: its config file, data folder and running server.
@@ -27,8 +29,13 @@ impl Node {
         self.config.parent().unwrap().join("data")
     }
 
+    /// The configured certificate (`tls.cert`), or the self-signed one.
     fn cert(&self) -> PathBuf {
-        self.data().join(mailwarden::tls::SELF_SIGNED_CERT)
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cert = \""))
+            .map(|rest| PathBuf::from(rest.trim_end_matches('"')))
+            .unwrap_or_else(|| self.data().join(mailwarden::tls::SELF_SIGNED_CERT))
     }
 
     /// The CLI against this node (through its admin API while it runs).
@@ -47,8 +54,19 @@ impl Node {
         (out.status.success(), text)
     }
 
+    /// A direct connection (not through a balancer: from an address
+    /// that may not send PROXY).
+    async fn connect(&self) -> (Client, crate::common::client::Reply) {
+        Client::implicit_tls_from(
+            self.server.submissions(),
+            Some(DIRECT.parse().unwrap()),
+            &self.cert(),
+        )
+        .await
+    }
+
     async fn session(&self, user: &str) -> Client {
-        let (mut c, _) = Client::implicit_tls(self.server.submissions(), &self.cert()).await;
+        let (mut c, _) = self.connect().await;
         c.ehlo().await;
         assert_eq!(c.auth_plain(user, PASSWORD).await.code, 235, "AUTH {user}");
         c
@@ -137,25 +155,45 @@ async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_o
     let Some(pg) = Postgres::start() else { return };
     let url = pg.database("mw");
     let dir = tempfile::tempdir().unwrap();
-    let text = test_config_text("");
+    let (text, cert) = behind_balancer(dir.path());
     let a = first_node(dir.path(), "a", &text, &url);
     let b = joining_node(dir.path(), "b", &text, &url, &a);
     const BOB: &str = "bob@example.com";
     add_account(&a, ALICE);
     add_account(&a, BOB);
+    let balancer = Balancer::start(vec![a.server.submissions(), b.server.submissions()]).await;
 
     // The baseline: Bob's spray on node A alone.
     let mut one = vec![a.session(BOB).await];
     let on_one = spray(&mut one, BOB, "bob").await;
-    // Alice's, alternating between A and B (an account created on A logs
-    // in on B).
-    let mut two = vec![a.session(ALICE).await, b.session(ALICE).await];
+    // Alice's, through the balancer: one session on A, one on B, used in
+    // turn (an account created on A logs in on B).
+    let mut two = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = Client::implicit_tls(balancer.addr, &cert).await;
+        c.ehlo().await;
+        assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+        two.push(c);
+    }
     let on_two = spray(&mut two, ALICE, "alice").await;
     assert!(on_one >= 1, "the baseline accepted nothing");
     assert!(
         on_two <= on_one,
         "{on_two} messages got out over two nodes, {on_one} on one"
     );
+    // Both nodes decided (the balancer alternated), under the client's
+    // address (PROXY v2).
+    for node in [&a, &b] {
+        node.server
+            .wait_log("a decision for Alice", |log| {
+                log.iter().any(|l| {
+                    l["event"] == "policy.decision"
+                        && l["account"] == ALICE
+                        && l["ip"] == "127.0.0.1"
+                })
+            })
+            .await;
+    }
     // Blocked on both, in new sessions too.
     for node in [&a, &b] {
         let mut c = node.session(ALICE).await;
@@ -203,13 +241,13 @@ async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_o
         Duration::from_secs(1),
         "old password refused on B",
         async || {
-            let (mut c, _) = Client::implicit_tls(b.server.submissions(), &b.cert()).await;
+            let (mut c, _) = b.connect().await;
             c.ehlo().await;
             c.auth_plain(ALICE, PASSWORD).await.code == 535
         },
     )
     .await;
-    let (mut c, _) = Client::implicit_tls(b.server.submissions(), &b.cert()).await;
+    let (mut c, _) = b.connect().await;
     c.ehlo().await;
     assert_eq!(c.auth_plain(ALICE, new_password).await.code, 235);
     let r = web.get("/my-account").await;
