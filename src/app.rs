@@ -16,6 +16,7 @@ use crate::accounts::{Accounts, AccountsParts, Passwords, TrustRule};
 use crate::admin::Ops;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::StoreBackend;
 use crate::events::{Events, Fanout, Listener};
 use crate::policy::notice::OperatorNotices;
 use crate::policy::scorer::contacts::ContactKey;
@@ -24,7 +25,8 @@ use crate::secrets::ServerKey;
 use crate::spool::{CommitHook, Spool, StoreSpool};
 #[cfg(feature = "testing")]
 use crate::store::fault::FaultSwitch;
-use crate::store::{Store, identity};
+use crate::store::postgres::PgStore;
+use crate::store::{SharedData, Store, identity};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::{Metrics, MetricsEvents};
 
@@ -61,7 +63,14 @@ pub struct Overrides {
 /// The assembled application.
 pub struct App {
     pub config: Config,
+    /// This node's own store: the spool (and, with the embedded backend,
+    /// everything else too).
     pub store: Store,
+    /// Accounts, blocks and the scorer's state: `store` itself, or the
+    /// PostgreSQL database every node shares (`[store]`).
+    pub shared: SharedData,
+    /// The shared database, with `store.backend = "postgres"`.
+    pub postgres: Option<PgStore>,
     pub clock: Arc<dyn Clock>,
     pub key: Arc<ServerKey>,
     pub metrics: Arc<Metrics>,
@@ -108,15 +117,19 @@ impl App {
             Open::CreateIfMissing => Preload::All,
             Open::Existing => Preload::OnDemand,
         };
+        let (shared, postgres) = open_shared(config, &store, &key)?;
         let contact_key = ContactKey::from_bytes(&key.derive_key("policy-contacts"));
         let ledger = Ledger::load(
             config.policy.clone(),
             clock.clone(),
-            &store,
+            &shared,
             preload,
             contact_key,
         )
         .context("cannot read the scorer's saved state")?;
+        if let Some(pg) = &postgres {
+            watch_shared(pg, &metrics);
+        }
         let health = Health::new();
         let spool = spool(
             &store,
@@ -158,8 +171,15 @@ impl App {
         {
             lockouts.restore(&saved);
         }
+        // Several nodes count brute force as one (`lockout::peers`).
+        if let Some(pg) = &postgres {
+            let pg = pg.clone();
+            lockouts.publish_to(Arc::new(move |note: lockout::Note| {
+                pg.announce_lockout(note.to_text())
+            }));
+        }
         let accounts = Accounts::new(AccountsParts {
-            store: store.clone(),
+            store: shared.clone(),
             passwords: Arc::new(Passwords::new(config.lockout.auth_queue)?),
             lockouts: lockouts.clone(),
             clock: clock.clone(),
@@ -185,6 +205,8 @@ impl App {
         Ok(Self {
             config: config.clone(),
             store,
+            shared,
+            postgres,
             clock,
             key,
             metrics,
@@ -226,7 +248,14 @@ fn open_store(
 ) -> anyhow::Result<Store> {
     let dir = &config.server.data_dir;
     if how == Open::CreateIfMissing {
-        identity::check_before_create(dir, &[&config.secret_key_file()], init)?;
+        // With a shared database, a node joins with the first node's key
+        // already in place: only the marker says this folder was used.
+        let key = config.secret_key_file();
+        let used_by: &[&std::path::Path] = match config.store.backend {
+            StoreBackend::Redb => &[&key],
+            StoreBackend::Postgres => &[],
+        };
+        identity::check_before_create(dir, used_by, init)?;
     }
     let opened = match how {
         #[cfg(feature = "testing")]
@@ -243,6 +272,54 @@ fn open_store(
     }
     Ok(store)
 }
+
+/// The shared data: the embedded store, or the PostgreSQL database (its
+/// schema brought up to date, its identity checked against the server key
+/// and this node's marker).
+fn open_shared(
+    config: &Config,
+    store: &Store,
+    key: &Arc<ServerKey>,
+) -> anyhow::Result<(SharedData, Option<PgStore>)> {
+    match config.store.backend {
+        StoreBackend::Redb => Ok((Arc::new(store.clone()), None)),
+        StoreBackend::Postgres => {
+            let pg = PgStore::open(&config.store)
+                .context("cannot open the shared PostgreSQL store (`store.url`)")?;
+            pg.check_identity(
+                &config.server.data_dir,
+                |id| key.seal(STORE_IDENTITY, id),
+                |sealed| key.open(STORE_IDENTITY, sealed),
+            )?;
+            Ok((Arc::new(pg.clone()), Some(pg)))
+        }
+    }
+}
+
+/// The shared database's reachability as a metric and a log event. The
+/// node stays ready (readiness reflects local faults only): it refuses new
+/// mail with 451 4.3.0 and AUTH it cannot check with 454 4.7.0 meanwhile.
+fn watch_shared(pg: &PgStore, metrics: &Arc<Metrics>) {
+    let gauge = metrics.gauge(crate::telemetry::metrics::SHARED_STORE_UP);
+    gauge.set(1.0);
+    pg.watch(Arc::new(move |up| {
+        gauge.set(if up { 1.0 } else { 0.0 });
+        if up {
+            tracing::warn!(
+                event = "store.shared_up",
+                "the PostgreSQL store answers again"
+            );
+        } else {
+            tracing::error!(
+                event = "store.shared_down",
+                "the PostgreSQL store does not answer: new mail gets 451 4.3.0 until it does"
+            );
+        }
+    }));
+}
+
+/// What the shared database's test value is sealed for.
+pub(crate) const STORE_IDENTITY: &str = "shared store identity";
 
 fn load_key(config: &Config, how: Open, store: &Store) -> anyhow::Result<ServerKey> {
     let path = config.secret_key_file();

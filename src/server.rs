@@ -171,6 +171,14 @@ const VERIFY_EVERY: Duration = Duration::from_secs(2);
 /// The queue gauges, the evidence sweep, saving the lockout counters,
 /// verifying the store file.
 fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    if let Some(pg) = &app.postgres {
+        tracker.spawn(hear_changes(
+            pg.subscribe(),
+            app.accounts.clone(),
+            app.ledger.clone(),
+            shutdown.clone(),
+        ));
+    }
     tracker.spawn(crate::spool::watch_queue(
         app.metrics.clone(),
         app.spool.clone(),
@@ -194,6 +202,30 @@ fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) 
         Duration::from_secs(600),
         shutdown.clone(),
     ));
+}
+
+/// Changes other nodes made to shared data: caches drop them, blocks hold
+/// and lifts release this node's queued mail (`accounts::remote`).
+async fn hear_changes(
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::store::Change>,
+    accounts: crate::accounts::Accounts,
+    ledger: Arc<Ledger>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = changes.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        accounts.heard(&change).await;
+        if let crate::store::Change::Lifted(address) = &change {
+            let (ledger, address) = (ledger.clone(), address.clone());
+            let _ = tokio::task::spawn_blocking(move || ledger.refresh(&address)).await;
+        }
+    }
 }
 
 /// What every SMTP session shares.
@@ -414,6 +446,7 @@ impl Delivery {
                 },
                 events: app.events.clone(),
                 health: app.health.clone(),
+                shared_blocks: app.postgres.is_some().then(|| app.shared.clone()),
             })
         };
         // The dispatcher (and the outbox writer) is a part readiness waits for.

@@ -77,7 +77,15 @@ impl Authenticator for Accounts {
         }
         let authzid_ok = req.authzid.is_empty() || normalize(req.authzid).ok() == login;
         let account = match &login {
-            Some(login) => self.record(login).await.ok().flatten(),
+            Some(login) => match self.record(login).await {
+                Ok(account) => account,
+                // The store cannot say: a temporary refusal (`454 4.7.0`),
+                // never a failure that counts against the user.
+                Err(e) => {
+                    tracing::warn!(event = "auth.store_unavailable", error = %e);
+                    return AuthOutcome::Busy;
+                }
+            },
             None => None,
         };
         let usable = account.as_ref().filter(|a| !a.disabled && authzid_ok);

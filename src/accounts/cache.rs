@@ -10,9 +10,15 @@
 //!
 //! A miss reads the store on the blocking pool; a write or a forget while
 //! it reads wins (the miss is not cached over it).
+//!
+//! With a store other nodes write too, their changes arrive as
+//! notifications (`remote.rs`); as a second line of defence against a
+//! notification lost without the listener noticing, entries are also read
+//! again once they are `SHARED_MAX_AGE` old.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::Account;
 use crate::locks::Recover;
@@ -21,20 +27,33 @@ use crate::locks::Recover;
 /// is a few KiB; a server with more active accounts reads a few again).
 const CAPACITY: usize = 65_536;
 
+/// How old a cached record may be when other nodes share the store.
+pub(super) const SHARED_MAX_AGE: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 pub(super) struct AccountCache {
     inner: Mutex<Inner>,
+    /// Entries older than this are read again (a shared store only).
+    max_age: Option<Duration>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// `None`: known not to exist.
-    records: HashMap<String, Option<Arc<Account>>>,
+    /// `None`: known not to exist. With when it was cached.
+    records: HashMap<String, (Option<Arc<Account>>, Instant)>,
     /// Bumped by every write, so a miss read before it is not kept.
     writes: u64,
 }
 
 impl AccountCache {
+    /// A cache whose entries are read again once `max_age` old.
+    pub(super) fn with_max_age(max_age: Duration) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_age: Some(max_age),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock_or_recover()
     }
@@ -43,7 +62,13 @@ impl AccountCache {
     /// to hand back to `fill` after a miss.
     pub(super) fn get(&self, address: &str) -> (Option<Option<Arc<Account>>>, u64) {
         let inner = self.lock();
-        (inner.records.get(address).cloned(), inner.writes)
+        let fresh = |at: &Instant| self.max_age.is_none_or(|max| at.elapsed() < max);
+        let cached = inner
+            .records
+            .get(address)
+            .filter(|(_, at)| fresh(at))
+            .map(|(r, _)| r.clone());
+        (cached, inner.writes)
     }
 
     /// Keeps what a miss read, unless a write happened since `seen`.
@@ -61,6 +86,14 @@ impl AccountCache {
         inner.insert(address, Some(record));
     }
 
+    /// Every record may have changed (changes from other nodes were
+    /// missed): every next read goes to the store.
+    pub(super) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.writes += 1;
+        inner.records.clear();
+    }
+
     /// The stored record changed in a way this cache did not see (created,
     /// deleted, a failed commit): the next read goes to the store.
     pub(super) fn forget(&self, address: &str) {
@@ -75,7 +108,8 @@ impl Inner {
         if self.records.len() >= CAPACITY && !self.records.contains_key(address) {
             self.records.clear();
         }
-        self.records.insert(address.to_string(), record);
+        self.records
+            .insert(address.to_string(), (record, Instant::now()));
     }
 }
 
@@ -99,6 +133,20 @@ mod tests {
         cache.fill("a@x.example", Some(account("a@x.example", 1)), seen);
         let (cached, _) = cache.get("a@x.example");
         assert_eq!(cached.unwrap().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn with_a_max_age_old_entries_are_read_again() {
+        let cache = AccountCache::with_max_age(Duration::from_millis(50));
+        cache.wrote("a@x.example", account("a@x.example", 1));
+        assert!(cache.get("a@x.example").0.is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get("a@x.example").0.is_none());
+        // Without one, entries stay until changed.
+        let cache = AccountCache::default();
+        cache.wrote("a@x.example", account("a@x.example", 1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.get("a@x.example").0.is_some());
     }
 
     #[test]

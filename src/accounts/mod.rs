@@ -12,6 +12,7 @@ mod notify;
 pub mod password;
 pub mod recovery;
 mod rehash;
+mod remote;
 pub mod scheme;
 mod security;
 pub mod totp;
@@ -35,7 +36,7 @@ use crate::clock::Clock;
 use crate::events::{Event, EventKind, Events};
 use crate::secrets::ServerKey;
 use crate::spool::Spool;
-use crate::store::{AliasChange, Store, StoreError};
+use crate::store::{AliasChange, SharedData, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -114,7 +115,8 @@ pub use crate::store::AlsoWrite as LiftRows;
 
 /// Everything account operations need.
 pub struct AccountsParts {
-    pub store: Store,
+    /// Shared data: the embedded store, or PostgreSQL for several nodes.
+    pub store: SharedData,
     /// argon2 budget for SMTP AUTH.
     pub passwords: Arc<Passwords>,
     pub lockouts: Arc<lockout::Lockouts>,
@@ -145,9 +147,14 @@ pub struct Accounts {
 
 impl Accounts {
     pub fn new(parts: AccountsParts) -> Self {
+        // Other nodes write a shared store too (`cache`).
+        let cache = match parts.store.backend() {
+            "redb" => cache::AccountCache::default(),
+            _ => cache::AccountCache::with_max_age(cache::SHARED_MAX_AGE),
+        };
         Self {
             parts: Arc::new(parts),
-            cache: Arc::default(),
+            cache: Arc::new(cache),
         }
     }
 
@@ -181,7 +188,7 @@ impl Accounts {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(SharedData) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, AccountError> {
         let store = self.parts.store.clone();
         Ok(tokio::task::spawn_blocking(move || f(store)).await??)

@@ -686,7 +686,12 @@ impl Accounts {
 
     /// Moves the account's own messages between queued and held; returns
     /// how many moved. A failure is logged: the block itself stands.
-    async fn set_mail_state(&self, address: &str, from: QueueState, to: QueueState) -> usize {
+    pub(super) async fn set_mail_state(
+        &self,
+        address: &str,
+        from: QueueState,
+        to: QueueState,
+    ) -> usize {
         let spool = &self.parts.spool;
         let moved: Vec<QueueWrite> = match spool.list().await {
             Ok(list) => list

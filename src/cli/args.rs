@@ -81,6 +81,17 @@ pub enum Command {
 pub enum StoreCommand {
     /// Read every table and record; exit 1 and list what is wrong.
     Check,
+    /// Bring the shared PostgreSQL database's schema up to date
+    /// (`store.backend = "postgres"`; `serve` also does it at start).
+    Migrate,
+    /// Copy this install's accounts (blocks, history, aliases) and the
+    /// scorer's states into a PostgreSQL database; run it again to copy
+    /// again. The server must be stopped.
+    Copy {
+        /// postgres://user:password@host:port/database
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

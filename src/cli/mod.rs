@@ -4,6 +4,7 @@
 
 mod args;
 mod output;
+mod shared;
 mod target;
 
 use std::io::{IsTerminal, Read};
@@ -220,6 +221,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(config_path)?;
             runtime.block_on(run_op(&config, Request::StoreCheck, cli.json))
+        }
+        Command::Store {
+            command: StoreCommand::Migrate,
+        } => {
+            let config = load_config(config_path)?;
+            shared::migrate(&config, cli.json)
+        }
+        Command::Store {
+            command: StoreCommand::Copy { to },
+        } => {
+            let config = load_config(config_path)?;
+            runtime.block_on(shared::copy(&config, &to, cli.json))
         }
         Command::Restore { file } => {
             let config = load_config(config_path)?;

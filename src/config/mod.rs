@@ -18,6 +18,7 @@ mod policy;
 mod portal;
 mod server;
 mod smtp;
+mod store;
 mod tls;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use policy::{PolicyConfig, PolicyMode};
 pub use portal::{PortalConfig, PortalSettings, SETUP_PATHS};
 pub use server::ServerConfig;
 pub use smtp::SmtpConfig;
+pub use store::{StoreBackend, StoreConfig};
 pub use tls::TlsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +64,8 @@ pub struct Config {
     pub autoconfig: AutoconfigConfig,
     #[serde(default)]
     pub dovecot: DovecotConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
     /// The folder relative paths were resolved against; not a TOML key.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -148,6 +152,31 @@ impl Config {
         Ok(self)
     }
 
+    fn validate_store(&self) -> anyhow::Result<()> {
+        let s = &self.store;
+        match (s.backend, &s.url) {
+            (StoreBackend::Postgres, None) => {
+                bail!("`store.backend = \"postgres\"` needs `store.url` (postgres://...)")
+            }
+            (StoreBackend::Postgres, Some(url))
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) =>
+            {
+                bail!("`store.url` must start with postgres:// or postgresql://")
+            }
+            (StoreBackend::Redb, Some(_)) => {
+                bail!("`store.url` is only used with `store.backend = \"postgres\"`")
+            }
+            _ => {}
+        }
+        if s.pool_size == 0 {
+            bail!("`store.pool_size` must be at least 1");
+        }
+        if s.statement_timeout.is_zero() || s.connect_timeout.is_zero() {
+            bail!("`store.statement_timeout` and `store.connect_timeout` must be longer than 0s");
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         let host = &self.server.hostname;
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
@@ -210,6 +239,7 @@ impl Config {
                 );
             }
         }
+        self.validate_store()?;
         for net in &self.policy.shared_client_networks {
             if net.parse::<ipnet::IpNet>().is_err() && net.parse::<std::net::IpAddr>().is_err() {
                 bail!(

@@ -62,6 +62,10 @@ pub struct Runner {
     pub events: Arc<dyn Events>,
     /// Every worker registers here (readiness); a panic in one is reported.
     pub health: Arc<Health>,
+    /// With several nodes: where each attempt checks that the sender is
+    /// not blocked (a block on another node may not have held this
+    /// node's copy yet).
+    pub shared_blocks: Option<crate::store::SharedData>,
 }
 
 /// The names the delivery tasks have for readiness and in `task.panicked`.
@@ -290,6 +294,25 @@ struct Tally {
 }
 
 impl Runner {
+    /// Whether the shared store says the sender is blocked now. Unreadable
+    /// (the database away): not blocked here; this node's copy was held
+    /// when it heard of the block.
+    async fn sender_blocked(&self, account: &str) -> bool {
+        let Some(shared) = self.shared_blocks.clone() else {
+            return false;
+        };
+        let key = account.to_string();
+        match tokio::task::spawn_blocking(move || shared.account_get(&key)).await {
+            Ok(Ok(Some(a))) => a.block.is_some(),
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(event = "store.error", error = %e, "cannot check the sender's block before delivery");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// One delivery attempt of message `id` through `transport`; the
     /// outcome still has to be recorded (`record`). None: nothing to send.
     pub async fn attempt(
@@ -304,6 +327,12 @@ impl Runner {
             return Ok(None);
         };
         if entry.state != QueueState::Queued || entry.next_attempt > spool.now() {
+            return Ok(None);
+        }
+        if self.sender_blocked(&entry.envelope.account).await {
+            spool
+                .apply(vec![QueueWrite::SetState(id, QueueState::Held)])
+                .await?;
             return Ok(None);
         }
         let Some(body) = spool.body(id).await? else {

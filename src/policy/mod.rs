@@ -68,6 +68,9 @@ pub enum Decision {
     Accept,
     /// A volume cap: a temporary refusal for the whole message (`451 4.7.1`).
     Defer,
+    /// The shared store is out of reach: nothing can be decided, so
+    /// nothing is taken (`451 4.3.0`).
+    Unavailable,
     /// A block: its 554 answers MAIL and every later RCPT, DATA and BDAT of
     /// the transaction.
     Block(Blocked),

@@ -283,6 +283,8 @@ async fn replay(
                 let (name, reply) = match &decision {
                     Decision::Accept => ("accepted", reply::queued("replayed")),
                     Decision::Defer => ("deferred", reply::RATE_LIMITED),
+                    // The replay's store is embedded: never out of reach.
+                    Decision::Unavailable => ("deferred", reply::NOT_QUEUED),
                     Decision::Block(b) => (
                         "blocked",
                         reply::blocked(b, config.server.support_contact.as_deref()),

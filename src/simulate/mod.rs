@@ -254,7 +254,7 @@ pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
                     out[send.account].1 += send.recipients.len();
                 }
             }
-            Decision::Defer => {
+            Decision::Defer | Decision::Unavailable => {
                 if reported {
                     row.deferred += 1;
                 }

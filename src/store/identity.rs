@@ -44,6 +44,21 @@ pub enum IdentityError {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error(
+        "the PostgreSQL database (store {found}) is not the one this node belongs to \
+         ({marker} says {expected}): check `store.url`, or remove {marker} to join this database"
+    )]
+    ForeignDatabase {
+        marker: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "the PostgreSQL database (store {found}) was initialised with another server key: \
+         every node must use the same key file (copy secret.key from the first node; \
+         docs/operator-guide.md, \"Running several nodes\")"
+    )]
+    WrongKey { found: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -82,7 +97,7 @@ pub fn check_before_create(
     }
 }
 
-fn read_marker(path: &Path) -> Result<Option<String>, IdentityError> {
+pub(crate) fn read_marker(path: &Path) -> Result<Option<String>, IdentityError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -93,14 +108,14 @@ fn read_marker(path: &Path) -> Result<Option<String>, IdentityError> {
     }
 }
 
-fn write_marker(path: &Path, id: &str) -> Result<(), IdentityError> {
+pub(crate) fn write_marker(path: &Path, id: &str) -> Result<(), IdentityError> {
     crate::files::write_private(path, format!("{id}\n").as_bytes()).map_err(|e| IdentityError::Io {
         path: path.to_path_buf(),
         error: std::io::Error::other(e.to_string()),
     })
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("randomness");
     bytes.iter().map(|b| format!("{b:02x}")).collect()

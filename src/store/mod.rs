@@ -16,9 +16,13 @@ pub use backup::BackupSummary;
 mod aliases;
 #[cfg(feature = "testing")]
 pub mod fault;
+pub mod postgres;
 mod queue;
 mod reopen;
+pub mod shared;
 pub mod verify;
+
+pub use shared::{Change, PolicyLock, SharedData, SharedStore, ToShared};
 
 pub use accounts::AlsoWrite;
 pub use aliases::AliasChange;

@@ -21,6 +21,9 @@ pub const DELIVERIES: &str = "mailwarden_deliveries_total";
 pub const AUTH_LOCKOUTS: &str = "mailwarden_auth_lockouts_total";
 pub const CONNECTIONS_CURRENT: &str = "mailwarden_connections_current";
 pub const CONNECTIONS_REFUSED: &str = "mailwarden_connections_refused_total";
+/// 1 while the shared PostgreSQL store answers, 0 while it does not
+/// (`store.backend = "postgres"` only).
+pub const SHARED_STORE_UP: &str = "mailwarden_shared_store_up";
 /// Renamed: kept one release as a summary fed in whole milliseconds;
 /// `SESSION_DURATION` is the histogram with sub-millisecond resolution.
 pub const SESSION_SECONDS: &str = "mailwarden_session_duration_seconds";
@@ -63,6 +66,10 @@ const HELP: &[(&str, &str)] = &[
     (
         CONNECTIONS_REFUSED,
         "Connections refused over the connection limits.",
+    ),
+    (
+        SHARED_STORE_UP,
+        "1 while the shared PostgreSQL store answers, 0 while it does not.",
     ),
     (
         SESSION_SECONDS,

@@ -25,7 +25,10 @@ use std::time::Duration;
 use aws_lc_rs::hmac;
 use ipnet::IpNet;
 
+mod peers;
 mod saved;
+
+pub use peers::{Note, Publisher};
 
 pub use saved::{META_KEY, keep_saved};
 
@@ -165,6 +168,8 @@ pub struct Lockouts {
     /// Successful logins as the scorer's ledger keeps them (persistent).
     history: Arc<dyn NetworkHistory>,
     state: Mutex<State>,
+    /// With several nodes: who hears what this node counts (`peers`).
+    peers: Mutex<Option<Publisher>>,
 }
 
 /// The network a client counts as here: its IPv4 address or its IPv6 /64.
@@ -199,6 +204,7 @@ impl Lockouts {
             dirty: Default::default(),
             history,
             state: Mutex::new(State::default()),
+            peers: Mutex::new(None),
         }
     }
 
@@ -289,14 +295,27 @@ impl Lockouts {
     /// A wrong secret for `login` (known or not) from `ip`. Returns the
     /// lockouts this failure started.
     pub fn failure(&self, ip: IpAddr, login: &str, secret: &str) -> Vec<Started> {
+        let (hash, pair) = (self.hash(secret), self.hash(&format!("{login}\0{secret}")));
+        let started = self.count_failure(ip, login, hash, pair);
+        self.tell_peers(|| Note::Failure {
+            ip,
+            login: login.to_string(),
+            hash,
+            pair,
+        });
+        started
+    }
+
+    /// Counts a wrong secret by its hashes (seen here or on another node).
+    fn count_failure(&self, ip: IpAddr, login: &str, hash: u64, pair_key: u64) -> Vec<Started> {
         let c = &self.config;
-        let (now, network, hash) = (self.clock.unix(), client_network(ip), self.hash(secret));
+        let (now, network) = (self.clock.unix(), client_network(ip));
         let mut state = self.state.lock_or_recover();
         self.maybe_prune(&mut state, now);
         self.touch();
         let mut started = Vec::new();
         let window = secs(c.network_window);
-        let (account_key, pair_key) = (self.hash(login), self.hash(&format!("{login}\0{secret}")));
+        let account_key = self.hash(login);
         for (net, factor) in spray_tiers(ip) {
             let s = state.spray.entry(net).or_default();
             s.prune(now, window);
@@ -348,6 +367,11 @@ impl Lockouts {
         state
             .trusted
             .insert((account.to_string(), client_network(ip)), now);
+        drop(state);
+        self.tell_peers(|| Note::Success {
+            ip,
+            account: account.to_string(),
+        });
     }
 
     /// Whether the OTP step of this bucket (`Accounts::otp_bucket`: the
@@ -373,6 +397,19 @@ impl Lockouts {
 
     /// A wrong OTP code; every one counts (codes are short, guesses cheap).
     pub fn otp_failure(&self, account: &str, ip: Option<IpAddr>) -> Option<Started> {
+        let locked = self.count_otp_failure(account);
+        self.tell_peers(|| Note::OtpFailure {
+            bucket: account.to_string(),
+        });
+        locked.then(|| Started {
+            scope: Scope::Otp,
+            network: ip.map(client_network),
+        })
+    }
+
+    /// Counts a wrong OTP code (here or on another node); true when the
+    /// lock starts now.
+    fn count_otp_failure(&self, account: &str) -> bool {
         let c = &self.config;
         let now = self.clock.unix();
         let mut state = self.state.lock_or_recover();
@@ -387,14 +424,11 @@ impl Lockouts {
         }
         o.failures.push_back(now);
         if o.failures.len() < c.otp_max_failures {
-            return None;
+            return false;
         }
         o.failures.clear();
         o.locked_until = now + secs(c.otp_lock);
-        Some(Started {
-            scope: Scope::Otp,
-            network: ip.map(client_network),
-        })
+        true
     }
 
     /// Drops expired entries now and then, so memory stays bounded by what

@@ -22,7 +22,7 @@ use crate::config::PolicyConfig;
 use crate::events::{Event, EventKind, Listener};
 use crate::locks::{Recover, RecoverRw};
 use crate::spool::{CommitHook, QueueWrite};
-use crate::store::{Store, StoreError};
+use crate::store::{SharedData, StoreError, ToShared};
 
 /// An account's state is written with the spool at most this often: a
 /// busy sender's windows are serialised once a second, not once a commit.
@@ -33,7 +33,7 @@ const STATE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// One account: `turn` orders its decisions (FIFO, held across awaits);
 /// `state` is only ever held briefly, never across an await, so logins and
 /// delivery results can be recorded from anywhere.
-pub(super) struct Entry {
+pub(crate) struct Entry {
     pub(super) turn: tokio::sync::Mutex<()>,
     state: Mutex<AccountState>,
     /// When the state was last handed to a commit.
@@ -86,8 +86,12 @@ pub struct Ledger {
     shared: Vec<IpNet>,
     states: Mutex<HashMap<String, Arc<Entry>>>,
     dirty: Mutex<HashSet<String>>,
-    /// With `Preload::OnDemand`: where an account's saved state is read.
-    on_demand: Option<Store>,
+    /// With `Preload::OnDemand` (or a shared store): where an account's
+    /// saved state is read.
+    on_demand: Option<SharedData>,
+    /// A store several nodes share: decisions lock the account's state
+    /// there (`turn`), and the spool's commits do not carry it.
+    pub(super) multi_node: Option<SharedData>,
     /// Keys the contacts' fingerprints (derived from the server key).
     contact_key: ContactKey,
 }
@@ -98,10 +102,11 @@ impl Ledger {
     pub fn load(
         config: PolicyConfig,
         clock: Arc<dyn Clock>,
-        store: &Store,
+        store: &impl ToShared,
         preload: Preload,
         contact_key: ContactKey,
     ) -> Result<Arc<Self>, StoreError> {
+        let store = store.to_shared();
         let mut states = HashMap::new();
         if preload == Preload::All {
             for (account, bytes) in store.policy_states()? {
@@ -116,7 +121,9 @@ impl Ledger {
             clock,
             states: Mutex::new(states),
             dirty: Mutex::new(HashSet::new()),
-            on_demand: (preload == Preload::OnDemand).then(|| store.clone()),
+            on_demand: (preload == Preload::OnDemand || store.backend() != "redb")
+                .then(|| store.clone()),
+            multi_node: (store.backend() != "redb").then(|| store.clone()),
             contact_key,
         }))
     }
@@ -184,6 +191,11 @@ impl Ledger {
     }
 
     /// Changes an account's state briefly (never across an await).
+    /// The account's entry if this node holds it.
+    pub(super) fn cached(&self, account: &str) -> Option<Arc<Entry>> {
+        lock(&self.states).get(account).cloned()
+    }
+
     pub(super) fn with_state<T>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> T) -> T {
         let entry = self.entry(account);
         let out = f(&mut entry.state());
@@ -210,7 +222,7 @@ impl Ledger {
         let now = self.clock.unix();
         let network = self.network_key(ip);
         let needed = self.config().auth_failures_before_success;
-        self.with_state(account, |st| {
+        self.observe(account, move |st| {
             st.record_login(now, &network, needed);
             st.uses.login(ip, now);
         });
@@ -221,7 +233,7 @@ impl Ledger {
     pub fn observe_auth_failure(&self, account: &str, attempt: Option<u64>) {
         if self.follows(account) {
             let now = self.clock.unix();
-            self.with_state(account, |st| st.record_auth_failure(now, attempt));
+            self.observe(account, move |st| st.record_auth_failure(now, attempt));
         }
     }
 
@@ -232,7 +244,7 @@ impl Ledger {
             return;
         }
         let now = self.clock.unix();
-        self.with_state(account, |st| {
+        self.observe(account, move |st| {
             st.record_delivery(now, delivered as u32, bounced as u32)
         });
     }
@@ -241,9 +253,10 @@ impl Ledger {
     pub fn observe_complaint(&self, account: &str) {
         let now = self.clock.unix();
         let config = self.config();
-        self.with_state(account, |st| {
-            st.advance(now, config.half_life.as_secs());
-            st.score += config.weight_complaint;
+        let (half_life, weight) = (config.half_life.as_secs(), config.weight_complaint);
+        self.observe(account, move |st| {
+            st.advance(now, half_life);
+            st.score += weight;
             st.complaints.push_back(now);
             while st.complaints.len() > 1000 {
                 st.complaints.pop_front();
@@ -294,7 +307,7 @@ impl Ledger {
 }
 
 /// A saved state, or `None` (with a warning) when it does not decode.
-fn decode(account: &str, bytes: &[u8]) -> Option<AccountState> {
+pub(super) fn decode(account: &str, bytes: &[u8]) -> Option<AccountState> {
     match serde_json::from_slice::<AccountState>(bytes) {
         Ok(state) => Some(state.upgrade()),
         Err(e) => {
@@ -377,6 +390,11 @@ impl OnLift for Ledger {
 
 impl CommitHook for Ledger {
     fn dirty_writes(&self, all: bool) -> Vec<QueueWrite> {
+        // A shared store is written by each decision itself (`turn`).
+        if self.multi_node.is_some() {
+            lock(&self.dirty).clear();
+            return Vec::new();
+        }
         let now = std::time::Instant::now();
         let mut due = Vec::new();
         lock(&self.dirty).retain(|account| {

@@ -22,6 +22,7 @@ pub mod content;
 pub mod ledger;
 pub mod signals;
 pub mod state;
+mod turn;
 
 pub use ledger::{Ledger, Preload};
 
@@ -372,6 +373,9 @@ fn view_of(st: &AccountState, now: u64, c: &PolicyConfig) -> PolicyView {
 #[async_trait]
 impl Policy for Scorer {
     async fn on_mail(&self, ctx: &MailContext<'_>) -> Decision {
+        if !self.ledger.shared_available() {
+            return Decision::Unavailable;
+        }
         let account = self.account(ctx.account).await;
         if let Some(refusal) = self.gate(ctx.account, account.as_deref()) {
             return refusal;
@@ -448,6 +452,11 @@ impl Policy for Scorer {
         let entry = self.ledger.entry(ctx.account);
         // Decisions of one account happen one at a time, in arrival order.
         let _turn = entry.turn.lock().await;
+        // Across nodes too, with a shared store (a decision that cannot be
+        // serialised is not made: the client retries).
+        let Ok(shared_turn) = self.ledger.shared_turn(ctx.account, &entry).await else {
+            return Decision::Unavailable;
+        };
         let n = ctx.recipients.len() as u32;
         let (verdict, cap, breakdown, score, abuse, sender, features) = {
             let mut st = entry.state();
@@ -559,6 +568,7 @@ impl Policy for Scorer {
             (verdict, cap, breakdown, score, abuse, sender, features)
         };
         self.ledger.mark_dirty(ctx.account);
+        shared_turn.finish(ctx.account, &entry).await;
         let explanation = match cap {
             Some(cap) if verdict == "defer" => cap.to_string(),
             _ => breakdown.describe(),

@@ -259,6 +259,9 @@ impl Session {
         match decision {
             Decision::Accept => {}
             Decision::Defer => return rejected(self, reply::RATE_LIMITED, "policy_defer"),
+            Decision::Unavailable => {
+                return rejected(self, reply::NOT_QUEUED, "store_unavailable");
+            }
             Decision::Block(b) => {
                 let r = reply::blocked(&b, self.shared.support_contact.as_deref());
                 return rejected(self, r, "policy_block");

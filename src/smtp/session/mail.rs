@@ -73,6 +73,7 @@ impl Session {
                 reply::SENDER_OK
             }
             Decision::Defer => reply::RATE_LIMITED,
+            Decision::Unavailable => reply::NOT_QUEUED,
             Decision::Block(b) => {
                 let r = reply::blocked(&b, self.shared.support_contact.as_deref());
                 tx.blocked = Some(r.clone());

@@ -69,6 +69,7 @@ impl Session {
                 reply::RECIPIENT_OK
             }
             Decision::Defer => reply::RATE_LIMITED,
+            Decision::Unavailable => reply::NOT_QUEUED,
             Decision::Block(b) => {
                 let r = reply::blocked(&b, self.shared.support_contact.as_deref());
                 tx.blocked = Some(r.clone());

@@ -1,8 +1,10 @@
 //! Test harness: the real server on ephemeral loopback ports with its data in
 //! a temporary folder, and a small SMTP client that speaks TCP and TLS.
 
+pub mod balancer;
 pub mod client;
 pub mod dovecot;
+pub mod postgres;
 pub mod serve;
 pub mod tmpfs;
 pub mod web;

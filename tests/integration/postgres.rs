@@ -1,0 +1,606 @@
+//! Several nodes on one PostgreSQL database (`[store] backend =
+//! "postgres"`): two real `mailwarden serve` processes, each with its own
+//! data folder and spool, sharing accounts, blocks and the scorer's state.
+//! Each test starts a private PostgreSQL 15 (`common::postgres`) and skips
+//! with a printed reason when it is not installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::balancer::Balancer;
+use crate::common::client::Client;
+use crate::common::postgres::Postgres;
+use crate::common::serve::ServeProcess;
+use crate::common::{ALICE, PASSWORD, output_with_stdin, test_config_text, test_config_text_mode};
+
+/// Where test clients connect from when they skip the balancer.
+const DIRECT: &str = "127.0.0.5";
+const BODY: &str = "Cheap watches, best prices, click now.";
+
+/// One node: its config file, data folder and running server.
+struct Node {
+    config: PathBuf,
+    server: ServeProcess,
+}
+
+impl Node {
+    fn data(&self) -> PathBuf {
+        self.config.parent().unwrap().join("data")
+    }
+
+    /// The configured certificate (`tls.cert`), or the self-signed one.
+    fn cert(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cert = \""))
+            .map(|rest| PathBuf::from(rest.trim_end_matches('"')))
+            .unwrap_or_else(|| self.data().join(mailwarden::tls::SELF_SIGNED_CERT))
+    }
+
+    /// The CLI against this node (through its admin API while it runs).
+    fn cli(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        let out = output_with_stdin(
+            Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+                .args(["--config", self.config.to_str().unwrap()])
+                .args(args),
+            stdin,
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// A direct connection (not through a balancer: from an address
+    /// that may not send PROXY).
+    async fn connect(&self) -> (Client, crate::common::client::Reply) {
+        Client::implicit_tls_from(
+            self.server.submissions(),
+            Some(DIRECT.parse().unwrap()),
+            &self.cert(),
+        )
+        .await
+    }
+
+    async fn session(&self, user: &str) -> Client {
+        let (mut c, _) = self.connect().await;
+        c.ehlo().await;
+        assert_eq!(c.auth_plain(user, PASSWORD).await.code, 235, "AUTH {user}");
+        c
+    }
+}
+
+/// The config text of a node on `url`; `text` is the rest of it.
+fn write_config(dir: &Path, name: &str, text: &str, url: &str) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = folder.join("mailwarden.toml");
+    std::fs::write(
+        &config,
+        format!("{text}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    config
+}
+
+/// The first node on an empty database (it initialises it).
+fn first_node(dir: &Path, name: &str, text: &str, url: &str) -> Node {
+    let config = write_config(dir, name, text, url);
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    Node { config, server }
+}
+
+/// Another node joining: the first node's server key in its new data
+/// folder (docs/operator-guide.md, "Running several nodes").
+fn joining_node(dir: &Path, name: &str, text: &str, url: &str, first: &Node) -> Node {
+    let config = write_config(dir, name, text, url);
+    let data = config.parent().unwrap().join("data");
+    mailwarden::files::create_private_dir(&data).unwrap();
+    let key = std::fs::read(first.data().join("secret.key")).unwrap();
+    mailwarden::files::write_private(&data.join("secret.key"), &key).unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    Node { config, server }
+}
+
+fn add_account(node: &Node, address: &str) {
+    let (ok, out) = node.cli(&["account", "add", address, "--password-stdin"], PASSWORD);
+    assert!(ok, "{out}");
+}
+
+fn rcpts(tag: &str, i: usize) -> Vec<String> {
+    (0..5)
+        .map(|k| format!("{tag}{i}-{k}@victims.example"))
+        .collect()
+}
+
+/// Sends the same bulk mail over `sessions` in turn (one message each)
+/// until every one is refused; how many were accepted.
+async fn spray(sessions: &mut [Client], from: &str, tag: &str) -> usize {
+    let mut accepted = 0;
+    let mut refused_in_a_row = 0;
+    for i in 0..40 {
+        let c = &mut sessions[i % sessions.len()];
+        let reply = c.try_send(from, &rcpts(tag, i), "offer", BODY).await;
+        if reply.starts_with("250") {
+            accepted += 1;
+            refused_in_a_row = 0;
+        } else {
+            assert!(reply.starts_with("554"), "{reply}");
+            refused_in_a_row += 1;
+            if refused_in_a_row >= sessions.len() {
+                return accepted;
+            }
+        }
+    }
+    panic!("{from}: the spray was never blocked ({accepted} accepted)");
+}
+
+/// Waits up to `limit` for `check`.
+async fn within(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_on_b() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let (text, cert) = behind_balancer(dir.path());
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    const BOB: &str = "bob@example.com";
+    add_account(&a, ALICE);
+    add_account(&a, BOB);
+    let balancer = Balancer::start(vec![a.server.submissions(), b.server.submissions()]).await;
+
+    // The baseline: Bob's spray on node A alone.
+    let mut one = vec![a.session(BOB).await];
+    let on_one = spray(&mut one, BOB, "bob").await;
+    // Alice's, through the balancer: one session on A, one on B, used in
+    // turn (an account created on A logs in on B).
+    let mut two = Vec::new();
+    for _ in 0..2 {
+        let (mut c, _) = Client::implicit_tls(balancer.addr, &cert).await;
+        c.ehlo().await;
+        assert_eq!(c.auth_plain(ALICE, PASSWORD).await.code, 235);
+        two.push(c);
+    }
+    let on_two = spray(&mut two, ALICE, "alice").await;
+    assert!(on_one >= 1, "the baseline accepted nothing");
+    assert!(
+        on_two <= on_one,
+        "{on_two} messages got out over two nodes, {on_one} on one"
+    );
+    // Both nodes decided (the balancer alternated), under the client's
+    // address (PROXY v2).
+    for node in [&a, &b] {
+        node.server
+            .wait_log("a decision for Alice", |log| {
+                log.iter().any(|l| {
+                    l["event"] == "policy.decision"
+                        && l["account"] == ALICE
+                        && l["ip"] == "127.0.0.1"
+                })
+            })
+            .await;
+    }
+    // Blocked on both, in new sessions too.
+    for node in [&a, &b] {
+        let mut c = node.session(ALICE).await;
+        let r = c.cmd(&format!("MAIL FROM:<{ALICE}>")).await;
+        assert_eq!(r.code, 554, "{r:?}");
+    }
+
+    // An unblock through node A's CLI: node B takes the next MAIL.
+    let (ok, out) = a.cli(&["account", "unblock", ALICE], "");
+    assert!(ok, "{out}");
+    let mut c = b.session(ALICE).await;
+    let took = within(
+        Duration::from_secs(2),
+        "MAIL on B after the unblock on A",
+        async || {
+            let r = c.cmd(&format!("MAIL FROM:<{ALICE}>")).await;
+            if r.code == 250 {
+                return true;
+            }
+            c.cmd("RSET").await;
+            false
+        },
+    )
+    .await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    c.cmd("RSET").await;
+    let reply = c
+        .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+
+    // A portal session on B...
+    let mut web = crate::common::web::Web::new(b.server.addr("Portal"));
+    let r = crate::common::web::sign_in(&mut web, ALICE, PASSWORD).await;
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(web.get("/my-account").await.status, 200);
+    // ...and AUTH with the old password on B end with a password change on A.
+    let new_password = "a different long passphrase";
+    let (ok, out) = a.cli(
+        &["account", "passwd", ALICE, "--password-stdin"],
+        new_password,
+    );
+    assert!(ok, "{out}");
+    within(
+        Duration::from_secs(1),
+        "old password refused on B",
+        async || {
+            let (mut c, _) = b.connect().await;
+            c.ehlo().await;
+            c.auth_plain(ALICE, PASSWORD).await.code == 535
+        },
+    )
+    .await;
+    let (mut c, _) = b.connect().await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, new_password).await.code, 235);
+    let r = web.get("/my-account").await;
+    assert_eq!(r.status, 303, "the portal session on B survived: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_on_b_is_held_when_a_blocks_the_account_and_released_when_a_lifts_it() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    // A relay nobody listens on, retried in an hour: mail stays queued.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = test_config_text_mode(
+        "relay",
+        &format!(
+            "retry_schedule = [\"1h\"]\n[delivery.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout = \"2s\"\n"
+        ),
+    );
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+    let mut c = b.session(ALICE).await;
+    let reply = c
+        .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let held = async || {
+        let (ok, out) = b.cli(&["--json", "queue", "list", "--held"], "");
+        assert!(ok, "{out}");
+        out.contains(ALICE)
+    };
+    assert!(!held().await, "held before any block");
+
+    let (ok, out) = a.cli(&["account", "block", ALICE, "--reason", "abuse report"], "");
+    assert!(ok, "{out}");
+    let took = within(Duration::from_secs(3), "B holds Alice's mail", held).await;
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    let (ok, out) = a.cli(&["account", "unblock", ALICE], "");
+    assert!(ok, "{out}");
+    within(
+        Duration::from_secs(3),
+        "B releases Alice's mail",
+        async || !held().await,
+    )
+    .await;
+}
+
+/// One client sending one message after another through `node` until
+/// `stop`: every reply, in order.
+async fn load(
+    addr: std::net::SocketAddr,
+    cert: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(Instant, String)> {
+    let mut replies = Vec::new();
+    let mut c: Option<Client> = None;
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if c.is_none() {
+            let (mut s, _) = Client::implicit_tls(addr, &cert).await;
+            s.ehlo().await;
+            let r = s.auth_plain(ALICE, PASSWORD).await;
+            if r.code != 235 {
+                replies.push((Instant::now(), r.line()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            c = Some(s);
+        }
+        let s = c.as_mut().unwrap();
+        i += 1;
+        let reply = s
+            .try_send(
+                ALICE,
+                &["friend@example.org".to_string()],
+                &format!("m{i}"),
+                "hello",
+            )
+            .await;
+        if !reply.starts_with("250") {
+            s.cmd("RSET").await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        replies.push((Instant::now(), reply));
+    }
+    replies
+}
+
+fn outbox_files(node: &Node) -> usize {
+    std::fs::read_dir(node.data().join("outbox"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_gives_4xx_loses_nothing_acknowledged_and_recovers() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_text(crate::common::BULK_POLICY);
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for node in [&a, &b] {
+        tasks.push(tokio::spawn(load(
+            node.server.submissions(),
+            node.cert(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down_at = Instant::now();
+    tokio::task::block_in_place(|| pg.stop());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up_at = Instant::now();
+    tokio::task::block_in_place(|| pg.restart());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+
+    let mut acknowledged = 0;
+    for per_node in &replies {
+        let during: Vec<_> = per_node
+            .iter()
+            .filter(|(t, _)| *t > down_at + Duration::from_millis(200) && *t < up_at)
+            .collect();
+        assert!(!during.is_empty(), "no attempt during the outage");
+        for (_, r) in &during {
+            assert!(
+                r.starts_with("250") || r.starts_with('4'),
+                "a permanent refusal during the outage: {r}"
+            );
+        }
+        assert!(
+            during
+                .iter()
+                .any(|(_, r)| r.starts_with("451 4.3.0") || r.starts_with("454 4.7.0")),
+            "never refused while PostgreSQL was down: {during:?}"
+        );
+        // Back within 5 s of the restart.
+        let back = per_node
+            .iter()
+            .find(|(t, r)| *t > up_at && r.starts_with("250"))
+            .map(|(t, _)| *t - up_at)
+            .expect("never accepted again");
+        assert!(back < Duration::from_secs(5), "back after {back:?}");
+        acknowledged += per_node
+            .iter()
+            .filter(|(_, r)| r.starts_with("250"))
+            .count();
+    }
+    // Every 250 is delivered (into each node's outbox).
+    within(
+        Duration::from_secs(10),
+        "every acknowledged message delivered",
+        async || outbox_files(&a) + outbox_files(&b) >= acknowledged,
+    )
+    .await;
+    assert_eq!(outbox_files(&a) + outbox_files(&b), acknowledged);
+    a.server
+        .wait_log("store.shared_down", |log| {
+            log.iter().any(|l| l["event"] == "store.shared_down")
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_an_embedded_install_and_its_accounts_log_in_on_the_postgres_nodes() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    const BOB: &str = "bob@example.com";
+    // An embedded (redb) install with two accounts, an alias, a block and
+    // a scorer state.
+    let folder = dir.path().join("a");
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = folder.join("mailwarden.toml");
+    let text = test_config_text("");
+    std::fs::write(&config, &text).unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    let old = Node { config, server };
+    add_account(&old, ALICE);
+    add_account(&old, BOB);
+    let (ok, out) = old.cli(&["account", "alias", "add", ALICE, "al@example.com"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = old.cli(&["account", "block", BOB, "--reason", "abuse report"], "");
+    assert!(ok, "{out}");
+    let mut c = old.session(ALICE).await;
+    let reply = c
+        .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    drop(c);
+    let Node { config, server } = old;
+    assert!(server.stop().success());
+
+    // Copied twice: the same database, the same counts.
+    let copy = |config: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--json",
+                "store",
+                "copy",
+                "--to",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = copy(&config);
+    assert_eq!(first["accounts"], 2, "{first}");
+    assert_eq!(first["aliases"], 1, "{first}");
+    assert!(first["scorer_states"].as_u64().unwrap() >= 1, "{first}");
+    assert_eq!(copy(&config), first);
+
+    // The same install on the database, and a second node beside it.
+    std::fs::write(
+        &config,
+        format!("{text}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let server = tokio::task::block_in_place(|| ServeProcess::start(&config));
+    let a = Node { config, server };
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    for node in [&a, &b] {
+        let mut c = node.session(ALICE).await;
+        let reply = c
+            .try_send(ALICE, &["friend@example.org".to_string()], "hi", "hello")
+            .await;
+        assert!(reply.starts_with("250"), "{reply}");
+        let mut c = node.session(BOB).await;
+        let r = c.cmd(&format!("MAIL FROM:<{BOB}>")).await;
+        assert_eq!(r.code, 554, "Bob's block came along: {r:?}");
+    }
+    let (ok, out) = b.cli(&["--json", "account", "show", ALICE], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("al@example.com"), "{out}");
+}
+
+#[test]
+fn store_migrate_brings_an_empty_database_to_the_latest_schema() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "a", &test_config_text(""), &url);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "--json",
+                "store",
+                "migrate",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["from"], 0);
+    assert!(first["to"].as_i64().unwrap() >= 1);
+    let again = run();
+    assert_eq!(again["from"], first["to"]);
+    assert_eq!(again["to"], first["to"]);
+}
+
+/// Node config text for behind the balancer: PROXY from loopback, and one
+/// certificate for both nodes (clients cannot tell which node answers).
+fn behind_balancer(dir: &Path) -> (String, PathBuf) {
+    let cert = dir.join("fullchain.pem");
+    let key = dir.join("privkey.pem");
+    mailwarden::tls::write_self_signed(&cert, &key, "mail.test.example").unwrap();
+    let text = test_config_text("[listeners]\nproxy_protocol_from = [\"127.0.0.1/32\"]\n").replace(
+        "self_signed = true",
+        &format!("cert = \"{}\"\nkey = \"{}\"", cert.display(), key.display()),
+    );
+    (text, cert)
+}
+
+/// One AUTH PLAIN through the balancer from `source`: the reply line.
+async fn auth_via(balancer: &Balancer, cert: &Path, source: &str, password: &str) -> String {
+    let (mut c, _) =
+        Client::implicit_tls_from(balancer.addr, Some(source.parse().unwrap()), cert).await;
+    c.ehlo().await;
+    c.auth_plain(ALICE, password).await.line()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_spread_over_two_nodes_behind_a_proxy_balancer_locks_as_one() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let (text, cert) = behind_balancer(dir.path());
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+    let balancer = Balancer::start(vec![a.server.submissions(), b.server.submissions()]).await;
+
+    // The default: 10 distinct wrong passwords per address in 15 minutes.
+    // Spread over both nodes, 5 each.
+    const GUESSER: &str = "127.0.0.21";
+    for i in 0..10 {
+        let reply = auth_via(&balancer, &cert, GUESSER, &format!("guess number {i}")).await;
+        assert!(reply.starts_with("535"), "guess {i}: {reply}");
+    }
+    // Both nodes now refuse that address, even the right password.
+    for _ in 0..2 {
+        within(Duration::from_secs(1), "locked on both nodes", async || {
+            auth_via(&balancer, &cert, GUESSER, PASSWORD)
+                .await
+                .starts_with("454 4.7.0")
+        })
+        .await;
+    }
+    // The lockout is per client address (PROXY carried it): another
+    // client logs in on both nodes.
+    for _ in 0..2 {
+        let reply = auth_via(&balancer, &cert, "127.0.0.22", PASSWORD).await;
+        assert!(reply.starts_with("235"), "{reply}");
+    }
+    for node in [&a, &b] {
+        node.server
+            .wait_log("auth.failure with the client's address", |log| {
+                log.iter()
+                    .any(|l| l["event"] == "auth.failure" && l["ip"] == GUESSER)
+            })
+            .await;
+    }
+}
