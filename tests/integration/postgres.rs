@@ -161,6 +161,13 @@ async fn a_spray_over_two_nodes_is_blocked_as_on_one_and_an_unblock_on_a_holds_o
     const BOB: &str = "bob@example.com";
     add_account(&a, ALICE);
     add_account(&a, BOB);
+    // Both owners send from a network the operator marked as theirs; the
+    // spray comes from another (the scorer blocks on evidence of a
+    // different sender, docs/policy.md).
+    for who in [ALICE, BOB] {
+        let (ok, out) = a.cli(&["account", "trust", who, "192.0.2.0/24"], "");
+        assert!(ok, "{out}");
+    }
     let balancer = Balancer::start(vec![a.server.submissions(), b.server.submissions()]).await;
 
     // The baseline: Bob's spray on node A alone.
