@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Days of history kept.
 pub const DAYS: usize = 30;
 
+/// Stored as an array (a day is 6 numbers, not 6 named fields).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "DayRow", into = "DayRow")]
 pub struct DayStats {
     pub day: u16,
     pub messages: u32,
@@ -22,6 +24,34 @@ pub struct DayStats {
     pub contacts: u32,
     /// The largest recipient list of the day.
     pub top_recipients: u32,
+}
+
+type DayRow = (u16, u32, u32, u32, u32, u32);
+
+impl From<DayRow> for DayStats {
+    fn from(r: DayRow) -> Self {
+        Self {
+            day: r.0,
+            messages: r.1,
+            new_recipients: r.2,
+            top_hour_new: r.3,
+            contacts: r.4,
+            top_recipients: r.5,
+        }
+    }
+}
+
+impl From<DayStats> for DayRow {
+    fn from(d: DayStats) -> Self {
+        (
+            d.day,
+            d.messages,
+            d.new_recipients,
+            d.top_hour_new,
+            d.contacts,
+            d.top_recipients,
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

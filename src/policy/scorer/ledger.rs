@@ -280,7 +280,6 @@ impl Ledger {
     /// the new state.
     fn restart(&self, account: &str) -> AccountState {
         let now = self.clock.unix();
-        let after = self.config().network_familiar_after.as_secs();
         self.with_state(account, |st| {
             let known = st.legacy_known.take();
             let contacts = std::mem::take(&mut st.contacts);
@@ -288,11 +287,6 @@ impl Ledger {
             let baseline = std::mem::take(&mut st.baseline);
             let links = std::mem::take(&mut st.links);
             let uses = std::mem::take(&mut st.uses);
-            let networks: Vec<_> = st
-                .networks
-                .drain(..)
-                .filter(|n| n.first_seen + after <= now)
-                .collect();
             *st = AccountState::new(now);
             st.legacy_known = known;
             st.contacts = contacts;
@@ -300,7 +294,6 @@ impl Ledger {
             st.baseline = baseline;
             st.links = links;
             st.uses = uses;
-            st.networks = networks;
             st.clone()
         })
     }

@@ -277,8 +277,6 @@ impl Scorer {
             .collect();
         abuse.sort();
         abuse.dedup();
-        st.networks
-            .retain(|n| !abuse.iter().any(|a| a.to_string() == n.network));
         abuse
     }
 

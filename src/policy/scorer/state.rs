@@ -84,7 +84,7 @@ pub struct SeenNetwork {
 }
 
 /// Link domains remembered per account.
-const MAX_LINKS: usize = 64;
+const MAX_LINKS: usize = 32;
 
 /// The recipients of one message as the account knows them.
 #[derive(Debug, Clone, Default)]
@@ -126,6 +126,7 @@ pub struct AccountState {
     /// Body fingerprints of the last day: (time, fingerprint, recipients).
     pub bodies: VecDeque<(u64, u64, u32)>,
     /// Networks that logged in, with first and last use.
+    #[serde(default, skip_serializing)]
     pub networks: Vec<SeenNetwork>,
     /// Logins of the last hour: (time, network).
     pub logins: VecDeque<(u64, String)>,
@@ -367,22 +368,8 @@ impl AccountState {
         while self.logins.len() > 256 {
             self.logins.pop_front();
         }
-        match self.networks.iter_mut().find(|n| n.network == network) {
-            Some(n) => n.last_seen = now,
-            None => {
-                self.networks.push(SeenNetwork {
-                    network: network.to_string(),
-                    first_seen: now,
-                    last_seen: now,
-                });
-                // Keep the 32 most recently used.
-                if self.networks.len() > 32 {
-                    self.networks
-                        .sort_by_key(|n| std::cmp::Reverse(n.last_seen));
-                    self.networks.truncate(32);
-                }
-            }
-        }
+        // Networks are judged by `uses` (accounts::trust) now.
+        self.networks.clear();
     }
 
     pub fn record_auth_failure(&mut self, now: u64, attempt: Option<u64>) {
@@ -428,19 +415,6 @@ impl AccountState {
         nets.sort_unstable();
         nets.dedup();
         nets
-    }
-
-    /// Familiar: first used at least `after` ago and used within `for_`.
-    /// With no history older than `after` there is nothing to compare
-    /// against, and every network counts as familiar.
-    pub fn is_familiar(&self, network: &str, now: u64, after: u64, for_: u64) -> bool {
-        let established = |n: &SeenNetwork| n.first_seen + after <= now && n.last_seen + for_ > now;
-        if !self.networks.iter().any(established) {
-            return true;
-        }
-        self.networks
-            .iter()
-            .any(|n| n.network == network && established(n))
     }
 
     /// How many earlier messages of the last day had this body.
@@ -530,20 +504,5 @@ mod tests {
         }
         s.record_login(1000 + HOUR, "192.0.2.0/24", 5);
         assert_eq!(s.failures_before_login, 0, "an hour ago");
-    }
-
-    #[test]
-    fn networks_become_familiar_after_a_day() {
-        let mut s = AccountState::new(0);
-        s.record_login(0, "192.0.2.0/24", 5);
-        assert!(
-            s.is_familiar("198.51.100.0/24", 10, DAY, 30 * DAY),
-            "no history yet"
-        );
-        let later = 2 * DAY;
-        assert!(s.is_familiar("192.0.2.0/24", later, DAY, 30 * DAY));
-        s.record_login(later, "198.51.100.0/24", 5);
-        assert!(!s.is_familiar("198.51.100.0/24", later, DAY, 30 * DAY));
-        assert!(s.is_familiar("198.51.100.0/24", later + DAY, DAY, 30 * DAY));
     }
 }
