@@ -26,7 +26,7 @@ pub const ABUSE_LOOKBACK: u64 = 30 * DAY;
 
 /// Networks kept per account; login-only networks go first when full, so
 /// a thief logging in from many places cannot push out the owner's.
-const MAX_NETWORKS: usize = 32;
+const MAX_NETWORKS: usize = 16;
 /// Days kept per network (the most recent).
 const MAX_DAYS: usize = 32;
 
