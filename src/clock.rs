@@ -46,6 +46,15 @@ impl ManualClock {
         self.millis
             .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
+
+    /// Moves the clock forward to `at` (never back).
+    pub fn advance_to(&self, at: SystemTime) {
+        let millis = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        self.millis.fetch_max(millis, Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {

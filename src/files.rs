@@ -157,6 +157,16 @@ fn check_one(path: &Path, meta: &std::fs::Metadata, found: &mut Vec<TooOpen>) {
 
 /// Bytes free for unprivileged use on the file system holding `path`, or
 /// `None` when it cannot be asked.
+/// A new empty folder under the system's temporary folder, named
+/// `<prefix>-<random>` (scratch stores of `policy simulate` and `replay`).
+pub fn scratch_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
+    let mut n = [0u8; 8];
+    getrandom::fill(&mut n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", u64::from_le_bytes(n)));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 pub fn free_space(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;

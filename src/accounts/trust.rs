@@ -213,6 +213,16 @@ pub fn trusted(
         .map(|u| Trusted::Sending(u.network))
 }
 
+/// Whether the account trusts any network at all (without listing them).
+pub fn any_trusted(account: &Account, uses: &NetworkUses, rule: TrustRule, now: u64) -> bool {
+    let before = cutoff(account, now);
+    !account.trusted_networks.is_empty()
+        || uses
+            .networks
+            .iter()
+            .any(|u| u.trusted_by_sending(rule, before))
+}
+
 /// Every trusted network of the account (for `account show`).
 pub fn trusted_networks(
     account: &Account,

@@ -6,7 +6,7 @@
 
 mod input;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use serde::Serialize;
 use self::input::{Line, SessionId, Via};
 use crate::accounts::{Account, Origin};
 use crate::app::{App, Open, Overrides};
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::events::{Event, EventKind, Listener};
 use crate::policy::{ClientHints, Decision, MailContext, MessageContext, Policy};
@@ -82,7 +82,7 @@ pub async fn run(
     out: &mut impl Write,
     options: &Options,
 ) -> anyhow::Result<(Summary, bool)> {
-    let dir = scratch()?;
+    let dir = crate::files::scratch_dir("mailwarden-replay")?;
     let result = replay(config, &dir, input, out, options).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -113,7 +113,7 @@ async fn replay(
     let mut summary = Summary::default();
     let mut bad = false;
     let mut now = 0.0f64;
-    let mut known: HashMap<String, ()> = HashMap::new();
+    let mut known: HashSet<String> = HashSet::new();
     let mut sessions: HashMap<SessionId, Session> = HashMap::new();
     // (account, ip) → (time of the last good login, its session's hints).
     let mut logins: HashMap<(String, IpAddr), (f64, ClientHints)> = HashMap::new();
@@ -160,7 +160,7 @@ async fn replay(
             | Line::Unblock { account, .. } => account.to_ascii_lowercase(),
         };
         let account = account_of(&timed.line);
-        if !known.contains_key(&account) {
+        if !known.contains(&account) {
             // Declared accounts are new; others are old accounts the
             // scorer has no history of.
             let created = match timed.line {
@@ -173,7 +173,7 @@ async fn replay(
                 error(out, n, format!("account {account}: {e}"))?;
                 continue;
             }
-            known.insert(account.clone(), ());
+            known.insert(account.clone());
             summary.accounts += 1;
         }
         match timed.line {
@@ -358,17 +358,5 @@ async fn replay(
 }
 
 fn set_time(clock: &ManualClock, at: f64) {
-    let now = clock.now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let target = Duration::from_secs_f64(at);
-    if target > now {
-        clock.advance(target - now);
-    }
-}
-
-fn scratch() -> anyhow::Result<std::path::PathBuf> {
-    let mut n = [0u8; 8];
-    getrandom::fill(&mut n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = std::env::temp_dir().join(format!("mailwarden-replay-{}", u64::from_le_bytes(n)));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    clock.advance_to(UNIX_EPOCH + Duration::from_secs_f64(at));
 }

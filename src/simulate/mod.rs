@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use self::population::{Kind, Send, WARMUP_DAYS};
 use crate::accounts::Account;
 use crate::app::{App, Open, Overrides};
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::config::{Config, PolicyConfig};
 use crate::events::TracingEvents;
 use crate::policy::{Decision, MailContext, MessageContext, Policy};
@@ -139,7 +139,7 @@ impl Ord for Pending {
 /// Runs the population for `days` reported days (after three weeks of
 /// history) against a scorer with `config`.
 pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<Report> {
-    let dir = tempdir()?;
+    let dir = crate::files::scratch_dir("mailwarden-sim")?;
     let begin = START - (WARMUP_DAYS + 1) * DAY;
     let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(begin)));
     // The application as `serve` assembles it, on a scratch data folder:
@@ -294,18 +294,7 @@ pub async fn run(policy: PolicyConfig, days: u64, seed: u64) -> anyhow::Result<R
 }
 
 fn set_time(clock: &ManualClock, at: u64) {
-    let now = clock.unix();
-    if at > now {
-        clock.advance(Duration::from_secs(at - now));
-    }
-}
-
-fn tempdir() -> anyhow::Result<std::path::PathBuf> {
-    let mut n = [0u8; 8];
-    getrandom::fill(&mut n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = std::env::temp_dir().join(format!("mailwarden-sim-{}", u64::from_le_bytes(n)));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    clock.advance_to(UNIX_EPOCH + Duration::from_secs(at));
 }
 
 #[cfg(test)]

@@ -208,29 +208,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::store::record::queue::{Envelope, Recipient};
+    use crate::store::record::queue::Envelope;
 
     fn entry(id: u64, next_attempt: u64) -> QueueEntry {
-        let mut e = QueueEntry::new(
-            QueueId(id),
-            Envelope {
-                from: "a@example.com".into(),
-                recipients: vec![Recipient {
-                    address: "b@example.org".into(),
-                    orcpt: None,
-                    notify: 0,
-                }],
-                account: "a@example.com".into(),
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                received_at: 0,
-                size: 1,
-                mail_flags: 0,
-                envid: None,
-            },
-        );
+        let mut e = QueueEntry::new(QueueId(id), Envelope::for_tests(1));
         e.next_attempt = next_attempt;
         e
     }

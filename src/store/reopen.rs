@@ -184,27 +184,13 @@ fn drain(mut old: Arc<Handle>) -> Result<(), Arc<Handle>> {
 
 #[cfg(all(test, feature = "testing"))]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
     use crate::store::fault::{Fault, FaultSwitch};
-    use crate::store::record::queue::{Envelope, QueueEntry, QueueId, Recipient};
+    use crate::store::record::queue::{Envelope, QueueEntry, QueueId};
 
     fn insert(id: u64) -> QueueWrite {
-        let envelope = Envelope {
-            from: "a@example.com".into(),
-            recipients: vec![Recipient {
-                address: "b@example.org".into(),
-                orcpt: None,
-                notify: 0,
-            }],
-            account: "a@example.com".into(),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            received_at: 0,
-            size: 1,
-            mail_flags: 0,
-            envid: None,
-        };
+        let envelope = Envelope::for_tests(1);
         QueueWrite::Insert {
             entry: QueueEntry::new(QueueId(id), envelope),
             body: b"x".to_vec(),

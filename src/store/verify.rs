@@ -467,25 +467,11 @@ impl StorageBackend for ReadThrough {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::queue::{Envelope, QueueEntry, QueueId, QueueWrite, Recipient};
-    use std::net::{IpAddr, Ipv4Addr};
+    use crate::store::record::queue::{Envelope, QueueEntry, QueueId, QueueWrite};
     use std::os::unix::fs::FileExt;
 
     fn insert(id: u64, body: Vec<u8>) -> QueueWrite {
-        let envelope = Envelope {
-            from: "a@example.com".into(),
-            recipients: vec![Recipient {
-                address: "b@example.org".into(),
-                orcpt: None,
-                notify: 0,
-            }],
-            account: "a@example.com".into(),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            received_at: 0,
-            size: body.len() as u64,
-            mail_flags: 0,
-            envid: None,
-        };
+        let envelope = Envelope::for_tests(body.len() as u64);
         QueueWrite::Insert {
             entry: QueueEntry::new(QueueId(id), envelope),
             body,

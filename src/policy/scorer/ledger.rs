@@ -281,19 +281,7 @@ impl Ledger {
     fn restart(&self, account: &str) -> AccountState {
         let now = self.clock.unix();
         self.with_state(account, |st| {
-            let known = st.legacy_known.take();
-            let contacts = std::mem::take(&mut st.contacts);
-            let clients = std::mem::take(&mut st.clients);
-            let baseline = std::mem::take(&mut st.baseline);
-            let links = std::mem::take(&mut st.links);
-            let uses = std::mem::take(&mut st.uses);
-            *st = AccountState::new(now);
-            st.legacy_known = known;
-            st.contacts = contacts;
-            st.clients = clients;
-            st.baseline = baseline;
-            st.links = links;
-            st.uses = uses;
+            *st = std::mem::take(st).restarted(now);
             st.clone()
         })
     }

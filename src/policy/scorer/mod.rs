@@ -463,7 +463,7 @@ impl Policy for Scorer {
             let trusted = |ip| trust::trusted(&account, &st.uses, rule, ip, now).is_some();
             let network_verdict = if network.starts_with("shared:") || trusted(ctx.client_ip) {
                 Network::Trusted
-            } else if trust::trusted_networks(&account, &st.uses, rule, now).is_empty() {
+            } else if !trust::any_trusted(&account, &st.uses, rule, now) {
                 Network::NoHistory
             } else {
                 Network::Untrusted
@@ -482,16 +482,21 @@ impl Policy for Scorer {
             let mailed = st.mailed(ctx.recipients, self.ledger.contact_key(), now);
             let key = retry_key(&content, &mailed);
             let retries = retries(&st, &config, now, key);
+            // The account's normal, read once for the signals and the budget.
+            let normal = st
+                .baseline
+                .normal(contacts::day_number(now), config.baseline_min_days);
             let message = Message {
                 sender,
                 mailed: &mailed,
                 recipients: n,
+                normal,
                 retries,
                 untrusted_networks_last_hour,
             };
             let new_account = self.is_new(&account, now);
             let cap = Self::cap_broken(&config, &st, now, new_account, n, 1)
-                .or_else(|| budget_broken(&config, &st, now, mailed.new));
+                .or_else(|| budget_broken(&config, &st, now, mailed.new, normal));
             let mut breakdown = signals::score(&config, &st, now, &message, &content);
             // Credentials changed from an untrusted network lately, and
             // this message does not come from a trusted one either.
@@ -547,10 +552,10 @@ impl Policy for Scorer {
                 rcpts: ctx
                     .recipients
                     .iter()
-                    .map(|r| {
+                    .zip(&mailed.each)
+                    .map(|(r, fp)| {
                         format!(
-                            "{:08x}@{:08x}",
-                            self.ledger.contact_key().of(r),
+                            "{fp:08x}@{:08x}",
                             content::stable_hash(crate::address::domain_of(r).as_bytes()) as u32
                         )
                     })
@@ -678,12 +683,14 @@ fn retries(st: &AccountState, c: &PolicyConfig, now: u64, key: u64) -> Retries {
 }
 
 /// The hourly budget of new recipients (`new_recipients_budget_*`).
-fn budget_broken(c: &PolicyConfig, st: &AccountState, now: u64, new: u32) -> Option<&'static str> {
-    let day = contacts::day_number(now);
-    let usual = st
-        .baseline
-        .normal(day, c.baseline_min_days)
-        .map_or(0, |n| n.top_hour_new);
+fn budget_broken(
+    c: &PolicyConfig,
+    st: &AccountState,
+    now: u64,
+    new: u32,
+    normal: Option<baseline::Normal>,
+) -> Option<&'static str> {
+    let usual = normal.map_or(0, |n| n.top_hour_new);
     let budget = (f64::from(usual) * c.new_recipients_budget_factor)
         .max(f64::from(c.new_recipients_budget_floor));
     (new > 0 && f64::from(st.new_recipients_last_hour(now) + new) > budget)

@@ -6,6 +6,7 @@
 //! program, or content and retry habits no mail program has.
 
 use super::Breakdown;
+use super::baseline::Normal;
 use super::clients::Program;
 use super::content::Content;
 use super::state::{AccountState, HOUR, Mailed};
@@ -59,6 +60,8 @@ pub struct Message<'a> {
     pub sender: Sender,
     pub mailed: &'a Mailed,
     pub recipients: u32,
+    /// The account's normal (`None` while it has too little history).
+    pub normal: Option<Normal>,
     /// Earlier deferred submissions of this message: (count, newest).
     pub retries: Retries,
     /// Networks outside the trusted ones that logged in this hour.
@@ -99,10 +102,7 @@ pub fn score(
     // account ever reaches in a day.
     let day = super::contacts::day_number(now);
     let today = st.baseline.contacts_today(day) + m.mailed.first_today;
-    let usual = st
-        .baseline
-        .normal(day, c.baseline_min_days)
-        .map_or(0, |n| n.contacts_per_day);
+    let usual = m.normal.map_or(0, |n| n.contacts_per_day);
     let sweep_at = (c.contact_sweep_min as f64).max(f64::from(usual) * c.contact_sweep_factor);
     if m.mailed.first_today > 0 && f64::from(today) > sweep_at {
         b.add("contact_sweep", f * c.weight_contact_sweep);

@@ -91,6 +91,8 @@ const MAX_LINKS: usize = 32;
 pub struct Mailed {
     /// Keyed fingerprints of the distinct recipients.
     pub fps: Vec<u32>,
+    /// The keyed fingerprint of each recipient, in order (for the log).
+    pub each: Vec<u32>,
     /// Never mailed before.
     pub new: u32,
     /// Contacts (mailed before).
@@ -184,7 +186,21 @@ impl AccountState {
         }
     }
 
-    /// Drops what fell out of every window; decays the score to `now`.
+    /// After a lift: windows and score start from zero at `now`; what the
+    /// account's normal is (contacts, programs, baseline, links, networks)
+    /// stays.
+    pub fn restarted(self, now: u64) -> Self {
+        Self {
+            legacy_known: self.legacy_known,
+            contacts: self.contacts,
+            clients: self.clients,
+            baseline: self.baseline,
+            links: self.links,
+            uses: self.uses,
+            ..Self::new(now)
+        }
+    }
+
     /// Folds a record written by an earlier version into today's shape, so
     /// an upgrade forgets none of the last hour's counting.
     pub fn upgrade(mut self) -> Self {
@@ -200,6 +216,7 @@ impl AccountState {
         self
     }
 
+    /// Drops what fell out of every window; decays the score to `now`.
     pub fn advance(&mut self, now: u64, half_life: u64) {
         let hour = now / HOUR;
         prune(&mut self.sent, |(at, _, _)| at + HOUR > now);
@@ -252,6 +269,7 @@ impl AccountState {
         let mut m = Mailed::default();
         for r in recipients {
             let fp = key.of(r);
+            m.each.push(fp);
             if m.fps.contains(&fp) {
                 continue;
             }

@@ -63,6 +63,7 @@ fn score_with_retries(
         sender,
         mailed: &mailed,
         recipients: to.len() as u32,
+        normal: st.baseline.normal(day_number(NOW), 7),
         retries,
         untrusted_networks_last_hour: 0,
     };
@@ -238,9 +239,12 @@ fn retries_are_counted_by_message_and_gap() {
 fn the_hourly_budget_of_new_recipients_follows_the_accounts_own_busiest_hour() {
     let c = PolicyConfig::default();
     let mut st = established();
-    assert_eq!(budget_broken(&c, &st, NOW, 200), None);
     assert_eq!(
-        budget_broken(&c, &st, NOW, 201),
+        budget_broken(&c, &st, NOW, 200, st.baseline.normal(day_number(NOW), 7)),
+        None
+    );
+    assert_eq!(
+        budget_broken(&c, &st, NOW, 201, st.baseline.normal(day_number(NOW), 7)),
         Some("new_recipients_per_hour")
     );
     // A recruiter's week of 100 new people an hour: the budget is 300.
@@ -251,8 +255,11 @@ fn the_hourly_budget_of_new_recipients_follows_the_accounts_own_busiest_hour() {
         st.record_message(at, &to, &mailed, 0);
     }
     st.advance(NOW, 3600);
-    assert_eq!(budget_broken(&c, &st, NOW, 300), None);
-    assert!(budget_broken(&c, &st, NOW, 301).is_some());
+    assert_eq!(
+        budget_broken(&c, &st, NOW, 300, st.baseline.normal(day_number(NOW), 7)),
+        None
+    );
+    assert!(budget_broken(&c, &st, NOW, 301, st.baseline.normal(day_number(NOW), 7)).is_some());
     assert_eq!(day_number(NOW), day_number(NOW + 1));
 }
 

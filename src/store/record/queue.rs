@@ -90,6 +90,28 @@ pub struct QueueEntry {
     pub rcpts: Vec<RcptState>,
 }
 
+impl Envelope {
+    /// A message from a@example.com to b@example.org of `size` bytes (the
+    /// store's unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(size: u64) -> Self {
+        Self {
+            from: "a@example.com".into(),
+            recipients: vec![Recipient {
+                address: "b@example.org".into(),
+                orcpt: None,
+                notify: 0,
+            }],
+            account: "a@example.com".into(),
+            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            received_at: 0,
+            size,
+            mail_flags: 0,
+            envid: None,
+        }
+    }
+}
+
 impl QueueEntry {
     /// A freshly queued message: every recipient pending, due now.
     pub fn new(id: QueueId, envelope: Envelope) -> Self {
