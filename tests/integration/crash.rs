@@ -232,7 +232,11 @@ async fn sigkill_at_random_points_during_a_thousand_messages() {
             let target =
                 ledger.lock().unwrap().acked.len() as u64 + 20 + random_below(TOTAL / KILLS as u64);
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
-            while (ledger.lock().unwrap().acked.len() as u64) < target.min(TOTAL - 1) {
+            // All senders done: nothing more will be acknowledged (messages
+            // in doubt from earlier rounds never are), so kill now.
+            while (ledger.lock().unwrap().acked.len() as u64) < target.min(TOTAL - 1)
+                && !senders.iter().all(|s| s.is_finished())
+            {
                 if std::time::Instant::now() >= deadline {
                     let l = ledger.lock().unwrap();
                     let finished = senders.iter().filter(|s| s.is_finished()).count();
