@@ -164,12 +164,16 @@ impl App {
         ));
         // `serve` carries on with the counters it had (a restart is no
         // way out of a lockout).
-        if how == Open::CreateIfMissing
-            && let Some(saved) = store
-                .meta_get(lockout::META_KEY)
+        if how == Open::CreateIfMissing {
+            let since = clock
+                .unix()
+                .saturating_sub(lockouts.longest_window().as_secs());
+            for saved in shared
+                .lockouts_saved(since)
                 .context("cannot read the saved lockout counters")?
-        {
-            lockouts.restore(&saved);
+            {
+                lockouts.restore(&saved);
+            }
         }
         // Several nodes count brute force as one (`lockout::peers`).
         if let Some(pg) = &postgres {

@@ -187,7 +187,7 @@ fn spawn_sweeps(app: &App, tracker: &TaskTracker, shutdown: &CancellationToken) 
     ));
     tracker.spawn(crate::accounts::lockout::keep_saved(
         app.lockouts.clone(),
-        app.store.clone(),
+        app.shared.clone(),
         Duration::from_secs(5),
         shutdown.clone(),
     ));
@@ -302,6 +302,12 @@ fn serve_portal(
             addr,
         )
         .with_signing(tls::configured_pair(config)?),
+        shared_sessions: app.postgres.clone().map(|pg| {
+            (
+                Arc::new(pg) as Arc<dyn crate::store::shared::SessionRows>,
+                app.key.clone(),
+            )
+        }),
     })
     .router();
     serve_http("Portal", listener, router, tracker, shutdown)

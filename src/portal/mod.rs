@@ -39,6 +39,9 @@ use crate::clock::Clock;
 use crate::events::Events;
 use pages::{account, devices, otp, password, recovery, signin, two_factor};
 use session::SessionStore;
+
+use crate::secrets::ServerKey;
+use crate::store::shared::SessionRows;
 use signin_guard::SigninGuard;
 
 /// The cookie name behind an https `public_url`.
@@ -103,6 +106,9 @@ pub struct PortalParts {
     pub brand: String,
     /// What mail programs are told when they set themselves up.
     pub setup: autoconfig::MailSetup,
+    /// With several nodes: the shared database keeps the sessions, sealed
+    /// with the server key. `None`: this process's memory.
+    pub shared_sessions: Option<(Arc<dyn SessionRows>, Arc<ServerKey>)>,
 }
 
 pub(crate) struct Inner {
@@ -126,7 +132,11 @@ pub struct Portal {
 
 impl Portal {
     pub fn new(parts: PortalParts) -> Self {
-        let sessions = SessionStore::new(parts.settings.idle_timeout, parts.clock.clone());
+        let idle = parts.settings.idle_timeout;
+        let sessions = match parts.shared_sessions {
+            Some((rows, key)) => SessionStore::shared(idle, parts.clock.clone(), rows, key),
+            None => SessionStore::new(idle, parts.clock.clone()),
+        };
         Self {
             inner: Arc::new(Inner {
                 sessions,

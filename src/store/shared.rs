@@ -126,7 +126,16 @@ pub trait SharedStore: Send + Sync + 'static {
     /// Small shared facts (e.g. the lockout counters).
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Saves this node's brute-force counters (`accounts::lockout`) at
+    /// `now`.
+    fn lockouts_save(&self, saved: &[u8], now: u64) -> Result<(), StoreError>;
+    /// The counters saved by every node since `since` (one node: its own),
+    /// for the counters to start from.
+    fn lockouts_saved(&self, since: u64) -> Result<Vec<Vec<u8>>, StoreError>;
 }
+
+/// The meta key the embedded store keeps the lockout counters under.
+pub const LOCKOUTS_META_KEY: &str = "lockouts";
 
 impl dyn SharedStore {
     /// `account_update_with` for a closure that may fail: `None` if there
@@ -248,6 +257,70 @@ impl SharedStore for Store {
     fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         Store::meta_set(self, key, value)
     }
+
+    fn lockouts_save(&self, saved: &[u8], _now: u64) -> Result<(), StoreError> {
+        Store::meta_set(self, LOCKOUTS_META_KEY, saved)
+    }
+
+    fn lockouts_saved(&self, _since: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(Store::meta_get(self, LOCKOUTS_META_KEY)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// One portal session as stored for every node (`SessionRows`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// The session, sealed by the portal.
+    pub data: String,
+    pub created: u64,
+    pub last_seen: u64,
+}
+
+/// What a session change writes: the signed-in address and the sealed
+/// session.
+pub type SessionWrite = (Option<String>, String);
+
+/// Portal sessions every node sees (several nodes behind one HTTP
+/// balancer, no sticky sessions). Rows are keyed by a keyed hash of the
+/// cookie's value; their content is sealed by the portal. Only the
+/// PostgreSQL store has them: one node keeps its sessions in memory.
+pub trait SessionRows: Send + Sync + 'static {
+    /// The live session (used within `idle` seconds and created within
+    /// `max_age`), marked as used at `now`.
+    fn session_touch(
+        &self,
+        id: &[u8],
+        now: u64,
+        idle: u64,
+        max_age: u64,
+    ) -> Result<Option<SessionRow>, StoreError>;
+    fn session_insert(
+        &self,
+        id: &[u8],
+        address: Option<&str>,
+        row: &SessionRow,
+    ) -> Result<(), StoreError>;
+    /// Reads the live row and locks it against every other node, then
+    /// writes what `change` returns (`None`: nothing). `false`: no live
+    /// row.
+    fn session_update(
+        &self,
+        id: &[u8],
+        now: u64,
+        idle: u64,
+        max_age: u64,
+        change: &mut dyn FnMut(&SessionRow) -> Option<SessionWrite>,
+    ) -> Result<bool, StoreError>;
+    /// Deletes the row; its data, if it was there.
+    fn session_take(&self, id: &[u8]) -> Result<Option<String>, StoreError>;
+    /// Deletes every session of `address` but `keep`; how many.
+    fn session_delete_for(&self, address: &str, keep: &[u8]) -> Result<u64, StoreError>;
+    /// Deletes sessions idle since before `idle_before` or created before
+    /// `created_before`.
+    fn session_purge(&self, idle_before: u64, created_before: u64) -> Result<u64, StoreError>;
+    fn session_count(&self) -> Result<u64, StoreError>;
 }
 
 /// The shared store as the rest of the server holds it.

@@ -611,3 +611,106 @@ async fn brute_force_spread_over_two_nodes_behind_a_proxy_balancer_locks_as_one(
             .await;
     }
 }
+
+/// The new device password on a My account page.
+fn shown_device_password(page: &str) -> Option<String> {
+    let marker = r#"<code class="secret" id="new-device-password">"#;
+    let start = page.find(marker)? + marker.len();
+    let end = page[start..].find("</code>")? + start;
+    Some(page[start..end].to_string())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_session_works_on_every_node_and_its_one_time_values_are_sealed_and_shown_once() {
+    use crate::common::web::{Web, account_page, act, key_on, sign_in};
+    use mailwarden::accounts::totp;
+
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_text("");
+    let a = first_node(dir.path(), "a", &text, &url);
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    add_account(&a, ALICE);
+
+    // A balancer without sticky sessions: the same browser (one cookie)
+    // talks to A, then B, then A.
+    let mut on_a = Web::new(a.server.addr("Portal"));
+    let mut on_b = Web::new(b.server.addr("Portal"));
+    let r = sign_in(&mut on_a, ALICE, PASSWORD).await;
+    assert_eq!((r.status, r.location()), (303, "/my-account"), "{r:?}");
+    on_b.cookie = on_a.cookie.clone();
+    assert!(account_page(&mut on_b).await.body.contains(ALICE));
+
+    // 2FA set up across both: Enable on A, QR Code on B, the key shown on
+    // A, the code verified on B.
+    act(&mut on_a, "/my-account/2fa/enable", &[]).await;
+    act(&mut on_b, "/my-account/2fa/qr", &[]).await;
+    let key = key_on(&account_page(&mut on_a).await.body).expect("the key is shown on A");
+    let secret = crate::common::base32_decode(&key);
+    let code = totp::code_at(&secret, unix_now());
+    act(&mut on_b, "/my-account/2fa/verify", &[("otp", &code)]).await;
+    let page = account_page(&mut on_a).await.body;
+    assert!(
+        page.contains("2FA enabled"),
+        "the notice set on B shows on A"
+    );
+
+    // A device password created on B is shown once, on A...
+    act(
+        &mut on_b,
+        "/my-account/devices/create",
+        &[("name", "Phone")],
+    )
+    .await;
+    let page = account_page(&mut on_a).await.body;
+    let device = shown_device_password(&page).expect("the new password is shown on A");
+    // ...and never again, on either node.
+    assert_eq!(
+        shown_device_password(&account_page(&mut on_b).await.body),
+        None
+    );
+    assert_eq!(
+        shown_device_password(&account_page(&mut on_a).await.body),
+        None
+    );
+
+    // What the database holds opens with the server key only: no cookie,
+    // CSRF token, device password or TOTP key in it.
+    let csrf = account_page(&mut on_a).await.csrf();
+    let cookie = on_a.cookie.clone().unwrap();
+    let rows = pg.query(
+        "mw",
+        "SELECT encode(id, 'hex'), address, data FROM portal_sessions",
+    );
+    assert!(rows.contains(ALICE), "{rows}");
+    for secret in [&cookie, &csrf, &device, &key] {
+        assert!(!rows.contains(secret.as_str()), "{secret} is in the table");
+    }
+
+    // The device password works for AUTH on the other node.
+    let (mut c, _) = b.connect().await;
+    c.ehlo().await;
+    assert_eq!(c.auth_plain(ALICE, &device).await.code, 235);
+
+    // Signing out on B ends the session on A.
+    let r = act(&mut on_b, "/signout", &[]).await;
+    assert_eq!(r.location(), "/");
+    let r = on_a.get("/my-account").await;
+    assert_eq!(r.status, 303, "the session survived on A: {r:?}");
+    assert_eq!(
+        pg.query(
+            "mw",
+            "SELECT count(*) FROM portal_sessions WHERE address IS NOT NULL"
+        )
+        .trim(),
+        "0"
+    );
+}

@@ -30,7 +30,7 @@ mod saved;
 
 pub use peers::{Note, Publisher};
 
-pub use saved::{META_KEY, keep_saved};
+pub use saved::keep_saved;
 
 use super::trust::NetworkHistory;
 use crate::clock::Clock;

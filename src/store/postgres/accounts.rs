@@ -474,4 +474,12 @@ impl SharedStore for PgStore {
             Ok(())
         })
     }
+
+    fn lockouts_save(&self, saved: &[u8], now: u64) -> Result<(), StoreError> {
+        self.save_lockouts(saved, now)
+    }
+
+    fn lockouts_saved(&self, since: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.saved_lockouts(since)
+    }
 }

@@ -8,7 +8,10 @@ use super::{MIGRATION_LOCK, pg_error};
 use crate::store::StoreError;
 
 /// (version, SQL), in order.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_sessions_and_lockouts.sql")),
+];
 
 /// The version this binary brings the database to.
 pub fn latest() -> i32 {

@@ -20,6 +20,7 @@ mod exchange;
 pub mod identity;
 mod listen;
 pub mod migrate;
+mod sessions;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,6 +260,11 @@ impl PgStore {
     /// answers again.
     pub fn watch(&self, f: Watcher) {
         *self.inner.watcher.lock_or_recover() = Some(f);
+    }
+
+    /// This node's random name in the notes it sends.
+    pub(crate) fn node(&self) -> &str {
+        &self.inner.node
     }
 
     pub(crate) fn pool(&self) -> Pool {

@@ -168,6 +168,31 @@ impl Postgres {
         self.url(name)
     }
 
+    /// `sql` run by psql in database `name`: its rows, one per line,
+    /// fields separated by `|`.
+    pub fn query(&self, name: &str, sql: &str) -> String {
+        let out = pg(
+            "psql",
+            &[
+                "-h",
+                self.base.join("sock").to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                name,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+        );
+        assert!(out.status.success(), "psql: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn url(&self, name: &str) -> String {
         format!(
             "postgres://postgres@127.0.0.1:{}/{name}?sslmode=disable",

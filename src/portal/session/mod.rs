@@ -1,14 +1,13 @@
-//! Web sessions, in memory: random 256-bit ids, a CSRF token each, idle and
-//! absolute expiry on the portal's `Clock`. A new id at every sign-in step
-//! (the old one stops working). One-time values (notices, a new device
-//! password) ride here and are shown once.
+//! Web sessions: random 256-bit ids, a CSRF token each, idle and absolute
+//! expiry on the portal's `Clock`. A new id at every sign-in step (the old
+//! one stops working). One-time values (notices, a new device password)
+//! ride here and are shown once.
 //!
-//! Anyone can open the sign-in page, so anonymous sessions are cheap and
-//! capped: past `MAX_SESSIONS`, expired ones go, then the least recently
-//! used anonymous ones.
+//! Where they live (`Backend`): in this process's memory (`memory`, one
+//! node), or in the shared database, sealed with the server key, so a
+//! browser may land on any node behind a balancer (`sealed`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,7 +16,11 @@ use subtle::ConstantTimeEq;
 
 use crate::accounts::Account;
 use crate::clock::Clock;
-use crate::locks::Recover;
+use crate::secrets::ServerKey;
+use crate::store::shared::SessionRows;
+
+mod memory;
+mod sealed;
 
 pub const MAX_SESSIONS: usize = 50_000;
 /// A signed-in session ends after this long, used or not.
@@ -25,7 +28,7 @@ pub const MAX_AGE: Duration = Duration::from_secs(12 * 60 * 60);
 /// The password step is good for this long before the OTP step.
 pub const OTP_STEP_TIME: Duration = Duration::from_secs(5 * 60);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Auth {
     Anonymous,
     /// The password was right; the account has 2FA and needs a code.
@@ -48,7 +51,7 @@ pub enum Auth {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NoticeKind {
     Success,
     Error,
@@ -137,11 +140,54 @@ impl Session {
             _ => None,
         }
     }
+
+    /// The account this session is (or is becoming) signed in to.
+    fn owner(&self) -> Option<&str> {
+        match &self.auth {
+            Auth::SignedIn { address, .. } | Auth::OtpPending { address, .. } => Some(address),
+            Auth::Anonymous => None,
+        }
+    }
+}
+
+/// The page sections notices belong to (`Notice::at`).
+pub const SECTIONS: [&str; 4] = ["password", "two-factor", "devices", "recovery"];
+
+/// `name` as one of `SECTIONS` (sessions read back from the database
+/// carry it as text); `None` for anything else.
+fn section(name: &str) -> Option<&'static str> {
+    SECTIONS.iter().copied().find(|s| *s == name)
+}
+
+/// How long sessions live.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle: u64,
+    max_age: u64,
+}
+
+impl Limits {
+    fn expired(&self, s: &Session, now: u64) -> bool {
+        now >= s.last_seen + self.idle || now >= s.created + self.max_age
+    }
+}
+
+/// Where sessions are kept. Every method is given the time.
+trait Backend: Send + Sync {
+    /// The live session, marked as used at `now`.
+    fn get(&self, id: &str, now: u64) -> Option<Session>;
+    fn insert(&self, session: &Session, now: u64);
+    /// Changes a live session; returns it as changed.
+    fn update(&self, id: &str, now: u64, f: &mut dyn FnMut(&mut Session)) -> Option<Session>;
+    /// Ends a session; what it held.
+    fn remove(&self, id: &str) -> Option<Session>;
+    /// Ends every session of `address` but `keep`; how many.
+    fn sign_out_others(&self, address: &str, keep: &str) -> usize;
+    fn len(&self) -> usize;
 }
 
 pub struct SessionStore {
-    sessions: Mutex<HashMap<String, Session>>,
-    idle: u64,
+    backend: Box<dyn Backend>,
     clock: Arc<dyn Clock>,
 }
 
@@ -151,35 +197,46 @@ fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+fn limits(idle: Duration) -> Limits {
+    Limits {
+        idle: idle.as_secs().max(1),
+        max_age: MAX_AGE.as_secs(),
+    }
+}
+
 impl SessionStore {
+    /// Sessions in this process's memory (one node).
     pub fn new(idle: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
-            sessions: Mutex::new(HashMap::new()),
-            idle: idle.as_secs().max(1),
+            backend: Box::new(memory::Memory::new(limits(idle))),
             clock,
         }
     }
 
-    fn expired(&self, s: &Session, now: u64) -> bool {
-        now >= s.last_seen + self.idle || now >= s.created + MAX_AGE.as_secs()
+    /// Sessions in the shared database, sealed with `key` (several nodes).
+    pub fn shared(
+        idle: Duration,
+        clock: Arc<dyn Clock>,
+        rows: Arc<dyn SessionRows>,
+        key: Arc<ServerKey>,
+    ) -> Self {
+        Self {
+            backend: Box::new(sealed::Sealed::new(limits(idle), rows, key)),
+            clock,
+        }
     }
 
     /// The live session with this id, marked as used now.
     pub fn get(&self, id: &str) -> Option<Session> {
-        let now = self.clock.unix();
-        let mut map = self.sessions.lock_or_recover();
-        let live = map.get(id).is_some_and(|s| !self.expired(s, now));
-        if !live {
-            map.remove(id);
-            return None;
-        }
-        let s = map.get_mut(id)?;
-        s.last_seen = now;
-        Some(s.clone())
+        self.backend.get(id, self.clock.unix())
     }
 
     /// A new session with a fresh id and CSRF token.
     pub fn create(&self, auth: Auth) -> Session {
+        self.create_with(auth, Vec::new())
+    }
+
+    fn create_with(&self, auth: Auth, notices: Vec<Notice>) -> Session {
         let now = self.clock.unix();
         let session = Session {
             id: random_token(),
@@ -187,7 +244,7 @@ impl SessionStore {
             created: now,
             last_seen: now,
             auth,
-            notices: Vec::new(),
+            notices,
             new_device: None,
             device_profile: None,
             show_qr: false,
@@ -196,21 +253,7 @@ impl SessionStore {
             last_section: None,
             recovery_for: None,
         };
-        let mut map = self.sessions.lock_or_recover();
-        if map.len() >= MAX_SESSIONS {
-            map.retain(|_, s| !self.expired(s, now));
-        }
-        if map.len() >= MAX_SESSIONS {
-            let oldest = map
-                .values()
-                .filter(|s| s.auth == Auth::Anonymous)
-                .min_by_key(|s| s.last_seen)
-                .map(|s| s.id.clone());
-            if let Some(id) = oldest {
-                map.remove(&id);
-            }
-        }
-        map.insert(session.id.clone(), session.clone());
+        self.backend.insert(&session, now);
         session
     }
 
@@ -218,19 +261,11 @@ impl SessionStore {
     /// `auth`; notices move over. Used at every sign-in step.
     pub fn rotate(&self, old: &str, auth: Auth) -> Session {
         let notices = self
-            .sessions
-            .lock()
-            .expect("session lock")
+            .backend
             .remove(old)
             .map(|s| s.notices)
             .unwrap_or_default();
-        let mut session = self.create(auth);
-        if !notices.is_empty() {
-            session = self
-                .update(&session.id, |s| s.notices = notices)
-                .unwrap_or(session);
-        }
-        session
+        self.create_with(auth, notices)
     }
 
     /// Ends `old` and starts a signed-in session for `account` (`otp_at`:
@@ -249,10 +284,12 @@ impl SessionStore {
 
     /// Changes a live session; returns it as changed.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut Session)) -> Option<Session> {
-        let mut map = self.sessions.lock_or_recover();
-        let s = map.get_mut(id)?;
-        f(s);
-        Some(s.clone())
+        let mut f = Some(f);
+        self.backend.update(id, self.clock.unix(), &mut |s| {
+            if let Some(f) = f.take() {
+                f(s)
+            }
+        })
     }
 
     pub fn notice(&self, id: &str, notice: Notice) {
@@ -260,27 +297,16 @@ impl SessionStore {
     }
 
     pub fn remove(&self, id: &str) {
-        self.sessions.lock_or_recover().remove(id);
+        self.backend.remove(id);
     }
 
     /// Signs out every session of `address` except `keep`.
     pub fn sign_out_others(&self, address: &str, keep: &str) -> usize {
-        let mut map = self.sessions.lock_or_recover();
-        let before = map.len();
-        map.retain(|id, s| {
-            id == keep
-                || match &s.auth {
-                    Auth::SignedIn { address: a, .. } | Auth::OtpPending { address: a, .. } => {
-                        a != address
-                    }
-                    Auth::Anonymous => true,
-                }
-        });
-        before - map.len()
+        self.backend.sign_out_others(address, keep)
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.lock_or_recover().len()
+        self.backend.len()
     }
 
     pub fn is_empty(&self) -> bool {
