@@ -714,3 +714,119 @@ async fn a_portal_session_works_on_every_node_and_its_one_time_values_are_sealed
         "0"
     );
 }
+
+/// `serve` that must refuse to start: its stderr.
+fn serve_refused(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_database_sealed_with_another_key_or_holding_another_store() {
+    let Some(pg) = Postgres::start() else { return };
+    let one = pg.database("one");
+    let two = pg.database("two");
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_text("");
+    let identity = |db: &str| {
+        pg.query(
+            db,
+            "SELECT convert_from(value, 'UTF8') FROM meta WHERE key = 'store_id'",
+        )
+    };
+
+    // A initialises database one; C, with A's key, database two.
+    let a = first_node(dir.path(), "a", &text, &one);
+    add_account(&a, ALICE);
+    let c = joining_node(dir.path(), "c", &text, &two, &a);
+    let (id_one, id_two) = (identity("one"), identity("two"));
+    assert!(
+        !id_one.trim().is_empty() && id_one != id_two,
+        "{id_one} {id_two}"
+    );
+    let a_data = a.data();
+    a.server.stop();
+    c.server.stop();
+
+    // B has a key of its own: refused, and database one is as it was.
+    let b = write_config(dir.path(), "b", &text, &one);
+    let err = serve_refused(&b);
+    assert!(err.contains("initialised with another server key"), "{err}");
+    assert!(err.contains("secret.key"), "{err}");
+    assert_eq!(identity("one"), id_one);
+    assert!(
+        !b.parent().unwrap().join("data/postgres.id").exists(),
+        "B marked itself as a node of database one"
+    );
+    assert_eq!(
+        pg.query("one", "SELECT address FROM accounts").trim(),
+        ALICE
+    );
+
+    // A pointed at database two (another store): refused, naming both.
+    let a_two = write_config(dir.path(), "a", &text, &two);
+    let err = serve_refused(&a_two);
+    assert!(err.contains("is not the one this node belongs to"), "{err}");
+    assert!(
+        err.contains(id_one.trim()) && err.contains(id_two.trim()),
+        "{err}"
+    );
+    // As the message says: without its marker, A joins database two (the
+    // key is the same), where Alice does not exist.
+    std::fs::remove_file(a_data.join("postgres.id")).unwrap();
+    let a = first_node(dir.path(), "a", &text, &two);
+    let (ok, out) = a.cli(&["account", "list"], "");
+    assert!(ok, "{out}");
+    assert!(!out.contains(ALICE), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_after_a_brute_force_counts_it_from_the_database() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_text("");
+    let a = first_node(dir.path(), "a", &text, &url);
+    add_account(&a, ALICE);
+    // Ten distinct wrong passwords from one address, all on A.
+    for i in 0..10 {
+        let (mut c, _) = a.connect().await;
+        c.ehlo().await;
+        let r = c.auth_plain(ALICE, &format!("guess number {i}")).await;
+        assert_eq!(r.code, 535, "{r:?}");
+    }
+    let (mut c, _) = a.connect().await;
+    c.ehlo().await;
+    assert!(
+        c.auth_plain(ALICE, PASSWORD)
+            .await
+            .line()
+            .starts_with("454 4.7.0")
+    );
+    // A saves its counters within seconds.
+    within(Duration::from_secs(10), "A's counters saved", async || {
+        pg.query("mw", "SELECT count(*) FROM lockout_counters")
+            .trim()
+            == "1"
+    })
+    .await;
+
+    // B starts now: it heard none of it, yet refuses that address...
+    let b = joining_node(dir.path(), "b", &text, &url, &a);
+    let (mut c, _) = b.connect().await;
+    c.ehlo().await;
+    let r = c.auth_plain(ALICE, PASSWORD).await.line();
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+    // ...and so does A after a restart with B stopped.
+    b.server.stop();
+    a.server.stop();
+    let a = first_node(dir.path(), "a", &text, &url);
+    let (mut c, _) = a.connect().await;
+    c.ehlo().await;
+    let r = c.auth_plain(ALICE, PASSWORD).await.line();
+    assert!(r.starts_with("454 4.7.0"), "{r}");
+}
