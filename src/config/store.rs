@@ -4,6 +4,7 @@
 //! node's spool stays in its own store file (docs/operator-guide.md,
 //! "Running several nodes").
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -32,6 +33,9 @@ pub struct StoreConfig {
     /// Longest a connection attempt may take.
     #[serde(deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
+    /// PEM file of the CA certificates the database's certificate must
+    /// chain to (`sslmode=require`); unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -42,6 +46,7 @@ impl Default for StoreConfig {
             pool_size: 8,
             statement_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            ca_file: None,
         }
     }
 }
@@ -55,6 +60,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("pool_size", &self.pool_size)
             .field("statement_timeout", &self.statement_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -830,3 +830,79 @@ async fn a_node_that_starts_after_a_brute_force_counts_it_from_the_database() {
     let r = c.auth_plain(ALICE, PASSWORD).await.line();
     assert!(r.starts_with("454 4.7.0"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_trusts_the_store_ca_file_and_refuses_an_unknown_certificate() {
+    let Some(pg) = Postgres::start() else { return };
+    pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    // The database's certificate: its own CA, not one the system trusts.
+    let (cert, key) = (
+        dir.path().join("pg-cert.pem"),
+        dir.path().join("pg-key.pem"),
+    );
+    mailwarden::tls::write_self_signed(&cert, &key, "db.test.example").unwrap();
+    pg.enable_tls(&cert, &key);
+    let url = format!(
+        "postgres://postgres@localhost:{}/mw?sslmode=require",
+        pg.port
+    );
+    let config = |name: &str, ca: Option<&Path>| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let config = folder.join("mailwarden.toml");
+        let ca = ca.map_or(String::new(), |p| {
+            format!("ca_file = \"{}\"\n", p.display())
+        });
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n{ca}",
+                test_config_text("")
+            ),
+        )
+        .unwrap();
+        config
+    };
+
+    // Without `ca_file` the certificate is unknown: no start, and why.
+    let err = serve_refused(&config("a", None));
+    assert!(err.contains("certificate"), "{err}");
+    assert_eq!(
+        pg.query(
+            "mw",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'accounts'"
+        )
+        .trim(),
+        "0",
+        "the node wrote to a database it could not trust"
+    );
+    // A CA file without certificates is refused as such.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = serve_refused(&config("b", Some(&empty)));
+    assert!(err.contains("no certificate in it"), "{err}");
+
+    // With it the node starts, over TLS.
+    let node = Node {
+        config: config("c", Some(&cert)),
+        server: tokio::task::block_in_place(|| {
+            ServeProcess::start(&dir.path().join("c/mailwarden.toml"))
+        }),
+    };
+    add_account(&node, ALICE);
+    let mut c = node.session(ALICE).await;
+    c.cmd("QUIT").await;
+    let tls = pg.query(
+        "mw",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+         WHERE application_name = 'mailwarden' AND ssl",
+    );
+    let plain = pg.query(
+        "mw",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+         WHERE application_name = 'mailwarden' AND NOT ssl",
+    );
+    assert!(tls.trim().parse::<u32>().unwrap() >= 1, "{tls}");
+    assert_eq!(plain.trim(), "0");
+}

@@ -23,11 +23,14 @@ pub mod migrate;
 mod sessions;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -51,13 +54,29 @@ pub(crate) const CHANNEL: &str = "mailwarden_changes";
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     if e.as_db_error().is_none() {
         // No answer from the server: closed, refused, timed out.
-        return StoreError::Failed(format!("PostgreSQL unavailable: {e}"));
+        return StoreError::Failed(format!("PostgreSQL unavailable: {}", with_causes(&e)));
     }
     StoreError::Failed(format!("PostgreSQL: {e}"))
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Failed(format!("PostgreSQL unavailable: {e}"))
+    StoreError::Failed(format!("PostgreSQL unavailable: {}", with_causes(&e)))
+}
+
+/// `e` and what caused it, as far down as it goes ("error performing TLS
+/// handshake: invalid peer certificate: UnknownIssuer").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Hears the database go away (`false`) and come back (`true`).
@@ -131,7 +150,7 @@ impl PgStore {
                  -c idle_in_transaction_session_timeout={}",
                 timeout_ms * 3
             ));
-        let tls = MakeRustlsConnect::new(tls_config()?);
+        let tls = MakeRustlsConnect::new(tls_config(config.ca_file.as_deref())?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mw-postgres")
@@ -336,16 +355,44 @@ fn wait<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// TLS to the database (with `sslmode=require`): the system's roots, as
-/// for the relay.
-fn tls_config() -> Result<rustls::ClientConfig, StoreError> {
+/// TLS to the database (with `sslmode=require`): the certificate must
+/// chain to `ca_file`'s certificates if set, else to the system's roots
+/// (as for the relay), and name the host in `store.url`.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StoreError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| StoreError::Failed(format!("cannot load CA certificates: {e}")))?;
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match ca_file {
+        Some(path) => {
+            let failed = |e: &dyn std::fmt::Display| {
+                StoreError::Failed(format!(
+                    "`store.ca_file` {}: cannot read CA certificates: {e}",
+                    path.display()
+                ))
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| failed(&e))? {
+                roots
+                    .add(cert.map_err(|e| failed(&e))?)
+                    .map_err(|e| failed(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(failed(&"no certificate in it"));
+            }
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| failed(&e))?
+        }
+        None => Arc::new(
+            rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(|e| StoreError::Failed(format!("cannot load CA certificates: {e}")))?,
+        ),
+    };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Failed(format!("TLS versions: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth())
 }

@@ -168,6 +168,29 @@ impl Postgres {
         self.url(name)
     }
 
+    /// Turns TLS on with this certificate and key (copied into the data
+    /// folder, where the server may read them).
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        let data = self.base.join("data");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = data.join(to);
+            std::fs::copy(from, &to).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&to)
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+        }
+        self.query("postgres", "ALTER SYSTEM SET ssl = on");
+        self.query("postgres", "SELECT pg_reload_conf()");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
     /// `sql` run by psql in database `name`: its rows, one per line,
     /// fields separated by `|`.
     pub fn query(&self, name: &str, sql: &str) -> String {
