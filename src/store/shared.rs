@@ -318,8 +318,14 @@ pub trait SessionRows: Send + Sync + 'static {
     /// Deletes every session of `address` but `keep`; how many.
     fn session_delete_for(&self, address: &str, keep: &[u8]) -> Result<u64, StoreError>;
     /// Deletes sessions idle since before `idle_before` or created before
-    /// `created_before`.
-    fn session_purge(&self, idle_before: u64, created_before: u64) -> Result<u64, StoreError>;
+    /// `created_before`, then anonymous ones (no `address`) past the
+    /// `keep_anonymous` most recently used.
+    fn session_purge(
+        &self,
+        idle_before: u64,
+        created_before: u64,
+        keep_anonymous: u64,
+    ) -> Result<u64, StoreError>;
     fn session_count(&self) -> Result<u64, StoreError>;
 }
 

@@ -713,6 +713,17 @@ async fn a_portal_session_works_on_every_node_and_its_one_time_values_are_sealed
         .trim(),
         "0"
     );
+    // Every statement ran (the purge of old rows too, at the first new
+    // session on each node): nothing was logged as failing.
+    for node in [&a, &b] {
+        let errors: Vec<_> = node
+            .server
+            .log()
+            .into_iter()
+            .filter(|l| l["event"] == "store.error")
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
 }
 
 /// `serve` that must refuse to start: its stderr.

@@ -17,14 +17,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, Backend, Limits, Notice, NoticeKind, Session, section};
+use super::{Auth, Backend, Limits, MAX_SESSIONS, Notice, NoticeKind, Session, section};
 use crate::secrets::ServerKey;
 use crate::store::StoreError;
 use crate::store::shared::{SessionRow, SessionRows};
 
 /// Expired rows are deleted at most this often (seconds), by the node
-/// that creates a session then.
+/// that creates a session then...
 const PURGE_EVERY: u64 = 60;
+/// ...or after this many new sessions on this node: anyone may open the
+/// sign-in page, so anonymous rows are capped (`MAX_SESSIONS`, the most
+/// recently used stay) before they can pile up.
+const PURGE_AFTER_NEW: u64 = 1_000;
 
 pub(super) struct Sealed {
     rows: Arc<dyn SessionRows>,
@@ -35,6 +39,8 @@ pub(super) struct Sealed {
     /// key; `ServerKey::seal`).
     key: Arc<ServerKey>,
     last_purge: AtomicU64,
+    /// New sessions since the last purge.
+    created: AtomicU64,
 }
 
 /// The session as sealed: all but its id and times (the row has those).
@@ -131,6 +137,7 @@ impl Sealed {
             ids: hmac::Key::new(hmac::HMAC_SHA256, &key.derive_key("portal session ids")),
             key,
             last_purge: AtomicU64::new(0),
+            created: AtomicU64::new(0),
         }
     }
 
@@ -167,8 +174,10 @@ impl Sealed {
     }
 
     fn purge_now_and_then(&self, now: u64) {
+        let created = self.created.fetch_add(1, Ordering::Relaxed) + 1;
         let last = self.last_purge.load(Ordering::Relaxed);
-        if now < last + PURGE_EVERY
+        let due = now >= last + PURGE_EVERY || created >= PURGE_AFTER_NEW;
+        if !due
             || self
                 .last_purge
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -176,11 +185,13 @@ impl Sealed {
         {
             return;
         }
+        self.created.store(0, Ordering::Relaxed);
         logged(
             "delete expired sessions",
             self.rows.session_purge(
                 now.saturating_sub(self.limits.idle),
                 now.saturating_sub(self.limits.max_age),
+                MAX_SESSIONS as u64,
             ),
         );
     }

@@ -56,7 +56,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
         // No answer from the server: closed, refused, timed out.
         return StoreError::Failed(format!("PostgreSQL unavailable: {}", with_causes(&e)));
     }
-    StoreError::Failed(format!("PostgreSQL: {e}"))
+    StoreError::Failed(format!("PostgreSQL: {}", with_causes(&e)))
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {

@@ -216,14 +216,30 @@ impl SessionRows for PgStore {
         })
     }
 
-    fn session_purge(&self, idle_before: u64, created_before: u64) -> Result<u64, StoreError> {
+    fn session_purge(
+        &self,
+        idle_before: u64,
+        created_before: u64,
+        keep_anonymous: u64,
+    ) -> Result<u64, StoreError> {
         self.with_client(move |c| async move {
-            c.execute(
-                "DELETE FROM portal_sessions WHERE last_seen <= $1 OR created <= $2",
-                &[&db(idle_before), &db(created_before)],
-            )
-            .await
-            .map_err(pg_error)
+            let expired = c
+                .execute(
+                    "DELETE FROM portal_sessions WHERE last_seen <= $1 OR created <= $2",
+                    &[&db(idle_before), &db(created_before)],
+                )
+                .await
+                .map_err(pg_error)?;
+            let crowded = c
+                .execute(
+                    "DELETE FROM portal_sessions WHERE address IS NULL AND id IN
+                     (SELECT id FROM portal_sessions WHERE address IS NULL
+                      ORDER BY last_seen DESC OFFSET $1)",
+                    &[&db(keep_anonymous)],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(expired + crowded)
         })
     }
 
