@@ -232,6 +232,7 @@ impl App {
             accounts: self.accounts.clone(),
             spool: self.spool.clone(),
             store: self.store.clone(),
+            shared_backend: self.shared.backend(),
             ledger: self.ledger.clone(),
         }
     }

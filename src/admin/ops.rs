@@ -451,6 +451,8 @@ pub struct Ops {
     pub accounts: Accounts,
     pub spool: Arc<dyn Spool>,
     pub store: Store,
+    /// Where accounts live: `"redb"` (in `store`) or `"postgres"`.
+    pub shared_backend: &'static str,
     /// The scorer's windows (`account show`).
     pub ledger: Arc<Ledger>,
 }
@@ -782,7 +784,14 @@ impl Ops {
                 let summary = tokio::task::spawn_blocking(move || store.backup_to(&target))
                     .await
                     .map_err(|e| OpError::new(OpErrorKind::Internal, e.to_string()))??;
-                Ok(json!({"path": path, "accounts": summary.accounts, "queued": summary.queued}))
+                // With PostgreSQL the accounts are not in this node's
+                // store: the backup is this node's queue (pg_dump the rest).
+                Ok(json!({
+                    "path": path,
+                    "accounts": summary.accounts,
+                    "queued": summary.queued,
+                    "shared": self.shared_backend,
+                }))
             }
         }
     }

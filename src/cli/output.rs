@@ -105,12 +105,19 @@ pub(super) fn describe(request: &Request) -> Describe {
             format!("store ok: {}", rows.join(", "))
         }),
         Request::Backup { .. } => Box::new(|v| {
-            format!(
-                "backup written to {} ({} accounts, {} queued messages)",
-                v["path"].as_str().unwrap_or_default(),
-                v["accounts"],
-                v["queued"]
-            )
+            let path = v["path"].as_str().unwrap_or_default();
+            if v["shared"] == "postgres" {
+                format!(
+                    "backup of this node written to {path} ({} queued messages); accounts, \
+                     blocks and the scorer's state are in PostgreSQL: back them up with pg_dump",
+                    v["queued"]
+                )
+            } else {
+                format!(
+                    "backup written to {path} ({} accounts, {} queued messages)",
+                    v["accounts"], v["queued"]
+                )
+            }
         }),
         Request::AccountBlock { .. } => Box::new(move |v| {
             format!(

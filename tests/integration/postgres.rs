@@ -304,6 +304,14 @@ async fn mail_queued_on_b_is_held_when_a_blocks_the_account_and_released_when_a_
         async || !held().await,
     )
     .await;
+
+    // B's backup is B's queue; it says where the accounts are.
+    let backup = dir.path().join("b.redb");
+    let (ok, out) = b.cli(&["backup", "--out", backup.to_str().unwrap()], "");
+    assert!(ok, "{out}");
+    assert!(out.contains("(1 queued messages)"), "{out}");
+    assert!(out.contains("pg_dump"), "{out}");
+    assert!(std::fs::metadata(&backup).unwrap().len() > 0);
 }
 
 /// One client sending one message after another through `node` until
