@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::balancer::Balancer;
 use crate::common::client::Client;
 use crate::common::postgres::Postgres;
-use crate::common::serve::ServeProcess;
+use crate::common::serve::{ServeProcess, serve_refused};
 use crate::common::{ALICE, PASSWORD, output_with_stdin, test_config_text, test_config_text_mode};
 
 /// Where test clients connect from when they skip the balancer.
@@ -732,16 +732,6 @@ async fn a_portal_session_works_on_every_node_and_its_one_time_values_are_sealed
             .collect();
         assert!(errors.is_empty(), "{errors:?}");
     }
-}
-
-/// `serve` that must refuse to start: its stderr.
-fn serve_refused(config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "serve started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

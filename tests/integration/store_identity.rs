@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::serve::ServeProcess;
+use crate::common::serve::{ServeProcess, serve_refused};
 use crate::common::{ALICE, PASSWORD, output_with_stdin, test_config_text};
 
 /// A config file in a fresh folder; its data folder is `<dir>/data`.
@@ -29,16 +29,6 @@ fn cli(config: &Path, args: &[&str], stdin: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// `serve` that must fail: its stderr.
-fn serve_refused(config: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "serve started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A used data folder: one start, Alice, stopped.

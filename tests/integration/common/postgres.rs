@@ -32,6 +32,11 @@ fn pg(bin: &str, args: &[&str]) -> Output {
     command.args(args).output().expect("run a PostgreSQL tool")
 }
 
+fn pg_owned(bin: &str, args: &[String]) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pg(bin, &args)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -150,20 +155,23 @@ impl Postgres {
         std::fs::read_to_string(self.base.join("pg.log")).unwrap_or_default()
     }
 
+    /// How the client tools reach the server (its socket, as `postgres`).
+    fn connection(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            self.base.join("sock").display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-U".into(),
+            "postgres".into(),
+        ]
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self, name: &str) -> String {
-        let out = pg(
-            "createdb",
-            &[
-                "-h",
-                self.base.join("sock").to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                name,
-            ],
-        );
+        let mut args = self.connection();
+        args.push(name.to_string());
+        let out = pg_owned("createdb", &args);
         assert!(out.status.success(), "createdb: {out:?}");
         self.url(name)
     }
@@ -194,24 +202,11 @@ impl Postgres {
     /// `sql` run by psql in database `name`: its rows, one per line,
     /// fields separated by `|`.
     pub fn query(&self, name: &str, sql: &str) -> String {
-        let out = pg(
-            "psql",
-            &[
-                "-h",
-                self.base.join("sock").to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                name,
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-        );
+        let mut args = self.connection();
+        for a in ["-d", name, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql] {
+            args.push(a.to_string());
+        }
+        let out = pg_owned("psql", &args);
         assert!(out.status.success(), "psql: {out:?}");
         String::from_utf8(out.stdout).unwrap()
     }

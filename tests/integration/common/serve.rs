@@ -152,3 +152,13 @@ impl Drop for ServeProcess {
         }
     }
 }
+
+/// `serve` that must refuse to start: its stderr.
+pub fn serve_refused(config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailwarden"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
