@@ -68,8 +68,15 @@ impl ServerKey {
     /// be given again to open it, so a sealed value cannot be moved to
     /// another account. Returns base64 of nonce and ciphertext.
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> String {
+        self.seal_for("seal", context, plaintext)
+    }
+
+    /// `seal` with a key of its own for `purpose`: a use that seals at
+    /// anyone's request (every portal page view) does not wear the key
+    /// that seals 2FA secrets.
+    pub fn seal_for(&self, purpose: &str, context: &str, plaintext: &[u8]) -> String {
         let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &self.derive_key("seal")).expect("a 32-byte AES key"),
+            UnboundKey::new(&AES_256_GCM, &self.derive_key(purpose)).expect("a 32-byte AES key"),
         );
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("randomness");
@@ -87,12 +94,17 @@ impl ServerKey {
 
     /// Opens what `seal` made; `None` if it was changed or is for another context.
     pub fn open(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
+        self.open_for("seal", context, sealed)
+    }
+
+    /// Opens what `seal_for` made for `purpose`.
+    pub fn open_for(&self, purpose: &str, context: &str, sealed: &str) -> Option<Vec<u8>> {
         let raw = STANDARD.decode(sealed).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
-        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.derive_key("seal")).ok()?);
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.derive_key(purpose)).ok()?);
         let mut buffer = ciphertext.to_vec();
         let plain = key
             .open_in_place(

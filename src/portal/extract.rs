@@ -107,10 +107,14 @@ impl FromRequest<Portal> for SignedIn {
 // request, so their size does not matter.
 #[allow(clippy::result_large_err)]
 impl Portal {
-    /// The live session named by the request's cookie.
-    pub(super) fn current(&self, headers: &HeaderMap) -> Option<Session> {
-        let id = cookie(headers, self.inner.settings.cookie_name())?;
-        self.inner.sessions.get(&id)
+    /// The live session named by the request's cookie. `Err`: the
+    /// sessions cannot be read now, and the answer to send (503, the
+    /// cookie left as it is).
+    pub(super) fn current(&self, headers: &HeaderMap) -> Result<Option<Session>, Response> {
+        let Some(id) = cookie(headers, self.inner.settings.cookie_name()) else {
+            return Ok(None);
+        };
+        self.inner.sessions.get(&id).map_err(|_| self.unavailable())
     }
 
     /// The checks every POST starts with: a live session and its CSRF token.
@@ -121,7 +125,7 @@ impl Portal {
         if cross_site {
             return Err(self.forbidden());
         }
-        let Some(session) = self.current(headers) else {
+        let Some(session) = self.current(headers)? else {
             return Err(self.to_signin(
                 Notice::error("Your session has ended")
                     .detail("Nothing was changed. Please sign in again."),
@@ -155,7 +159,9 @@ impl Portal {
                 Ok((session, a))
             }
             Ok(_) | Err(AccountError::NotFound(_)) => {
-                self.inner.sessions.remove(&session.id);
+                // Signed out whether or not the row goes now: the check
+                // above fails on every request of this session.
+                let _ = self.inner.sessions.remove(&session.id);
                 Err(self.to_signin(
                     Notice::info("You were signed out")
                         .detail("The password or the account was changed. Please sign in again."),

@@ -70,8 +70,10 @@ impl Portal {
 
     /// A new anonymous session carrying `notice`, and a 303 to sign-in.
     pub(super) fn to_signin(&self, notice: Notice) -> Response {
-        let s = self.inner.sessions.create(Auth::Anonymous);
-        self.inner.sessions.notice(&s.id, notice);
+        let s = self
+            .inner
+            .sessions
+            .create_with(Auth::Anonymous, vec![notice]);
         self.see_other_with("/", &s)
     }
 
@@ -83,6 +85,15 @@ impl Portal {
             s.notices.push(notice);
         });
         self.see_other("/")
+    }
+
+    /// The sessions cannot be read or changed now (logged where it
+    /// happened): 503, "try again in a minute".
+    pub(super) fn unavailable(&self) -> Response {
+        self.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            html::error_page(&self.ctx("")),
+        )
     }
 
     pub(super) fn internal(&self, e: AccountError) -> Response {

@@ -20,32 +20,38 @@ pub async fn account_page(
     headers: HeaderMap,
 ) -> Response {
     let ip = p.inner.settings.client_ip(peer.ip(), &headers);
-    let Some(session) = p.current(&headers) else {
-        return p.see_other("/");
+    let session = match p.current(&headers) {
+        Ok(Some(s)) => s,
+        Ok(None) => return p.see_other("/"),
+        Err(unavailable) => return unavailable,
     };
     let (session, account) = match p.signed_in(session).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let mut notices = Vec::new();
-    let mut new_device = None;
-    p.inner.sessions.update(&session.id, |s| {
-        match (&account.block, s.seen_block) {
-            (None, Some(_)) => {
-                let mut n = Notice::success("Your account has been unblocked")
-                    .detail("You can send email again. Desktop email programs need a device password (see Device passwords).");
-                n.at = s.last_section;
-                s.notices.push(n);
-                s.seen_block = None;
+    // One-time values are shown only once they are gone from the session
+    // (`take`): if that change is not saved, they show next time instead.
+    let (notices, new_device) = p
+        .inner
+        .sessions
+        .take(&session.id, |s| {
+            match (&account.block, s.seen_block) {
+                (None, Some(_)) => {
+                    let mut n = Notice::success("Your account has been unblocked")
+                        .detail("You can send email again. Desktop email programs need a device password (see Device passwords).");
+                    n.at = s.last_section;
+                    s.notices.push(n);
+                    s.seen_block = None;
+                }
+                (Some(b), _) => s.seen_block = Some(b.seq),
+                (None, None) => {}
             }
-            (Some(b), _) => s.seen_block = Some(b.seq),
-            (None, None) => {}
-        }
-        notices = std::mem::take(&mut s.notices);
-        new_device = s.new_device.take();
-        s.device_profile = new_device.clone();
-        s.last_section = None;
-    });
+            let new_device = s.new_device.take();
+            s.device_profile = new_device.clone();
+            s.last_section = None;
+            (std::mem::take(&mut s.notices), new_device)
+        })
+        .unwrap_or_default();
     let enrolment = if session.show_qr && account.totp.pending.is_some() {
         match p.inner.accounts.totp_pending(&account.address).await {
             Ok(e) => e,
@@ -79,6 +85,9 @@ pub async fn account_page(
 
 /// POST /signout (also "Cancel" on the OTP step).
 pub async fn signout(State(p): State<Portal>, post: Post) -> Response {
-    p.inner.sessions.remove(&post.session.id);
+    if p.inner.sessions.remove(&post.session.id).is_err() {
+        // Not signed out: say so rather than pretend.
+        return p.unavailable();
+    }
     p.to_signin(Notice::success("You have signed out"))
 }

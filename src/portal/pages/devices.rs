@@ -108,10 +108,11 @@ pub async fn revoke_device(State(p): State<Portal>, post: SignedIn) -> Response 
 /// another session) gets 410 Gone. Signed with the configured TLS
 /// certificate (docs/operator-guide.md, "Mail program set-up").
 pub async fn apple_profile(State(p): State<Portal>, post: SignedIn) -> Response {
-    let mut taken = None;
-    p.inner.sessions.update(&post.session.id, |s| {
-        taken = s.device_profile.take();
-    });
+    let taken = p
+        .inner
+        .sessions
+        .take(&post.session.id, |s| s.device_profile.take())
+        .flatten();
     let address = &post.account.address;
     // A device password revoked since it was shown is not handed out.
     let profile = taken

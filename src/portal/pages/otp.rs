@@ -13,8 +13,10 @@ use crate::portal::session::{Auth, Notice, OTP_STEP_TIME};
 
 /// GET /signin/otp: the second sign-in step.
 pub async fn otp_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
-    let Some(session) = p.current(&headers) else {
-        return p.see_other("/");
+    let session = match p.current(&headers) {
+        Ok(Some(s)) => s,
+        Ok(None) => return p.see_other("/"),
+        Err(unavailable) => return unavailable,
     };
     match &session.auth {
         Auth::OtpPending { since, .. } => {
@@ -29,10 +31,11 @@ pub async fn otp_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
         Auth::SignedIn { .. } => return p.see_other("/my-account"),
         Auth::Anonymous => return p.see_other("/"),
     }
-    let mut notices = Vec::new();
-    p.inner
+    let notices = p
+        .inner
         .sessions
-        .update(&session.id, |s| notices = std::mem::take(&mut s.notices));
+        .take(&session.id, |s| std::mem::take(&mut s.notices))
+        .unwrap_or_default();
     p.page(
         StatusCode::OK,
         html::otp_page(&p.ctx(&session.csrf), &notices),
@@ -62,7 +65,7 @@ pub async fn otp(State(p): State<Portal>, post: Post) -> Response {
             let current = match p.inner.accounts.get(&address).await {
                 Ok(a) if !a.disabled && a.password_hash == password_hash => a,
                 _ => {
-                    p.inner.sessions.remove(&post.session.id);
+                    let _ = p.inner.sessions.remove(&post.session.id);
                     return p.to_signin(Notice::error("Please sign in again"));
                 }
             };

@@ -98,8 +98,9 @@ pub async fn link_page(
         ));
     }
     let (session, new) = match p.current(&headers) {
-        Some(s) => (s, false),
-        None => (p.inner.sessions.create(Auth::Anonymous), true),
+        Ok(Some(s)) => (s, false),
+        Ok(None) => (p.inner.sessions.create(Auth::Anonymous), true),
+        Err(unavailable) => return unavailable,
     };
     let mut r = p.page(
         StatusCode::OK,

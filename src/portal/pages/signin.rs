@@ -15,18 +15,24 @@ use crate::portal::session::{Auth, Notice};
 /// GET /: the sign-in page, or a redirect for a signed-in session.
 pub async fn signin_page(State(p): State<Portal>, headers: HeaderMap) -> Response {
     let (session, new) = match p.current(&headers) {
-        Some(s) => (s, false),
-        None => (p.inner.sessions.create(Auth::Anonymous), true),
+        Ok(Some(s)) => (s, false),
+        Ok(None) => (p.inner.sessions.create(Auth::Anonymous), true),
+        Err(unavailable) => return unavailable,
     };
     match session.auth {
         Auth::SignedIn { .. } => return p.see_other("/my-account"),
         Auth::OtpPending { .. } => return p.see_other("/signin/otp"),
         Auth::Anonymous => {}
     }
-    let mut notices = Vec::new();
-    p.inner
-        .sessions
-        .update(&session.id, |s| notices = std::mem::take(&mut s.notices));
+    // A session made just now holds nothing to show.
+    let notices = if new {
+        Vec::new()
+    } else {
+        p.inner
+            .sessions
+            .take(&session.id, |s| std::mem::take(&mut s.notices))
+            .unwrap_or_default()
+    };
     let mut r = p.page(
         StatusCode::OK,
         html::signin_page(&p.ctx(&session.csrf), &notices),

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{Auth, Backend, Limits, MAX_SESSIONS, Session};
+use super::{Auth, Backend, Limits, MAX_SESSIONS, Session, Unavailable};
 use crate::locks::Recover;
 
 pub(super) struct Memory {
@@ -25,16 +25,17 @@ impl Memory {
 }
 
 impl Backend for Memory {
-    fn get(&self, id: &str, now: u64) -> Option<Session> {
+    fn get(&self, id: &str, now: u64) -> Result<Option<Session>, Unavailable> {
         let mut map = self.sessions.lock_or_recover();
         let live = map.get(id).is_some_and(|s| !self.limits.expired(s, now));
         if !live {
             map.remove(id);
-            return None;
+            return Ok(None);
         }
-        let s = map.get_mut(id)?;
-        s.last_seen = now;
-        Some(s.clone())
+        Ok(map.get_mut(id).map(|s| {
+            s.last_seen = now;
+            s.clone()
+        }))
     }
 
     fn insert(&self, session: &Session, now: u64) {
@@ -62,8 +63,8 @@ impl Backend for Memory {
         Some(s.clone())
     }
 
-    fn remove(&self, id: &str) -> Option<Session> {
-        self.sessions.lock_or_recover().remove(id)
+    fn remove(&self, id: &str) -> Result<Option<Session>, Unavailable> {
+        Ok(self.sessions.lock_or_recover().remove(id))
     }
 
     fn sign_out_others(&self, address: &str, keep: &str) -> usize {

@@ -172,15 +172,21 @@ impl Limits {
     }
 }
 
+/// The sessions could not be read or changed (the shared database is
+/// away; logged where it happened). The request is answered 503 and the
+/// browser keeps its cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
 /// Where sessions are kept. Every method is given the time.
 trait Backend: Send + Sync {
     /// The live session, marked as used at `now`.
-    fn get(&self, id: &str, now: u64) -> Option<Session>;
+    fn get(&self, id: &str, now: u64) -> Result<Option<Session>, Unavailable>;
     fn insert(&self, session: &Session, now: u64);
     /// Changes a live session; returns it as changed.
     fn update(&self, id: &str, now: u64, f: &mut dyn FnMut(&mut Session)) -> Option<Session>;
     /// Ends a session; what it held.
-    fn remove(&self, id: &str) -> Option<Session>;
+    fn remove(&self, id: &str) -> Result<Option<Session>, Unavailable>;
     /// Ends every session of `address` but `keep`; how many.
     fn sign_out_others(&self, address: &str, keep: &str) -> usize;
     fn len(&self) -> usize;
@@ -227,7 +233,7 @@ impl SessionStore {
     }
 
     /// The live session with this id, marked as used now.
-    pub fn get(&self, id: &str) -> Option<Session> {
+    pub fn get(&self, id: &str) -> Result<Option<Session>, Unavailable> {
         self.backend.get(id, self.clock.unix())
     }
 
@@ -236,7 +242,8 @@ impl SessionStore {
         self.create_with(auth, Vec::new())
     }
 
-    fn create_with(&self, auth: Auth, notices: Vec<Notice>) -> Session {
+    /// A new session holding `notices` already (one write).
+    pub fn create_with(&self, auth: Auth, notices: Vec<Notice>) -> Session {
         let now = self.clock.unix();
         let session = Session {
             id: random_token(),
@@ -260,9 +267,13 @@ impl SessionStore {
     /// Ends `old` and starts a new session (new id, new CSRF token) with
     /// `auth`; notices move over. Used at every sign-in step.
     pub fn rotate(&self, old: &str, auth: Auth) -> Session {
+        // An old row the database could not delete is anonymous or half
+        // signed in, and its id is not handed out again: it expires.
         let notices = self
             .backend
             .remove(old)
+            .ok()
+            .flatten()
             .map(|s| s.notices)
             .unwrap_or_default();
         self.create_with(auth, notices)
@@ -296,8 +307,18 @@ impl SessionStore {
         self.update(id, |s| s.notices.push(notice));
     }
 
-    pub fn remove(&self, id: &str) {
-        self.backend.remove(id);
+    /// Ends a session (`Err`: it could not be ended).
+    pub fn remove(&self, id: &str) -> Result<(), Unavailable> {
+        self.backend.remove(id).map(drop)
+    }
+
+    /// Changes a live session with `f` and returns what `f` returned, only
+    /// once the change is saved: for taking a one-time value, which must
+    /// not be shown if it stays behind.
+    pub fn take<R>(&self, id: &str, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        let mut out = None;
+        self.update(id, |s| out = Some(f(s)))?;
+        out
     }
 
     /// Signs out every session of `address` except `keep`.
@@ -337,12 +358,12 @@ mod tests {
         assert_ne!(a.csrf, a.id);
         assert_eq!(a.id.len(), 43);
         clock.advance(Duration::from_secs(59));
-        assert!(store.get(&a.id).is_some());
+        assert!(store.get(&a.id).unwrap().is_some());
         clock.advance(Duration::from_secs(59));
         // Used 59 s ago: still live. b was last used 118 s ago.
-        assert!(store.get(&a.id).is_some());
-        assert!(store.get(&b.id).is_none());
-        assert!(store.get("not-an-id").is_none());
+        assert!(store.get(&a.id).unwrap().is_some());
+        assert!(store.get(&b.id).unwrap().is_none());
+        assert!(store.get("not-an-id").unwrap().is_none());
     }
 
     #[test]
@@ -359,14 +380,14 @@ mod tests {
         let b = store.rotate(&a.id, signed.clone());
         assert_ne!(a.id, b.id);
         assert_ne!(a.csrf, b.csrf);
-        assert!(store.get(&a.id).is_none());
-        let b = store.get(&b.id).unwrap();
+        assert!(store.get(&a.id).unwrap().is_none());
+        let b = store.get(&b.id).unwrap().unwrap();
         assert_eq!(b.auth, signed);
         assert_eq!(b.notices, vec![Notice::info("hello")]);
         let c = store.create(signed);
         assert_eq!(store.sign_out_others("a@x.example", &b.id), 1);
-        assert!(store.get(&c.id).is_none());
-        assert!(store.get(&b.id).is_some());
+        assert!(store.get(&c.id).unwrap().is_none());
+        assert!(store.get(&b.id).unwrap().is_some());
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_lc_rs::hmac;
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, Backend, Limits, MAX_SESSIONS, Notice, NoticeKind, Session, section};
+use super::{
+    Auth, Backend, Limits, MAX_SESSIONS, Notice, NoticeKind, Session, Unavailable, section,
+};
 use crate::secrets::ServerKey;
 use crate::store::StoreError;
 use crate::store::shared::{SessionRow, SessionRows};
@@ -30,13 +32,16 @@ const PURGE_EVERY: u64 = 60;
 /// recently used stay) before they can pile up.
 const PURGE_AFTER_NEW: u64 = 1_000;
 
+/// The sealing key's purpose (`ServerKey::derive_key`).
+const SEAL_PURPOSE: &str = "portal sessions";
+
 pub(super) struct Sealed {
     rows: Arc<dyn SessionRows>,
     limits: Limits,
     /// Names rows after the cookie's value.
     ids: hmac::Key,
     /// Seals the rest (AES-256-GCM with a key derived from the server
-    /// key; `ServerKey::seal`).
+    /// key for sessions only; `ServerKey::seal_for`).
     key: Arc<ServerKey>,
     last_purge: AtomicU64,
     /// New sessions since the last purge.
@@ -154,7 +159,8 @@ impl Sealed {
 
     fn seal(&self, row_id: &[u8], s: &Session) -> String {
         let json = serde_json::to_vec(&Stored::of(s)).expect("a session serialises");
-        self.key.seal(&Self::context(row_id), &json)
+        self.key
+            .seal_for(SEAL_PURPOSE, &Self::context(row_id), &json)
     }
 
     /// The session in `row`; `None` (logged) if it does not open: sealed
@@ -162,7 +168,7 @@ impl Sealed {
     fn open(&self, id: &str, row_id: &[u8], row: &SessionRow) -> Option<Session> {
         let stored = self
             .key
-            .open(&Self::context(row_id), &row.data)
+            .open_for(SEAL_PURPOSE, &Self::context(row_id), &row.data)
             .and_then(|json| serde_json::from_slice::<Stored>(&json).ok());
         if stored.is_none() {
             tracing::warn!(
@@ -198,14 +204,15 @@ impl Sealed {
 }
 
 impl Backend for Sealed {
-    fn get(&self, id: &str, now: u64) -> Option<Session> {
+    fn get(&self, id: &str, now: u64) -> Result<Option<Session>, Unavailable> {
         let row_id = self.row_id(id);
         let row = logged(
             "read a session",
             self.rows
                 .session_touch(&row_id, now, self.limits.idle, self.limits.max_age),
-        )??;
-        self.open(id, &row_id, &row)
+        )
+        .ok_or(Unavailable)?;
+        Ok(row.and_then(|row| self.open(id, &row_id, &row)))
     }
 
     fn insert(&self, session: &Session, now: u64) {
@@ -247,15 +254,17 @@ impl Backend for Sealed {
         changed
     }
 
-    fn remove(&self, id: &str) -> Option<Session> {
+    fn remove(&self, id: &str) -> Result<Option<Session>, Unavailable> {
         let row_id = self.row_id(id);
-        let data = logged("end a session", self.rows.session_take(&row_id))??;
-        let row = SessionRow {
-            data,
-            created: 0,
-            last_seen: 0,
-        };
-        self.open(id, &row_id, &row)
+        let data = logged("end a session", self.rows.session_take(&row_id)).ok_or(Unavailable)?;
+        Ok(data.and_then(|data| {
+            let row = SessionRow {
+                data,
+                created: 0,
+                last_seen: 0,
+            };
+            self.open(id, &row_id, &row)
+        }))
     }
 
     fn sign_out_others(&self, address: &str, keep: &str) -> usize {

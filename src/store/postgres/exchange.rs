@@ -33,7 +33,8 @@ impl<A, B> Exchange<A, B> {
 
 /// The caller's side.
 pub(crate) struct Caller<A, B> {
-    store: PgStore,
+    /// Told whether the database answered (`None`: the portal's calls).
+    store: Option<PgStore>,
     first: Receiver<Result<A, StoreError>>,
     reply: Option<oneshot::Sender<B>>,
     done: Receiver<Result<(), StoreError>>,
@@ -47,7 +48,9 @@ impl<A, B> Caller<A, B> {
     /// What the transaction read (after its locks are held).
     pub(crate) fn read(&self) -> Result<A, StoreError> {
         let out = wait(|| self.first.recv()).unwrap_or_else(|_| Err(unfinished()));
-        self.store.note(&out);
+        if let Some(store) = &self.store {
+            store.note(&out);
+        }
         out
     }
 
@@ -57,7 +60,9 @@ impl<A, B> Caller<A, B> {
             let _ = reply.send(b);
         }
         let out = wait(|| self.done.recv()).unwrap_or_else(|_| Err(unfinished()));
-        self.store.note(&out);
+        if let Some(store) = &self.store {
+            store.note(&out);
+        }
         out
     }
 }
@@ -66,6 +71,19 @@ impl PgStore {
     /// Starts `body` on the store's runtime; the caller reads with
     /// `Caller::read` and answers with `Caller::answer`.
     pub(crate) fn exchange<A, B, F, Fut>(&self, body: F) -> Caller<A, B>
+    where
+        A: Send + 'static,
+        B: Send + 'static,
+        F: FnOnce(Exchange<A, B>) -> Fut + Send + 'static,
+        Fut: Future<Output = (Exchange<A, B>, Result<(), StoreError>)> + Send + 'static,
+    {
+        let mut caller = self.exchange_quietly(body);
+        caller.store = Some(self.clone());
+        caller
+    }
+
+    /// `exchange`, without telling whether the database answered.
+    pub(crate) fn exchange_quietly<A, B, F, Fut>(&self, body: F) -> Caller<A, B>
     where
         A: Send + 'static,
         B: Send + 'static,
@@ -99,7 +117,7 @@ impl PgStore {
             let _ = done_tx.send(out);
         });
         Caller {
-            store: self.clone(),
+            store: None,
             first,
             reply: Some(reply),
             done,

@@ -52,11 +52,19 @@ pub(crate) const CHANNEL: &str = "mailwarden_changes";
 /// A tokio-postgres error, in the store's terms. The database being out of
 /// reach is `Unavailable` (SMTP answers 451 4.3.0, AUTH 454 4.7.0).
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StoreError {
-    if e.as_db_error().is_none() {
+    match e.as_db_error() {
+        // The message and its SQLSTATE only: PostgreSQL's DETAIL may quote
+        // the row (a record with its password hash) and this goes to the
+        // log.
+        Some(db) => StoreError::Failed(format!(
+            "PostgreSQL: {} {}: {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        )),
         // No answer from the server: closed, refused, timed out.
-        return StoreError::Failed(format!("PostgreSQL unavailable: {}", with_causes(&e)));
+        None => StoreError::Failed(format!("PostgreSQL unavailable: {}", with_causes(&e))),
     }
-    StoreError::Failed(format!("PostgreSQL: {}", with_causes(&e)))
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -87,11 +95,19 @@ pub struct PgStore {
     inner: Arc<Inner>,
 }
 
+/// Connections of the portal's own pool (`portal_pool`).
+const PORTAL_POOL_SIZE: usize = 2;
+
 struct Inner {
     /// Kept only to be shut down with the store (`Drop`).
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// The portal's sessions have a pool of their own: anyone may load the
+    /// sign-in page, and a flood of it must not take the connections SMTP
+    /// AUTH and the scorer need (nor make the node refuse mail: the
+    /// portal's calls do not `note` the database as away).
+    portal_pool: Pool,
     pg: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     /// The longest one call may take, pool wait and transaction included.
@@ -130,9 +146,12 @@ impl PgStore {
             .url
             .as_deref()
             .ok_or_else(|| StoreError::Failed("`store.url` is not set".into()))?;
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Failed(format!("`store.url` is not a PostgreSQL URL: {e}")))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Failed(format!(
+                "`store.url` is not a PostgreSQL URL: {}",
+                with_causes(&e)
+            ))
+        })?;
         if pg.get_ssl_mode() == SslMode::Prefer {
             tracing::warn!(
                 event = "store.postgres_tls",
@@ -157,17 +176,17 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Failed(format!("cannot start the PostgreSQL runtime: {e}")))?;
-        let manager = Manager::from_config(
-            pg.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = {
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                pg.clone(),
+                tls.clone(),
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
             let _guard = runtime.enter();
             Pool::builder(manager)
-                .max_size(config.pool_size)
+                .max_size(size)
                 .runtime(Runtime::Tokio1)
                 .timeouts(Timeouts {
                     wait: Some(config.connect_timeout),
@@ -175,13 +194,16 @@ impl PgStore {
                     recycle: Some(Duration::from_secs(1)),
                 })
                 .build()
-                .map_err(|e| StoreError::Failed(format!("PostgreSQL pool: {e}")))?
+                .map_err(|e| StoreError::Failed(format!("PostgreSQL pool: {e}")))
         };
+        let pool = pool_of(config.pool_size)?;
+        let portal_pool = pool_of(PORTAL_POOL_SIZE)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 handle: runtime.handle().clone(),
                 runtime: Mutex::new(Some(runtime)),
                 pool,
+                portal_pool,
                 pg,
                 tls,
                 op_timeout: config.connect_timeout * 2 + config.statement_timeout * 2,
@@ -213,6 +235,17 @@ impl PgStore {
         &self,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let out = self.run_quietly(fut);
+        self.note(&out);
+        out
+    }
+
+    /// `run`, without telling whether the database answered (the portal's
+    /// calls: a flood of them must not mark the database as away).
+    pub(crate) fn run_quietly<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let limit = self.inner.op_timeout;
         self.inner.handle.spawn(async move {
@@ -223,13 +256,11 @@ impl PgStore {
             });
             let _ = tx.send(out);
         });
-        let out = wait(|| rx.recv()).unwrap_or_else(|_| {
+        wait(|| rx.recv()).unwrap_or_else(|_| {
             Err(StoreError::Failed(
                 "PostgreSQL unavailable: the call did not finish".into(),
             ))
-        });
-        self.note(&out);
-        out
+        })
     }
 
     /// Records whether a call reached the database. When it stops
@@ -288,6 +319,10 @@ impl PgStore {
 
     pub(crate) fn pool(&self) -> Pool {
         self.inner.pool.clone()
+    }
+
+    pub(crate) fn portal_pool(&self) -> Pool {
+        self.inner.portal_pool.clone()
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {

@@ -35,6 +35,20 @@ impl PgStore {
         })
     }
 
+    /// The same on the portal's own pool, quietly (`PgStore::portal_pool`).
+    fn with_portal_client<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+    {
+        let pool = self.portal_pool();
+        self.run_quietly(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            f(client).await
+        })
+    }
+
     /// This node's saved counters (`accounts::lockout`), beside the other
     /// nodes'.
     pub(crate) fn save_lockouts(&self, saved: &[u8], now: u64) -> Result<(), StoreError> {
@@ -84,7 +98,7 @@ impl SessionRows for PgStore {
             db(now.saturating_sub(idle)),
             db(now.saturating_sub(max_age)),
         );
-        self.with_client(move |c| async move {
+        self.with_portal_client(move |c| async move {
             let row = c
                 .query_opt(
                     "UPDATE portal_sessions SET last_seen = GREATEST(last_seen, $2)
@@ -109,7 +123,7 @@ impl SessionRows for PgStore {
         row: &SessionRow,
     ) -> Result<(), StoreError> {
         let (id, address, row) = (id.to_vec(), address.map(str::to_string), row.clone());
-        self.with_client(move |c| async move {
+        self.with_portal_client(move |c| async move {
             c.execute(
                 "INSERT INTO portal_sessions (id, address, created, last_seen, data)
                  VALUES ($1, $2, $3, $4, $5)",
@@ -135,14 +149,14 @@ impl SessionRows for PgStore {
         max_age: u64,
         change: &mut dyn FnMut(&SessionRow) -> Option<SessionWrite>,
     ) -> Result<bool, StoreError> {
-        let pool = self.pool();
+        let pool = self.portal_pool();
         let id = id.to_vec();
         let (now, idle_after, created_after) = (
             db(now),
             db(now.saturating_sub(idle)),
             db(now.saturating_sub(max_age)),
         );
-        let caller = self.exchange(
+        let caller = self.exchange_quietly(
             move |mut ex: Exchange<Option<SessionRow>, SessionWrite>| async move {
                 let out = async {
                     let mut client = pool.get().await.map_err(pool_error)?;
@@ -192,7 +206,7 @@ impl SessionRows for PgStore {
 
     fn session_take(&self, id: &[u8]) -> Result<Option<String>, StoreError> {
         let id = id.to_vec();
-        self.with_client(move |c| async move {
+        self.with_portal_client(move |c| async move {
             let row = c
                 .query_opt(
                     "DELETE FROM portal_sessions WHERE id = $1 RETURNING data",
@@ -206,7 +220,7 @@ impl SessionRows for PgStore {
 
     fn session_delete_for(&self, address: &str, keep: &[u8]) -> Result<u64, StoreError> {
         let (address, keep) = (address.to_string(), keep.to_vec());
-        self.with_client(move |c| async move {
+        self.with_portal_client(move |c| async move {
             c.execute(
                 "DELETE FROM portal_sessions WHERE address = $1 AND id <> $2",
                 &[&address, &keep],
@@ -222,7 +236,7 @@ impl SessionRows for PgStore {
         created_before: u64,
         keep_anonymous: u64,
     ) -> Result<u64, StoreError> {
-        self.with_client(move |c| async move {
+        self.with_portal_client(move |c| async move {
             let expired = c
                 .execute(
                     "DELETE FROM portal_sessions WHERE last_seen <= $1 OR created <= $2",
@@ -244,7 +258,7 @@ impl SessionRows for PgStore {
     }
 
     fn session_count(&self) -> Result<u64, StoreError> {
-        self.with_client(move |c| async move {
+        self.with_portal_client(move |c| async move {
             let row = c
                 .query_one("SELECT count(*) FROM portal_sessions", &[])
                 .await

@@ -196,7 +196,14 @@ impl Postgres {
         }
         self.query("postgres", "ALTER SYSTEM SET ssl = on");
         self.query("postgres", "SELECT pg_reload_conf()");
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The reload is asynchronous: wait until new sessions see it.
+        for _ in 0..100 {
+            if self.query("postgres", "SHOW ssl").trim() == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("PostgreSQL did not turn TLS on: {}", self.log());
     }
 
     /// `sql` run by psql in database `name`: its rows, one per line,

@@ -6,7 +6,9 @@
 -- values such as a new device password) sealed with the server key.
 -- `address` names the signed-in account, so a password change can end
 -- its other sessions. A change reads the row FOR UPDATE: two nodes
--- changing one session cannot both take a one-time value.
+-- changing one session cannot both take a one-time value. `last_seen`
+-- changes at every page view and has no index, so that update stays
+-- on its page (HOT); expired rows are found by a scan once a minute.
 CREATE TABLE portal_sessions (
     id        bytea PRIMARY KEY,
     address   text,
@@ -15,7 +17,6 @@ CREATE TABLE portal_sessions (
     data      text NOT NULL
 );
 CREATE INDEX portal_sessions_address ON portal_sessions (address);
-CREATE INDEX portal_sessions_last_seen ON portal_sessions (last_seen);
 
 -- The brute-force counters each node saved (accounts::lockout), merged
 -- by every node at start: a restart of every node is no way out of a
