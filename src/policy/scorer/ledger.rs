@@ -92,6 +92,9 @@ pub struct Ledger {
     /// A store several nodes share: decisions lock the account's state
     /// there (`turn`), and the spool's commits do not carry it.
     pub(super) multi_node: Option<SharedData>,
+    /// With a shared store: delivery results waiting for their account's
+    /// next background turn (`turn::Batched`).
+    pub(super) batched: super::turn::Batched,
     /// Keys the contacts' fingerprints (derived from the server key).
     contact_key: ContactKey,
 }
@@ -124,6 +127,7 @@ impl Ledger {
             on_demand: (preload == Preload::OnDemand || store.backend() != "redb")
                 .then(|| store.clone()),
             multi_node: (store.backend() != "redb").then(|| store.clone()),
+            batched: Default::default(),
             contact_key,
         }))
     }
@@ -244,9 +248,10 @@ impl Ledger {
             return;
         }
         let now = self.clock.unix();
-        self.observe(account, move |st| {
-            st.record_delivery(now, delivered as u32, bounced as u32)
-        });
+        let (delivered, bounced) = (delivered as u32, bounced as u32);
+        self.with_state(account, |st| st.record_delivery(now, delivered, bounced));
+        // With several nodes, a busy account's results share one turn.
+        self.observe_batched(account, (now, delivered, bounced));
     }
 
     /// A complaint about the account's mail (an ARF report): points now.

@@ -120,7 +120,8 @@ pub struct AccountState {
     legacy_recent: VecDeque<(u64, u32)>,
     /// Messages per hour for the last day: (hour index, messages, recipients).
     pub hours: VecDeque<(u64, u32, u32)>,
-    /// New-recipient counts of the last hour's messages: (time, new).
+    /// New-recipient counts of the last hour's messages that had any:
+    /// (time, new).
     #[serde(default)]
     pub novel: VecDeque<(u64, u32)>,
     /// Recipient domains of the last hour: (time, domain hash).
@@ -306,7 +307,12 @@ impl AccountState {
     ) {
         let n = recipients.len() as u32;
         let day = super::contacts::day_number(now);
-        self.novel.push_back((now, mailed.new));
+        // Only messages with new people: the sums and counts over `novel`
+        // skip the others anyway, and most mail goes to known contacts
+        // (a busy account's state stays small).
+        if mailed.new > 0 {
+            self.novel.push_back((now, mailed.new));
+        }
         self.baseline
             .record(now, day, n, mailed.new, mailed.first_today);
         for fp in &mailed.fps {
