@@ -118,7 +118,7 @@ pub fn score(
     {
         b.add("bulk_new_recipients", f * c.weight_bulk);
     }
-    if m.mailed.new > 0 && st.body_seen(content.fingerprint) > 0 {
+    if m.mailed.new > 0 && st.body_seen(content.fingerprint) {
         b.add("repeated_body", f * c.weight_repeated_body);
     }
     if m.untrusted_networks_last_hour >= c.spread_networks_per_hour {

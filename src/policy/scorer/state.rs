@@ -126,7 +126,8 @@ pub struct AccountState {
     pub novel: VecDeque<(u64, u32)>,
     /// Recipient domains of the last hour: (time, domain hash).
     pub domains: VecDeque<(u64, u64)>,
-    /// Body fingerprints of the last day: (time, fingerprint, recipients).
+    /// Bodies of the last day, each once at its latest use: (time,
+    /// fingerprint, recipients then).
     pub bodies: VecDeque<(u64, u64, u32)>,
     /// Networks that logged in, with first and last use.
     #[serde(default, skip_serializing)]
@@ -344,6 +345,11 @@ impl AccountState {
             }
         }
         if fingerprint != 0 {
+            // One entry per body, at its latest use: the same newsletter
+            // sent all day is one entry, not one per message.
+            if let Some(i) = self.bodies.iter().position(|(_, f, _)| *f == fingerprint) {
+                self.bodies.remove(i);
+            }
             self.bodies.push_back((now, fingerprint, n));
         }
         // Bound memory whatever the traffic.
@@ -441,15 +447,9 @@ impl AccountState {
         nets
     }
 
-    /// How many earlier messages of the last day had this body.
-    pub fn body_seen(&self, fingerprint: u64) -> u32 {
-        if fingerprint == 0 {
-            return 0;
-        }
-        self.bodies
-            .iter()
-            .filter(|(_, f, _)| *f == fingerprint)
-            .count() as u32
+    /// Whether an earlier message of the last day had this body.
+    pub fn body_seen(&self, fingerprint: u64) -> bool {
+        fingerprint != 0 && self.bodies.iter().any(|(_, f, _)| *f == fingerprint)
     }
 
     /// Messages within `secs` that each had at least `min_new` new recipients.
