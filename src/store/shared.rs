@@ -8,6 +8,8 @@
 //! callers run them on the blocking pool (`spawn_blocking`), as they always
 //! did with redb.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use super::record::account::Account;
@@ -80,6 +82,18 @@ pub trait PolicyLock: Send {
     fn commit(self: Box<Self>, state: Vec<u8>) -> Result<(), StoreError>;
 }
 
+/// A store call's future (object safe).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// `PolicyLock` for an async caller: nothing blocks while the database
+/// answers.
+pub trait AsyncPolicyLock: Send {
+    /// The state as saved, if any.
+    fn saved(&self) -> Option<&[u8]>;
+    /// Writes the new state and releases the lock.
+    fn commit(self: Box<Self>, state: Vec<u8>) -> StoreFuture<'static, ()>;
+}
+
 /// Shared data. Object safe: generic helpers are on `dyn SharedStore`.
 pub trait SharedStore: Send + Sync + 'static {
     /// `"redb"` or `"postgres"`, for messages.
@@ -123,6 +137,14 @@ pub trait SharedStore: Send + Sync + 'static {
     /// has one node only; the ledger's own lock is enough and the state is
     /// written with the spool's commits.
     fn policy_lock(&self, account: &str) -> Result<Option<Box<dyn PolicyLock>>, StoreError>;
+    /// `policy_lock` for an async caller (the decision at the end of DATA
+    /// holds no thread while it waits). The embedded store: `None`.
+    fn policy_lock_async(
+        &self,
+        _account: &str,
+    ) -> StoreFuture<'static, Option<Box<dyn AsyncPolicyLock>>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// Small shared facts (e.g. the lockout counters).
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;

@@ -16,12 +16,12 @@ use std::time::Duration;
 use super::ledger::{Entry, Ledger, decode};
 use super::state::AccountState;
 use crate::locks::Recover;
-use crate::store::PolicyLock;
+use crate::store::shared::AsyncPolicyLock;
 use crate::store::shared::SharedData;
 
 /// The account's state held locked across nodes, until `finish`.
 pub(crate) struct SharedTurn {
-    lock: Option<Box<dyn PolicyLock>>,
+    lock: Option<Box<dyn AsyncPolicyLock>>,
 }
 
 /// The shared store could not be reached: no decision can be made.
@@ -30,7 +30,8 @@ pub(crate) struct Unavailable;
 
 impl Ledger {
     /// Takes the account's turn in the shared store (nothing with the
-    /// embedded one) and loads its latest state into `entry`.
+    /// embedded one) and loads its latest state into `entry`. Awaits the
+    /// database without holding a thread.
     pub(crate) async fn shared_turn(
         &self,
         account: &str,
@@ -39,10 +40,8 @@ impl Ledger {
         let Some(store) = self.multi_node.clone() else {
             return Ok(SharedTurn { lock: None });
         };
-        let key = account.to_string();
-        let locked = tokio::task::spawn_blocking(move || store.policy_lock(&key)).await;
-        match locked {
-            Ok(Ok(lock)) => {
+        match store.policy_lock_async(account).await {
+            Ok(lock) => {
                 if let Some(state) = lock
                     .as_ref()
                     .and_then(|l| l.saved())
@@ -51,10 +50,6 @@ impl Ledger {
                     *entry.state() = state;
                 }
                 Ok(SharedTurn { lock })
-            }
-            Ok(Err(e)) => {
-                tracing::error!(event = "policy.state_unavailable", account, error = %e);
-                Err(Unavailable)
             }
             Err(e) => {
                 tracing::error!(event = "policy.state_unavailable", account, error = %e);
@@ -191,11 +186,8 @@ impl SharedTurn {
                 return;
             }
         };
-        let written = tokio::task::spawn_blocking(move || lock.commit(bytes)).await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(event = "policy.state_unwritable", account, error = %e),
-            Err(e) => tracing::error!(event = "policy.state_unwritable", account, error = %e),
+        if let Err(e) = lock.commit(bytes).await {
+            tracing::error!(event = "policy.state_unwritable", account, error = %e);
         }
     }
 }

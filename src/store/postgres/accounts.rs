@@ -3,11 +3,11 @@
 
 use deadpool_postgres::Transaction;
 
-use super::exchange::Exchange;
+use super::exchange::{AsyncCaller, Exchange};
 use super::{ADDRESS_LOCK, CHANNEL, POLICY_LOCK, PgStore, pg_error, pool_error};
 use crate::address;
 use crate::store::record::account::Account;
-use crate::store::shared::{Change, PolicyLock, SharedStore};
+use crate::store::shared::{AsyncPolicyLock, Change, PolicyLock, SharedStore, StoreFuture};
 use crate::store::{AliasChange, AlsoWrite, StoreError};
 
 fn decode(record: &str) -> Result<Account, StoreError> {
@@ -247,6 +247,63 @@ impl PolicyLock for PgPolicyLock {
     }
 }
 
+/// One scorer turn on the store's runtime: the lock and the state (handed
+/// to the caller), then the caller's new state written and committed.
+async fn policy_turn(
+    mut ex: Exchange<Option<Vec<u8>>, Vec<u8>>,
+    pool: deadpool_postgres::Pool,
+    key: String,
+) -> (Exchange<Option<Vec<u8>>, Vec<u8>>, Result<(), StoreError>) {
+    let out = async {
+        let client = InTransaction::new(pool.get().await.map_err(pool_error)?);
+        let c = client.get();
+        let lock = c.prepare_cached(LOCK_POLICY).await.map_err(pg_error)?;
+        let read = c.prepare_cached(READ_POLICY).await.map_err(pg_error)?;
+        let write = c.prepare_cached(WRITE_POLICY).await.map_err(pg_error)?;
+        let (lock_args, read_args) = ([&POLICY_LOCK as _, &key as _], [&key as _]);
+        let (begun, locked, row) = tokio::join!(
+            c.batch_execute("BEGIN"),
+            c.execute(&lock, &lock_args),
+            c.query_opt(&read, &read_args),
+        );
+        begun.map_err(pg_error)?;
+        locked.map_err(pg_error)?;
+        let row = row.map_err(pg_error)?;
+        ex.send(row.map(|r| r.get(0)));
+        let Some(state) = ex.answer().await else {
+            c.batch_execute("ROLLBACK").await.map_err(pg_error)?;
+            client.done();
+            return Ok(());
+        };
+        let write_args = [&key as _, &state as _];
+        let (written, committed) =
+            tokio::join!(c.execute(&write, &write_args), c.batch_execute("COMMIT"),);
+        // A failed write turns the COMMIT into a rollback.
+        written.map_err(pg_error)?;
+        committed.map_err(pg_error)?;
+        client.done();
+        Ok(())
+    }
+    .await;
+    (ex, out)
+}
+
+/// A scorer turn held by an async caller (`policy_lock_async`).
+struct PgAsyncPolicyLock {
+    saved: Option<Vec<u8>>,
+    caller: AsyncCaller<Option<Vec<u8>>, Vec<u8>>,
+}
+
+impl AsyncPolicyLock for PgAsyncPolicyLock {
+    fn saved(&self) -> Option<&[u8]> {
+        self.saved.as_deref()
+    }
+
+    fn commit(self: Box<Self>, state: Vec<u8>) -> StoreFuture<'static, ()> {
+        Box::pin(self.caller.answer(state))
+    }
+}
+
 impl SharedStore for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -414,44 +471,23 @@ impl SharedStore for PgStore {
     /// issued at once on one connection).
     fn policy_lock(&self, account: &str) -> Result<Option<Box<dyn PolicyLock>>, StoreError> {
         let (pool, key) = (self.pool(), account.to_string());
-        let caller = self.exchange(
-            move |mut ex: Exchange<Option<Vec<u8>>, Vec<u8>>| async move {
-                let out = async {
-                    let client = InTransaction::new(pool.get().await.map_err(pool_error)?);
-                    let c = client.get();
-                    let lock = c.prepare_cached(LOCK_POLICY).await.map_err(pg_error)?;
-                    let read = c.prepare_cached(READ_POLICY).await.map_err(pg_error)?;
-                    let write = c.prepare_cached(WRITE_POLICY).await.map_err(pg_error)?;
-                    let (lock_args, read_args) = ([&POLICY_LOCK as _, &key as _], [&key as _]);
-                    let (begun, locked, row) = tokio::join!(
-                        c.batch_execute("BEGIN"),
-                        c.execute(&lock, &lock_args),
-                        c.query_opt(&read, &read_args),
-                    );
-                    begun.map_err(pg_error)?;
-                    locked.map_err(pg_error)?;
-                    let row = row.map_err(pg_error)?;
-                    ex.send(row.map(|r| r.get(0)));
-                    let Some(state) = ex.answer().await else {
-                        c.batch_execute("ROLLBACK").await.map_err(pg_error)?;
-                        client.done();
-                        return Ok(());
-                    };
-                    let write_args = [&key as _, &state as _];
-                    let (written, committed) =
-                        tokio::join!(c.execute(&write, &write_args), c.batch_execute("COMMIT"),);
-                    // A failed write turns the COMMIT into a rollback.
-                    written.map_err(pg_error)?;
-                    committed.map_err(pg_error)?;
-                    client.done();
-                    Ok(())
-                }
-                .await;
-                (ex, out)
-            },
-        );
+        let caller = self.exchange(move |ex| policy_turn(ex, pool, key));
         let saved = caller.read()?;
         Ok(Some(Box::new(PgPolicyLock { saved, caller })))
+    }
+
+    fn policy_lock_async(
+        &self,
+        account: &str,
+    ) -> StoreFuture<'static, Option<Box<dyn AsyncPolicyLock>>> {
+        let (pool, key) = (self.pool(), account.to_string());
+        let mut caller = self.exchange_async(move |ex| policy_turn(ex, pool, key));
+        Box::pin(async move {
+            let saved = caller.read().await?;
+            Ok(Some(
+                Box::new(PgAsyncPolicyLock { saved, caller }) as Box<dyn AsyncPolicyLock>
+            ))
+        })
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
