@@ -49,6 +49,9 @@ pub struct Sent {
 /// What every session shares: options, TLS settings, the message.
 pub struct Client {
     pub options: Arc<Options>,
+    /// Who this client sends as: (address, password).
+    user: String,
+    password: String,
     tls: tokio_rustls::TlsConnector,
     envelope: Vec<u8>,
     body: Vec<u8>,
@@ -61,8 +64,12 @@ pub struct Connection {
 }
 
 impl Client {
-    pub fn new(options: Arc<Options>, tls: tokio_rustls::TlsConnector) -> Client {
-        let mut envelope = format!("MAIL FROM:<{}> SIZE={}\r\n", options.user, options.size);
+    pub fn new(
+        options: Arc<Options>,
+        tls: tokio_rustls::TlsConnector,
+        (user, password): (String, String),
+    ) -> Client {
+        let mut envelope = format!("MAIL FROM:<{}> SIZE={}\r\n", user, options.size);
         for r in 0..options.rcpts {
             envelope.push_str(&format!("RCPT TO:<friend{r}@example.org>\r\n"));
         }
@@ -72,7 +79,7 @@ impl Client {
             .collect();
         let mut body = format!(
             "From: Load <{}>\r\nTo: {}\r\nSubject: load test\r\n\r\n",
-            options.user,
+            user,
             to.join(", ")
         )
         .into_bytes();
@@ -90,6 +97,8 @@ impl Client {
         body.extend_from_slice(b".\r\n");
         Client {
             options,
+            user,
+            password,
             tls,
             envelope: envelope.into_bytes(),
             body,
@@ -143,15 +152,15 @@ impl Client {
             Mechanism::Plain => {
                 let line = format!(
                     "AUTH PLAIN {}\r\n",
-                    b64(&format!("\0{}\0{}", o.user, o.password))
+                    b64(&format!("\0{}\0{}", self.user, self.password))
                 );
                 conn.expect("auth", Some(line.as_bytes()), 235).await?;
             }
             Mechanism::Login => {
                 conn.expect("auth", Some(b"AUTH LOGIN\r\n"), 334).await?;
-                let user = format!("{}\r\n", b64(&o.user));
+                let user = format!("{}\r\n", b64(&self.user));
                 conn.expect("auth", Some(user.as_bytes()), 334).await?;
-                let pass = format!("{}\r\n", b64(&o.password));
+                let pass = format!("{}\r\n", b64(&self.password));
                 conn.expect("auth", Some(pass.as_bytes()), 235).await?;
             }
         }

@@ -39,18 +39,22 @@ fn main() {
     if !options.resume {
         config.resumption = rustls::client::Resumption::disabled();
     }
-    let client = Arc::new(Client::new(
-        options,
-        tokio_rustls::TlsConnector::from(Arc::new(config)),
-    ));
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let clients: Vec<Arc<Client>> = options
+        .senders()
+        .into_iter()
+        .map(|sender| Arc::new(Client::new(options.clone(), tls.clone(), sender)))
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    runtime.block_on(run(client));
+    runtime.block_on(run(clients));
 }
 
-async fn run(client: Arc<Client>) {
+/// `clients`: one per account sessions send as (session k as k mod n).
+async fn run(clients: Vec<Arc<Client>>) {
+    let client = clients[0].clone();
     let o = client.options.clone();
     let main_pid = o.server_pids.first().copied();
     let mut idle = Vec::new();
@@ -78,7 +82,10 @@ async fn run(client: Arc<Client>) {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..o.concurrency)
-        .map(|k| tokio::spawn(worker(client.clone(), next.clone(), start, k)))
+        .map(|k| {
+            let client = clients[k % clients.len()].clone();
+            tokio::spawn(worker(client, next.clone(), start, k))
+        })
         .collect();
     let mut report = Report::default();
     for w in workers {

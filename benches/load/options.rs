@@ -81,6 +81,11 @@ pub struct Options {
     /// Print one JSON object with the figures instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A file of accounts, one "address password" per line: session k
+    /// sends as line k (mod their number) instead of USER/PASSWORD, so the
+    /// load comes from many accounts at once.
+    #[arg(long)]
+    pub accounts: Option<String>,
     /// A label for the run, printed with the figures.
     #[arg(long, default_value = "")]
     pub label: String,
@@ -100,6 +105,27 @@ impl Options {
             std::process::exit(2);
         }
         o
+    }
+
+    /// (address, password) of every account sessions send as.
+    pub fn senders(&self) -> Vec<(String, String)> {
+        let Some(path) = &self.accounts else {
+            return vec![(self.user.clone(), self.password.clone())];
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            eprintln!("load: cannot read {path}: {e}");
+            std::process::exit(2);
+        });
+        let senders: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect();
+        if senders.is_empty() {
+            eprintln!("load: {path} has no \"address password\" line");
+            std::process::exit(2);
+        }
+        senders
     }
 
     pub fn reply_timeout(&self) -> Duration {

@@ -963,3 +963,76 @@ async fn tls_to_postgres_trusts_the_store_ca_file_and_refuses_an_unknown_certifi
     assert!(tls.trim().parse::<u32>().unwrap() >= 1, "{tls}");
     assert_eq!(plain.trim(), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_accounts_sending_at_once_on_a_small_pool_are_all_accepted() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("mw");
+    let dir = tempfile::tempdir().unwrap();
+    // Two connections for many sessions: each account's first use reads
+    // its state while other sessions hold their decision's turn.
+    let folder = dir.path().join("a");
+    std::fs::create_dir_all(&folder).unwrap();
+    let config = folder.join("mailwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 2\n",
+            test_config_text("")
+        ),
+    )
+    .unwrap();
+    let node = Node {
+        server: tokio::task::block_in_place(|| ServeProcess::start(&config)),
+        config,
+    };
+    // Device passwords (as mail programs use them): no argon2 queue
+    // between the sessions, so they really run at once.
+    const N: usize = 24;
+    let mut users = Vec::new();
+    for k in 0..N {
+        let user = format!("user{k}@example.com");
+        add_account(&node, &user);
+        let (ok, out) = node.cli(&["account", "device-password", "add", &user, "bench"], "");
+        assert!(ok, "{out}");
+        users.push((user, out.lines().next().unwrap().trim().to_string()));
+    }
+    let (addr, cert) = (node.server.submissions(), node.cert());
+    let mut sessions = tokio::task::JoinSet::new();
+    for (k, (user, device)) in users.into_iter().enumerate() {
+        let cert = cert.clone();
+        let source = format!("127.0.2.{}", k + 1).parse().unwrap();
+        sessions.spawn(async move {
+            let (mut c, _) = Client::implicit_tls_from(addr, Some(source), &cert).await;
+            c.ehlo().await;
+            let auth = c.auth_plain(&user, &device).await.line();
+            let mut replies = vec![auth];
+            for i in 0..5 {
+                let to = vec![format!("friend{i}@example.org")];
+                replies.push(c.try_send(&user, &to, "hi", "hello").await);
+            }
+            replies
+        });
+    }
+    while let Some(replies) = sessions.join_next().await {
+        let replies = replies.unwrap();
+        assert!(replies[0].starts_with("235"), "{replies:?}");
+        for r in &replies[1..] {
+            assert!(r.starts_with("250"), "{replies:?}");
+        }
+    }
+    let stalls: Vec<_> = node
+        .server
+        .log()
+        .into_iter()
+        .filter(|l| {
+            [
+                "store.shared_down",
+                "policy.state_unavailable",
+                "policy.state_unreadable",
+            ]
+            .contains(&l["event"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert!(stalls.is_empty(), "{stalls:?}");
+}

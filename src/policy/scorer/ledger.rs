@@ -151,13 +151,20 @@ impl Ledger {
     }
 
     pub(super) fn entry(&self, account: &str) -> Arc<Entry> {
+        if let Some(entry) = lock(&self.states).get(account) {
+            return entry.clone();
+        }
+        // Read without holding the map: with a shared store the read waits
+        // for a connection, and every session needs the map meanwhile (one
+        // held across it stalled every node's decisions until the pool's
+        // wait ran out). Two first uses at once both read; the first in wins.
         let now = self.clock.unix();
+        let loaded = self
+            .saved(account)
+            .unwrap_or_else(|| AccountState::new(now));
         lock(&self.states)
             .entry(account.to_string())
-            .or_insert_with(|| {
-                let saved = self.saved(account);
-                Entry::new(saved.unwrap_or_else(|| AccountState::new(now)))
-            })
+            .or_insert_with(|| Entry::new(loaded))
             .clone()
     }
 
@@ -185,7 +192,9 @@ impl Ledger {
     /// Whether the account has a state (in memory, or saved when states
     /// are read on demand).
     fn follows(&self, account: &str) -> bool {
-        lock(&self.states).contains_key(account) || self.saved_exists(account)
+        // The map's guard goes before the store is asked (`entry`).
+        let known = lock(&self.states).contains_key(account);
+        known || self.saved_exists(account)
     }
 
     fn saved_exists(&self, account: &str) -> bool {
@@ -407,5 +416,130 @@ impl CommitHook for Ledger {
 
     fn has_dirty(&self) -> bool {
         !lock(&self.dirty).is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::record::account::Account;
+    use crate::store::shared::{PolicyLock, SharedStore};
+    use crate::store::{AliasChange, AlsoWrite, Store};
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+    use std::time::Duration;
+
+    /// A shared store whose read of one account's state waits until told.
+    struct SlowStore {
+        inner: Store,
+        entered: SyncSender<()>,
+        release: Mutex<Receiver<()>>,
+    }
+
+    impl SharedStore for SlowStore {
+        fn backend(&self) -> &'static str {
+            "postgres"
+        }
+        fn policy_state(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            if account == "slow@example.com" {
+                let _ = self.entered.send(());
+                let _ = lock(&self.release).recv();
+            }
+            Ok(None)
+        }
+        fn account_get(&self, a: &str) -> Result<Option<Account>, StoreError> {
+            self.inner.account_get(a)
+        }
+        fn account_create(&self, a: &Account) -> Result<bool, StoreError> {
+            self.inner.account_create(a)
+        }
+        fn account_update_with(
+            &self,
+            a: &str,
+            c: &mut dyn FnMut(&mut Account, &mut AlsoWrite) -> bool,
+        ) -> Result<bool, StoreError> {
+            SharedStore::account_update_with(&self.inner, a, c)
+        }
+        fn account_list(&self) -> Result<Vec<Account>, StoreError> {
+            self.inner.account_list()
+        }
+        fn account_delete(&self, a: &str) -> Result<bool, StoreError> {
+            self.inner.account_delete(a)
+        }
+        fn alias_add_with(
+            &self,
+            a: &str,
+            b: &str,
+            c: &mut dyn FnMut(&mut Account),
+        ) -> Result<AliasChange, StoreError> {
+            SharedStore::alias_add_with(&self.inner, a, b, c)
+        }
+        fn alias_remove_with(
+            &self,
+            a: &str,
+            b: &str,
+            c: &mut dyn FnMut(&mut Account),
+        ) -> Result<AliasChange, StoreError> {
+            SharedStore::alias_remove_with(&self.inner, a, b, c)
+        }
+        fn policy_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn policy_lock(&self, _: &str) -> Result<Option<Box<dyn PolicyLock>>, StoreError> {
+            Ok(None)
+        }
+        fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.meta_get(k)
+        }
+        fn meta_set(&self, k: &str, v: &[u8]) -> Result<(), StoreError> {
+            self.inner.meta_set(k, v)
+        }
+        fn lockouts_save(&self, s: &[u8], now: u64) -> Result<(), StoreError> {
+            SharedStore::lockouts_save(&self.inner, s, now)
+        }
+        fn lockouts_saved(&self, since: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+            SharedStore::lockouts_saved(&self.inner, since)
+        }
+    }
+
+    #[test]
+    fn an_account_read_from_a_slow_store_does_not_hold_up_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entered, entered_rx) = sync_channel(1);
+        let (release_tx, release) = sync_channel(1);
+        let store: SharedData = Arc::new(SlowStore {
+            inner: Store::open_or_create(dir.path()).unwrap(),
+            entered,
+            release: Mutex::new(release),
+        });
+        let ledger = Ledger::load(
+            PolicyConfig::default(),
+            Arc::new(SystemClock),
+            &store,
+            Preload::OnDemand,
+            ContactKey([1, 2]),
+        )
+        .unwrap();
+        // One first use waits for the store (a busy pool, a slow database)...
+        let slow = {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || ledger.entry("slow@example.com"))
+        };
+        entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        // ...while every other account is still served.
+        let (done_tx, done) = sync_channel(1);
+        let other = {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                ledger.entry("fast@example.com");
+                ledger.follows("known@example.com");
+                let _ = done_tx.send(());
+            })
+        };
+        let served = done.recv_timeout(Duration::from_secs(2));
+        release_tx.send(()).unwrap();
+        slow.join().unwrap();
+        other.join().unwrap();
+        assert!(served.is_ok(), "another account waited for the slow read");
     }
 }
