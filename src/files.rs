@@ -155,8 +155,6 @@ fn check_one(path: &Path, meta: &std::fs::Metadata, found: &mut Vec<TooOpen>) {
     });
 }
 
-/// Bytes free for unprivileged use on the file system holding `path`, or
-/// `None` when it cannot be asked.
 /// A new empty folder under the system's temporary folder, named
 /// `<prefix>-<random>` (scratch stores of `policy simulate` and `replay`).
 pub fn scratch_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -167,6 +165,8 @@ pub fn scratch_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
+/// Bytes free for unprivileged use on the file system holding `path`, or
+/// `None` when it cannot be asked.
 pub fn free_space(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;

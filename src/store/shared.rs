@@ -64,13 +64,6 @@ impl Change {
             _ => return None,
         })
     }
-
-    pub fn account(&self) -> Option<&str> {
-        match self {
-            Self::Account(a) | Self::Blocked(a) | Self::Lifted(a) => Some(a),
-            Self::All | Self::Lockout { .. } => None,
-        }
-    }
 }
 
 /// An account's scorer state, locked against every other node until
@@ -145,9 +138,6 @@ pub trait SharedStore: Send + Sync + 'static {
     ) -> StoreFuture<'static, Option<Box<dyn AsyncPolicyLock>>> {
         Box::pin(std::future::ready(Ok(None)))
     }
-    /// Small shared facts (e.g. the lockout counters).
-    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Saves this node's brute-force counters (`accounts::lockout`) at
     /// `now`.
     fn lockouts_save(&self, saved: &[u8], now: u64) -> Result<(), StoreError>;
@@ -272,14 +262,6 @@ impl SharedStore for Store {
         Ok(None)
     }
 
-    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Store::meta_get(self, key)
-    }
-
-    fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        Store::meta_set(self, key, value)
-    }
-
     fn lockouts_save(&self, saved: &[u8], _now: u64) -> Result<(), StoreError> {
         Store::meta_set(self, LOCKOUTS_META_KEY, saved)
     }
@@ -348,7 +330,6 @@ pub trait SessionRows: Send + Sync + 'static {
         created_before: u64,
         keep_anonymous: u64,
     ) -> Result<u64, StoreError>;
-    fn session_count(&self) -> Result<u64, StoreError>;
 }
 
 /// The shared store as the rest of the server holds it.

@@ -226,26 +226,38 @@ impl Lockouts {
 
     /// Whether `account` logged in successfully from `ip`'s network within
     /// `trusted_network_for`: in this process, or as the persistent login
-    /// history says (so a restart does not lock the owner out).
-    fn known_network(&self, state: &State, account: &str, ip: IpAddr, now: u64) -> bool {
+    /// history says (`last_login`; so a restart does not lock the owner
+    /// out).
+    fn known_network(
+        &self,
+        state: &State,
+        account: &str,
+        ip: IpAddr,
+        now: u64,
+        last_login: Option<u64>,
+    ) -> bool {
         let trust = secs(self.config.trusted_network_for);
         Self::trusted(state, account, client_network(ip), now, trust)
-            || self
-                .history
-                .last_login(account, ip)
-                .is_some_and(|at| at + trust > now)
+            || last_login.is_some_and(|at| at + trust > now)
     }
 
     /// Whether `account` ever logged in successfully from `ip`'s network:
     /// in this process, or as the persistent login history says.
-    fn ever_logged_in(&self, state: &State, account: &str, ip: IpAddr, now: u64) -> bool {
+    fn ever_logged_in(
+        &self,
+        state: &State,
+        account: &str,
+        ip: IpAddr,
+        now: u64,
+        last_login: Option<u64>,
+    ) -> bool {
         Self::trusted(
             state,
             account,
             client_network(ip),
             now,
             secs(self.config.trusted_network_for),
-        ) || self.history.last_login(account, ip).is_some()
+        ) || last_login.is_some()
     }
 
     /// The spraying tier `ip` is over, if any.
@@ -268,6 +280,9 @@ impl Lockouts {
     pub fn check(&self, ip: IpAddr, login: &str) -> Result<(), Scope> {
         let c = &self.config;
         let (now, network) = (self.clock.unix(), client_network(ip));
+        // Asked before the counters are locked: the history may read the
+        // store (with PostgreSQL, a round trip every AUTH must not wait on).
+        let last_login = self.history.last_login(login, ip);
         let mut state = self.state.lock_or_recover();
         if let Some(w) = state.networks.get_mut(&network) {
             w.prune(now, secs(c.ip_window));
@@ -276,11 +291,11 @@ impl Lockouts {
             }
         }
         if self.spraying(&mut state, ip, now).is_some()
-            && !self.ever_logged_in(&state, login, ip, now)
+            && !self.ever_logged_in(&state, login, ip, now, last_login)
         {
             return Err(Scope::Network);
         }
-        if self.known_network(&state, login, ip, now) {
+        if self.known_network(&state, login, ip, now, last_login) {
             return Ok(());
         }
         if let Some(w) = state.accounts.get_mut(login) {
@@ -310,6 +325,7 @@ impl Lockouts {
     fn count_failure(&self, ip: IpAddr, login: &str, hash: u64, pair_key: u64) -> Vec<Started> {
         let c = &self.config;
         let (now, network) = (self.clock.unix(), client_network(ip));
+        let last_login = self.history.last_login(login, ip);
         let mut state = self.state.lock_or_recover();
         self.maybe_prune(&mut state, now);
         self.touch();
@@ -343,7 +359,7 @@ impl Lockouts {
                 network: Some(network),
             });
         }
-        if !self.known_network(&state, login, ip, now) {
+        if !self.known_network(&state, login, ip, now, last_login) {
             let w = state.accounts.entry(login.to_string()).or_default();
             if w.record(
                 now,
@@ -362,16 +378,20 @@ impl Lockouts {
 
     /// A successful login: this network is now known for this account.
     pub fn success(&self, ip: IpAddr, account: &str) {
-        let now = self.clock.unix();
-        let mut state = self.state.lock_or_recover();
-        state
-            .trusted
-            .insert((account.to_string(), client_network(ip)), now);
-        drop(state);
+        self.count_success(ip, account);
         self.tell_peers(|| Note::Success {
             ip,
             account: account.to_string(),
         });
+    }
+
+    /// Counts a successful login (here or on another node).
+    fn count_success(&self, ip: IpAddr, account: &str) {
+        let now = self.clock.unix();
+        self.state
+            .lock_or_recover()
+            .trusted
+            .insert((account.to_string(), client_network(ip)), now);
     }
 
     /// Whether the OTP step of this bucket (`Accounts::otp_bucket`: the
@@ -479,19 +499,22 @@ mod tests {
         }
     }
 
+    /// Counters with the default limits on `clock`, no login history, one
+    /// key (the nodes of `saved`'s tests share it).
+    pub(super) fn lockouts_on(clock: &Arc<ManualClock>) -> Lockouts {
+        Lockouts::new(
+            LockoutConfig::default(),
+            clock.clone(),
+            Arc::new(NoHistory),
+            [7; 32],
+        )
+    }
+
     fn lockouts() -> (Lockouts, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(
             UNIX_EPOCH + Duration::from_secs(1_000_000),
         ));
-        (
-            Lockouts::new(
-                LockoutConfig::default(),
-                clock.clone(),
-                Arc::new(NoHistory),
-                [7; 32],
-            ),
-            clock,
-        )
+        (lockouts_on(&clock), clock)
     }
 
     #[test]

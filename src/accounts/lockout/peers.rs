@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Lockouts, client_network};
+use super::Lockouts;
 use crate::locks::Recover;
 
 /// Something the other nodes must count.
@@ -95,13 +95,7 @@ impl Lockouts {
             } => {
                 self.count_failure(*ip, login, *hash, *pair);
             }
-            Note::Success { ip, account } => {
-                let now = self.clock.unix();
-                self.state
-                    .lock_or_recover()
-                    .trusted
-                    .insert((account.clone(), client_network(*ip)), now);
-            }
+            Note::Success { ip, account } => self.count_success(*ip, account),
             Note::OtpFailure { bucket } => {
                 self.count_otp_failure(bucket);
             }

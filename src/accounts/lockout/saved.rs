@@ -191,28 +191,10 @@ pub async fn keep_saved(
 mod tests {
     use super::*;
     use crate::accounts::lockout::Scope;
-    use crate::accounts::trust::NetworkHistory;
+    use crate::accounts::lockout::tests::lockouts_on as node;
     use crate::clock::ManualClock;
-    use crate::config::LockoutConfig;
     use std::net::IpAddr;
     use std::time::UNIX_EPOCH;
-
-    struct NoHistory;
-
-    impl NetworkHistory for NoHistory {
-        fn uses(&self, _: &str) -> crate::accounts::NetworkUses {
-            Default::default()
-        }
-    }
-
-    fn node(clock: &Arc<ManualClock>) -> Lockouts {
-        Lockouts::new(
-            LockoutConfig::default(),
-            clock.clone(),
-            Arc::new(NoHistory),
-            [7; 32],
-        )
-    }
 
     fn clock_at(secs: u64) -> Arc<ManualClock> {
         Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(secs)))

@@ -118,15 +118,16 @@ impl Ledger {
                 }
             }
         }
+        let multi_node = (store.backend() != "redb").then(|| store.clone());
         Ok(Arc::new(Self {
             shared: shared_networks(&config),
             config: RwLock::new(Arc::new(config)),
             clock,
             states: Mutex::new(states),
             dirty: Mutex::new(HashSet::new()),
-            on_demand: (preload == Preload::OnDemand || store.backend() != "redb")
+            on_demand: (preload == Preload::OnDemand || multi_node.is_some())
                 .then(|| store.clone()),
-            multi_node: (store.backend() != "redb").then(|| store.clone()),
+            multi_node,
             batched: Default::default(),
             contact_key,
         }))
@@ -151,8 +152,8 @@ impl Ledger {
     }
 
     pub(super) fn entry(&self, account: &str) -> Arc<Entry> {
-        if let Some(entry) = lock(&self.states).get(account) {
-            return entry.clone();
+        if let Some(entry) = self.cached(account) {
+            return entry;
         }
         // Read without holding the map: with a shared store the read waits
         // for a connection, and every session needs the map meanwhile (one
@@ -162,14 +163,19 @@ impl Ledger {
         let loaded = self
             .saved(account)
             .unwrap_or_else(|| AccountState::new(now));
+        self.keep(account, loaded)
+    }
+
+    /// `state` as the account's entry, unless another came first.
+    fn keep(&self, account: &str, state: AccountState) -> Arc<Entry> {
         lock(&self.states)
             .entry(account.to_string())
-            .or_insert_with(|| Entry::new(loaded))
+            .or_insert_with(|| Entry::new(state))
             .clone()
     }
 
     /// The account's saved state, when states are read on demand.
-    fn saved(&self, account: &str) -> Option<AccountState> {
+    pub(super) fn saved(&self, account: &str) -> Option<AccountState> {
         let store = self.on_demand.as_ref()?;
         match store.policy_state(account) {
             Ok(bytes) => decode(account, &bytes?),
@@ -183,32 +189,22 @@ impl Ledger {
     /// The account's entry if it has a state, without making one (an
     /// unknown login tried at AUTH must not grow the ledger).
     fn peek(&self, account: &str) -> Option<Arc<Entry>> {
-        if let Some(entry) = lock(&self.states).get(account) {
-            return Some(entry.clone());
-        }
-        self.saved_exists(account).then(|| self.entry(account))
+        self.cached(account)
+            .or_else(|| Some(self.keep(account, self.saved(account)?)))
     }
 
     /// Whether the account has a state (in memory, or saved when states
     /// are read on demand).
     fn follows(&self, account: &str) -> bool {
-        // The map's guard goes before the store is asked (`entry`).
-        let known = lock(&self.states).contains_key(account);
-        known || self.saved_exists(account)
+        self.peek(account).is_some()
     }
 
-    fn saved_exists(&self, account: &str) -> bool {
-        self.on_demand
-            .as_ref()
-            .is_some_and(|s| s.policy_state(account).is_ok_and(|b| b.is_some()))
-    }
-
-    /// Changes an account's state briefly (never across an await).
     /// The account's entry if this node holds it.
     pub(super) fn cached(&self, account: &str) -> Option<Arc<Entry>> {
         lock(&self.states).get(account).cloned()
     }
 
+    /// Changes an account's state briefly (never across an await).
     pub(super) fn with_state<T>(&self, account: &str, f: impl FnOnce(&mut AccountState) -> T) -> T {
         let entry = self.entry(account);
         let out = f(&mut entry.state());
@@ -216,8 +212,12 @@ impl Ledger {
         out
     }
 
+    /// The account's state is to be written with the spool's next commit
+    /// (a shared store is written by each turn instead: nothing to mark).
     pub(super) fn mark_dirty(&self, account: &str) {
-        lock(&self.dirty).insert(account.to_string());
+        if self.multi_node.is_none() {
+            lock(&self.dirty).insert(account.to_string());
+        }
     }
 
     /// A network as the spread signal sees it: every shared client network
@@ -487,12 +487,6 @@ mod tests {
         }
         fn policy_lock(&self, _: &str) -> Result<Option<Box<dyn PolicyLock>>, StoreError> {
             Ok(None)
-        }
-        fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.meta_get(k)
-        }
-        fn meta_set(&self, k: &str, v: &[u8]) -> Result<(), StoreError> {
-            self.inner.meta_set(k, v)
         }
         fn lockouts_save(&self, s: &[u8], now: u64) -> Result<(), StoreError> {
             SharedStore::lockouts_save(&self.inner, s, now)

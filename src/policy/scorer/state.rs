@@ -75,14 +75,6 @@ mod bits_b64 {
     }
 }
 
-/// A client network that logged in to the account.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SeenNetwork {
-    pub network: String,
-    pub first_seen: u64,
-    pub last_seen: u64,
-}
-
 /// Link domains remembered per account.
 const MAX_LINKS: usize = 32;
 
@@ -129,9 +121,6 @@ pub struct AccountState {
     /// Bodies of the last day, each once at its latest use: (time,
     /// fingerprint, recipients then).
     pub bodies: VecDeque<(u64, u64, u32)>,
-    /// Networks that logged in, with first and last use.
-    #[serde(default, skip_serializing)]
-    pub networks: Vec<SeenNetwork>,
     /// Logins of the last hour: (time, network).
     pub logins: VecDeque<(u64, String)>,
     /// Wrong passwords since the last successful login (last hour).
@@ -189,8 +178,8 @@ impl AccountState {
     }
 
     /// After a lift: windows and score start from zero at `now`; what the
-    /// account's normal is (contacts, programs, baseline, links, networks)
-    /// stays.
+    /// account's normal is (contacts, programs, baseline, links, the
+    /// networks' trust record) stays.
     pub fn restarted(self, now: u64) -> Self {
         Self {
             legacy_known: self.legacy_known,
@@ -398,8 +387,6 @@ impl AccountState {
         while self.logins.len() > 256 {
             self.logins.pop_front();
         }
-        // Networks are judged by `uses` (accounts::trust) now.
-        self.networks.clear();
     }
 
     pub fn record_auth_failure(&mut self, now: u64, attempt: Option<u64>) {

@@ -115,20 +115,14 @@ impl Ledger {
     /// Another node changed the account: its next use reads the stored
     /// state again.
     pub fn refresh(&self, account: &str) {
-        let Some(store) = self.multi_node.as_ref() else {
+        if self.multi_node.is_none() {
             return;
-        };
+        }
         let Some(entry) = self.cached(account) else {
             return;
         };
-        match store.policy_state(account) {
-            Ok(Some(bytes)) => {
-                if let Some(state) = decode(account, &bytes) {
-                    *entry.state() = state;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(event = "policy.state_unavailable", account, error = %e),
+        if let Some(state) = self.saved(account) {
+            *entry.state() = state;
         }
     }
 }

@@ -73,8 +73,4 @@ impl Backend for Memory {
         map.retain(|id, s| id == keep || s.owner() != Some(address));
         before - map.len()
     }
-
-    fn len(&self) -> usize {
-        self.sessions.lock_or_recover().len()
-    }
 }

@@ -189,7 +189,6 @@ trait Backend: Send + Sync {
     fn remove(&self, id: &str) -> Result<Option<Session>, Unavailable>;
     /// Ends every session of `address` but `keep`; how many.
     fn sign_out_others(&self, address: &str, keep: &str) -> usize;
-    fn len(&self) -> usize;
 }
 
 pub struct SessionStore {
@@ -324,14 +323,6 @@ impl SessionStore {
     /// Signs out every session of `address` except `keep`.
     pub fn sign_out_others(&self, address: &str, keep: &str) -> usize {
         self.backend.sign_out_others(address, keep)
-    }
-
-    pub fn len(&self) -> usize {
-        self.backend.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -272,9 +272,4 @@ impl Backend for Sealed {
         logged("end the account's other sessions", out)
             .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     }
-
-    fn len(&self) -> usize {
-        logged("count sessions", self.rows.session_count())
-            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
-    }
 }

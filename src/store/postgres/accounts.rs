@@ -1,7 +1,7 @@
 //! Accounts and aliases in PostgreSQL: the same JSON records as redb, one
 //! row each, with the alias index beside them.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 
 use super::exchange::{AsyncCaller, Exchange};
 use super::{ADDRESS_LOCK, CHANNEL, POLICY_LOCK, PgStore, pg_error, pool_error};
@@ -18,11 +18,25 @@ fn encode(account: &Account) -> Result<String, StoreError> {
     Ok(serde_json::to_string(account)?)
 }
 
-/// Tells every node (this one too) about `change`, at commit.
-pub(crate) async fn notify(tx: &Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+/// Tells every node (this one too) about `change`: in a transaction, at
+/// its commit; on a plain connection, at once.
+pub(crate) async fn notify(client: &impl GenericClient, change: &Change) -> Result<(), StoreError> {
+    let stmt = client
+        .prepare_cached("SELECT pg_notify($1, $2)")
+        .await
+        .map_err(pg_error)?;
+    client
+        .execute(&stmt, &[&CHANNEL, &change.to_payload()])
+        .await
+        .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Holds the transaction lock `(kind, hashtext(name))` until commit.
+async fn advisory_lock(tx: &Transaction<'_>, kind: i32, name: &str) -> Result<(), StoreError> {
     tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &change.to_payload()],
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&kind, &name],
     )
     .await
     .map_err(pg_error)?;
@@ -31,13 +45,7 @@ pub(crate) async fn notify(tx: &Transaction<'_>, change: &Change) -> Result<(), 
 
 /// Only one transaction at a time may claim addresses around `base`.
 async fn lock_address(tx: &Transaction<'_>, base: &str) -> Result<(), StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&ADDRESS_LOCK, &base],
-    )
-    .await
-    .map_err(pg_error)?;
-    Ok(())
+    advisory_lock(tx, ADDRESS_LOCK, base).await
 }
 
 /// The account or alias `candidate` would overlap (`store::aliases::overlap`):
@@ -86,31 +94,21 @@ pub(crate) async fn write_policy(
     account: &str,
     state: &[u8],
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO scorer_state (account, state) VALUES ($1, $2)
-         ON CONFLICT (account) DO UPDATE
-           SET state = EXCLUDED.state, version = scorer_state.version + 1",
-        &[&account, &state],
-    )
-    .await
-    .map_err(pg_error)?;
+    let stmt = tx.prepare_cached(WRITE_POLICY).await.map_err(pg_error)?;
+    tx.execute(&stmt, &[&account, &state])
+        .await
+        .map_err(pg_error)?;
     Ok(())
 }
 
 pub(crate) async fn lock_policy(tx: &Transaction<'_>, account: &str) -> Result<(), StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&POLICY_LOCK, &account],
-    )
-    .await
-    .map_err(pg_error)?;
-    Ok(())
+    advisory_lock(tx, POLICY_LOCK, account).await
 }
 
-/// The change an account update announces.
-fn change_of(before: &Account, after: &Account) -> Change {
+/// The change an account update announces (`was_blocked`: before it).
+fn change_of(was_blocked: bool, after: &Account) -> Change {
     let address = after.address.clone();
-    match (before.block.is_some(), after.block.is_some()) {
+    match (was_blocked, after.block.is_some()) {
         (false, true) => Change::Blocked(address),
         (true, false) => Change::Lifted(address),
         _ => Change::Account(address),
@@ -314,9 +312,8 @@ impl SharedStore for PgStore {
     }
 
     fn account_get(&self, address: &str) -> Result<Option<Account>, StoreError> {
-        let (pool, key) = (self.pool(), address.to_string());
-        let record: Option<String> = self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
+        let key = address.to_string();
+        let record: Option<String> = self.with_client(move |client| async move {
             let stmt = client
                 .prepare_cached("SELECT record FROM accounts WHERE address = $1")
                 .await
@@ -386,19 +383,17 @@ impl SharedStore for PgStore {
         let Some(mut account) = caller.read()? else {
             return Ok(false);
         };
-        let before = account.clone();
+        let was_blocked = account.block.is_some();
         let mut also = AlsoWrite::default();
         if change(&mut account, &mut also) {
-            let announce = change_of(&before, &account);
+            let announce = change_of(was_blocked, &account);
             caller.answer((account, announce, also.policy_state))?;
         }
         Ok(true)
     }
 
     fn account_list(&self) -> Result<Vec<Account>, StoreError> {
-        let pool = self.pool();
-        let records: Vec<String> = self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
+        let records: Vec<String> = self.with_client(move |client| async move {
             let rows = client
                 .query("SELECT record FROM accounts ORDER BY address", &[])
                 .await
@@ -442,22 +437,16 @@ impl SharedStore for PgStore {
     }
 
     fn policy_state(&self, account: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let (pool, key) = (self.pool(), account.to_string());
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let stmt = client
-                .prepare_cached("SELECT state FROM scorer_state WHERE account = $1")
-                .await
-                .map_err(pg_error)?;
+        let key = account.to_string();
+        self.with_client(move |client| async move {
+            let stmt = client.prepare_cached(READ_POLICY).await.map_err(pg_error)?;
             let row = client.query_opt(&stmt, &[&key]).await.map_err(pg_error)?;
             Ok(row.map(|r| r.get(0)))
         })
     }
 
     fn policy_states(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let pool = self.pool();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
+        self.with_client(move |client| async move {
             let rows = client
                 .query("SELECT account, state FROM scorer_state", &[])
                 .await
@@ -487,34 +476,6 @@ impl SharedStore for PgStore {
             Ok(Some(
                 Box::new(PgAsyncPolicyLock { saved, caller }) as Box<dyn AsyncPolicyLock>
             ))
-        })
-    }
-
-    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let (pool, key) = (self.pool(), key.to_string());
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
-                .await
-                .map_err(pg_error)?;
-            Ok(row.map(|r| r.get(0)))
-        })
-    }
-
-    fn meta_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let (pool, key, value) = (self.pool(), key.to_string(), value.to_vec());
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client
-                .execute(
-                    "INSERT INTO meta (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    &[&key, &value],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(())
         })
     }
 

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{MIGRATION_LOCK, PgStore, pg_error, pool_error};
+use crate::store::StoreError;
 use crate::store::identity::{IdentityError, new_id, read_marker, write_marker};
-use crate::store::shared::SharedStore;
 
 /// The marker file in the data folder.
 pub const MARKER_FILE: &str = "postgres.id";
@@ -33,8 +33,9 @@ impl PgStore {
         let id = new_id();
         let sealed = seal(id.as_bytes());
         let pool = self.pool();
-        // Both rows at once, under the migration lock: the first node wins.
-        self.run(async move {
+        // Both rows at once, under the migration lock: the first node wins;
+        // then both read back in the same transaction.
+        let (found, sealed) = self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(pg_error)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -55,11 +56,25 @@ impl PgStore {
                 .await
                 .map_err(pg_error)?;
             }
-            tx.commit().await.map_err(pg_error)
+            let read = |key: &'static str| {
+                let tx = &tx;
+                async move {
+                    let row = tx
+                        .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+                        .await
+                        .map_err(pg_error)?;
+                    let value: Option<Vec<u8>> = row.map(|r| r.get(0));
+                    Ok::<_, StoreError>(
+                        value
+                            .map(|v| String::from_utf8_lossy(&v).into_owned())
+                            .unwrap_or_default(),
+                    )
+                }
+            };
+            let (found, sealed) = (read(STORE_ID).await?, read(SEALED).await?);
+            tx.commit().await.map_err(pg_error)?;
+            Ok((found, sealed))
         })?;
-        let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let found = text(self.meta_get(STORE_ID)?).unwrap_or_default();
-        let sealed = text(self.meta_get(SEALED)?).unwrap_or_default();
         if open(&sealed).as_deref() != Some(found.as_bytes()) {
             return Err(IdentityError::WrongKey { found });
         }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio_postgres::config::SslMode;
@@ -240,6 +240,16 @@ impl PgStore {
         out
     }
 
+    /// Runs `f` with a pooled connection, on the store's runtime.
+    pub(crate) fn with_client<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.run(on(self.pool(), f))
+    }
+
     /// `run`, without telling whether the database answered (the portal's
     /// calls: a flood of them must not mark the database as away).
     pub(crate) fn run_quietly<T: Send + 'static>(
@@ -358,12 +368,7 @@ impl PgStore {
         let pool = self.inner.pool.clone();
         self.inner.handle.spawn(async move {
             if let Ok(client) = pool.get().await {
-                let _ = client
-                    .execute(
-                        "SELECT pg_notify($1, $2)",
-                        &[&CHANNEL, &change.to_payload()],
-                    )
-                    .await;
+                let _ = accounts::notify(&client, &change).await;
             }
         });
     }
@@ -379,6 +384,16 @@ impl PgStore {
             .lock_or_recover()
             .retain(|s| s.send(change.clone()).is_ok());
     }
+}
+
+/// `f` with a connection from `pool`.
+pub(crate) async fn on<T, F, Fut>(pool: Pool, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(Object) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let client = pool.get().await.map_err(pool_error)?;
+    f(client).await
 }
 
 /// Waits for a blocking receive; on a multi-threaded tokio worker the

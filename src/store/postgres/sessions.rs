@@ -7,7 +7,7 @@ use std::future::Future;
 use deadpool_postgres::Object;
 
 use super::exchange::Exchange;
-use super::{PgStore, pg_error, pool_error};
+use super::{PgStore, on, pg_error, pool_error};
 use crate::store::StoreError;
 use crate::store::shared::{SessionRow, SessionRows, SessionWrite};
 
@@ -20,33 +20,24 @@ fn unix(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-impl PgStore {
-    /// Runs `f` with a pooled connection, on the store's runtime.
-    pub(crate) fn with_client<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(Object) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send,
-    {
-        let pool = self.pool();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            f(client).await
-        })
-    }
+/// `now`, and the times a live session was last used and created after.
+fn live_at(now: u64, idle: u64, max_age: u64) -> (i64, i64, i64) {
+    (
+        db(now),
+        db(now.saturating_sub(idle)),
+        db(now.saturating_sub(max_age)),
+    )
+}
 
+impl PgStore {
     /// The same on the portal's own pool, quietly (`PgStore::portal_pool`).
     fn with_portal_client<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Object) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let pool = self.portal_pool();
-        self.run_quietly(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            f(client).await
-        })
+        self.run_quietly(on(self.portal_pool(), f))
     }
 
     /// This node's saved counters (`accounts::lockout`), beside the other
@@ -93,11 +84,7 @@ impl SessionRows for PgStore {
         max_age: u64,
     ) -> Result<Option<SessionRow>, StoreError> {
         let id = id.to_vec();
-        let (now, idle_after, created_after) = (
-            db(now),
-            db(now.saturating_sub(idle)),
-            db(now.saturating_sub(max_age)),
-        );
+        let (now, idle_after, created_after) = live_at(now, idle, max_age);
         self.with_portal_client(move |c| async move {
             let row = c
                 .query_opt(
@@ -151,11 +138,7 @@ impl SessionRows for PgStore {
     ) -> Result<bool, StoreError> {
         let pool = self.portal_pool();
         let id = id.to_vec();
-        let (now, idle_after, created_after) = (
-            db(now),
-            db(now.saturating_sub(idle)),
-            db(now.saturating_sub(max_age)),
-        );
+        let (now, idle_after, created_after) = live_at(now, idle, max_age);
         let caller = self.exchange_quietly(
             move |mut ex: Exchange<Option<SessionRow>, SessionWrite>| async move {
                 let out = async {
@@ -254,16 +237,6 @@ impl SessionRows for PgStore {
                 .await
                 .map_err(pg_error)?;
             Ok(expired + crowded)
-        })
-    }
-
-    fn session_count(&self) -> Result<u64, StoreError> {
-        self.with_portal_client(move |c| async move {
-            let row = c
-                .query_one("SELECT count(*) FROM portal_sessions", &[])
-                .await
-                .map_err(pg_error)?;
-            Ok(unix(row.get(0)))
         })
     }
 }
